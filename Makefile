@@ -1,0 +1,58 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Everything lands in .venv/ and .bin/ inside the checkout; Go builds are cached
+# in the user's cache folder so a fresh clone on the same machine reuses them.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint typecheck unit integration otel-bins stack bench clean
+
+help:
+	@echo "make demo       set up and run the example pipeline (terminal timeline)"
+	@echo "make test       set up, build the Collector and Jaeger, run every test tier"
+	@echo "make stack      run the built Collector + Jaeger + the demo on this machine"
+	@echo "make bench      print the benchmark table"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/hackagent-otel demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -m "not integration"
+
+otel-bins:
+	bash scripts/otel-bins.sh
+
+integration: install otel-bins
+	$(BIN)/pytest -m integration
+
+# Every tier: static checks, unit tests, then the integration tests against the
+# real Collector and Jaeger (a missing binary fails the run under CI=true).
+test: lint typecheck otel-bins
+	$(BIN)/pytest
+
+stack: install otel-bins
+	$(BIN)/python scripts/stack.py
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .bin .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""HackAgent pipeline step tracking on OpenTelemetry."""
+
+__all__: list[str] = []
