@@ -1,3 +1,34 @@
-"""HackAgent pipeline step tracking on OpenTelemetry."""
+"""HackAgent pipeline step tracking on OpenTelemetry.
 
-__all__: list[str] = []
+A drop-in for ``hackagent.router.tracking``'s ``StepTracker`` and ``TrackingContext``:
+each step becomes an OpenTelemetry span (for Jaeger or any OTLP backend) and, through
+the exporter, the same HackAgent API records the original sent, without the pipeline
+ever waiting on the network.
+"""
+
+from hackagent_otel import semconv
+from hackagent_otel._context import TrackingContext
+from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
+from hackagent_otel._propagation import ContextPropagatingExecutor, with_current_context
+from hackagent_otel._runs import trace_id_hex_for_run
+from hackagent_otel._setup import Telemetry, configure, force_flush, shutdown
+from hackagent_otel._tracker import StepTracker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ContextPropagatingExecutor",
+    "EvaluationStatusEnum",
+    "StatusEnum",
+    "StepTracker",
+    "StepTypeEnum",
+    "Telemetry",
+    "TrackingContext",
+    "__version__",
+    "configure",
+    "force_flush",
+    "semconv",
+    "shutdown",
+    "trace_id_hex_for_run",
+    "with_current_context",
+]

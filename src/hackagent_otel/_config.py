@@ -1,0 +1,96 @@
+"""Settings, resolved once: argument, then specific env var, then generic, then default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SERVICE_NAME = "hackagent-pipeline"
+DEFAULT_BASE_URL = "https://api.hackagent.dev"
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+
+
+def default_outbox_path(env: Mapping[str, str] | None = None) -> Path:
+    """``$HACKAGENT_OUTBOX_PATH``, else ``$XDG_STATE_HOME/hackagent-otel/outbox.sqlite3``."""
+    env = os.environ if env is None else env
+    explicit = env.get("HACKAGENT_OUTBOX_PATH")
+    if explicit:
+        return Path(explicit).expanduser()
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state).expanduser() / "hackagent-otel" / "outbox.sqlite3"
+
+
+def _first(*values: str | None) -> str | None:
+    for value in values:
+        if value is not None and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``configure()`` acts on, after resolution."""
+
+    service_name: str = DEFAULT_SERVICE_NAME
+    #: OTLP endpoint given as an argument (``None``: the OTLP exporter reads env vars).
+    otlp_endpoint: str | None = None
+    #: Whether any OTLP endpoint is configured at all, by argument or env var.
+    otlp_enabled: bool = False
+    otlp_protocol: str = "http/protobuf"
+    hackagent_base_url: str | None = None
+    hackagent_api_key: str | None = None
+    outbox_path: Path = field(default_factory=default_outbox_path)
+    redact_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        service_name: str | None = None,
+        otlp_endpoint: str | None = None,
+        otlp_protocol: str | None = None,
+        hackagent_base_url: str | None = None,
+        hackagent_api_key: str | None = None,
+        outbox_path: str | os.PathLike[str] | None = None,
+        redact_keys: tuple[str, ...] | list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Resolve every setting; raise ``ValueError`` naming a bad one."""
+        env = os.environ if env is None else env
+        exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",")}
+        env_endpoint = _first(
+            env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        )
+        protocol = (
+            _first(
+                otlp_protocol,
+                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+                env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
+            )
+            or "http/protobuf"
+        )
+        if protocol not in OTLP_PROTOCOLS:
+            raise ValueError(
+                f"OTLP protocol {protocol!r} is not supported; use one of {OTLP_PROTOCOLS}"
+            )
+        api_key = _first(hackagent_api_key, env.get("HACKAGENT_API_KEY"))
+        base_url = _first(hackagent_base_url, env.get("HACKAGENT_BASE_URL"))
+        if api_key and not base_url:
+            base_url = DEFAULT_BASE_URL
+        if base_url and not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"HackAgent base URL {base_url!r} must start with http:// or https://")
+        words = redact_keys
+        if words is None:
+            words = [w for w in env.get("HACKAGENT_REDACT_KEYS", "").split(",") if w.strip()]
+        return cls(
+            service_name=_first(service_name, env.get("OTEL_SERVICE_NAME")) or DEFAULT_SERVICE_NAME,
+            otlp_endpoint=_first(otlp_endpoint),
+            otlp_enabled=bool(otlp_endpoint or env_endpoint) and "none" not in exporters,
+            otlp_protocol=protocol,
+            hackagent_base_url=base_url.rstrip("/") if base_url else None,
+            hackagent_api_key=api_key,
+            outbox_path=Path(outbox_path).expanduser() if outbox_path else default_outbox_path(env),
+            redact_keys=tuple(w.strip() for w in words),
+        )

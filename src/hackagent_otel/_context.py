@@ -1,0 +1,204 @@
+"""``TrackingContext``: which run and result a tracker records to, and with what client.
+
+Same constructor, attributes and methods as hackagent's ``TrackingContext``, so code
+that builds one keeps working. Two deliberate differences:
+
+* a run id alone enables tracking (spans for an app that only speaks OTLP); a client
+  or a configured HackAgent API adds in-process delivery of records;
+* the sequence counter is shared by every context on the same result in this process
+  and is thread-safe, so records on one result never repeat a sequence number.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+import weakref
+from collections import deque
+from typing import Any, Protocol
+
+_logger = logging.getLogger("hackagent_otel")
+
+#: How many progress entries a step keeps (the original keeps the last 20).
+MAX_PROGRESS_ENTRIES = 20
+
+
+class _HasSequenceCounter(Protocol):
+    sequence_counter: int
+
+
+class _SequenceCounter:
+    """A thread-safe counter; ``next()`` returns the incremented value, as the original."""
+
+    __slots__ = ("__weakref__", "_lock", "value")
+
+    def __init__(self, start: int = 0) -> None:
+        self.value = start
+        self._lock = threading.Lock()
+
+    def next(self) -> int:
+        with self._lock:
+            self.value += 1
+            return self.value
+
+
+_counters: weakref.WeakValueDictionary[str, _SequenceCounter] = weakref.WeakValueDictionary()
+_counters_lock = threading.Lock()
+
+
+def _shared_counter(result_id: str | None, start: int) -> _SequenceCounter:
+    if not result_id:
+        return _SequenceCounter(start)
+    with _counters_lock:
+        counter = _counters.get(result_id)
+        if counter is None:
+            counter = _SequenceCounter(start)
+            _counters[result_id] = counter
+        elif start > counter.value:
+            counter.value = start
+        return counter
+
+
+class TrackingContext:
+    """Tracking configuration and state shared by the trackers of one run.
+
+    Args:
+        client: where records go in-process: a hackagent ``AuthenticatedClient``, an
+            ``httpx.Client`` or a :class:`hackagent_otel.HackAgentClient`. ``None``
+            still records spans; records then go wherever ``configure()`` sends them.
+        run_id: the HackAgent run UUID; without it tracking is a no-op.
+        parent_result_id: the result the step records belong to; without it steps are
+            still spans but produce no trace records, as in the original.
+        logger: logger for tracking messages (default ``hackagent_otel``).
+        sequence_counter: last sequence number already used on the result.
+        metadata: context metadata, sent as ``context_metadata`` with each step start.
+    """
+
+    def __init__(
+        self,
+        client: Any = None,
+        run_id: str | None = None,
+        parent_result_id: str | None = None,
+        logger: logging.Logger | None = None,
+        sequence_counter: int = 0,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.logger = logger if logger is not None else _logger
+        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self._result_id = parent_result_id
+        self._counter = _shared_counter(parent_result_id, sequence_counter)
+        self._delegate: _HasSequenceCounter | None = None
+        self._delegate_lock = threading.Lock()
+        # Metadata and progress recorded outside any step: adopted by the next step.
+        self._pending_metadata: dict[str, tuple[int, str]] = {}
+        self._pending_progress: deque[tuple[int, str, str]] = deque(maxlen=MAX_PROGRESS_ENTRIES)
+        self._pending_lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    # -- identity ------------------------------------------------------------------
+    @property
+    def parent_result_id(self) -> str | None:
+        return self._result_id
+
+    @parent_result_id.setter
+    def parent_result_id(self, value: str | None) -> None:
+        self._result_id = value
+        self._counter = _shared_counter(value, 0)
+
+    @property
+    def is_enabled(self) -> bool:
+        """Whether tracking records anything: a run id is enough."""
+        return bool(self.run_id)
+
+    @property
+    def has_client(self) -> bool:
+        return self.client is not None
+
+    def get_run_uuid(self) -> uuid.UUID | None:
+        """``run_id`` as a UUID, or ``None`` (logged once) when it is not one."""
+        return self._as_uuid("run_id", self.run_id)
+
+    def get_result_uuid(self) -> uuid.UUID | None:
+        """``parent_result_id`` as a UUID, or ``None`` (logged once) when it is not one."""
+        return self._as_uuid("parent_result_id", self._result_id)
+
+    def _as_uuid(self, field: str, value: str | None) -> uuid.UUID | None:
+        if not value:
+            return None
+        try:
+            return uuid.UUID(str(value))
+        except ValueError:
+            if field not in self._warned:
+                self._warned.add(field)
+                self.logger.warning(
+                    "hackagent_otel: %s %r is not a UUID; the HackAgent API will not accept "
+                    "its records",
+                    field,
+                    value,
+                )
+            return None
+
+    # -- sequence numbers ----------------------------------------------------------
+    @property
+    def sequence_counter(self) -> int:
+        return self._delegate.sequence_counter if self._delegate else self._counter.value
+
+    @sequence_counter.setter
+    def sequence_counter(self, value: int) -> None:
+        self._counter.value = value
+
+    def increment_sequence(self) -> int:
+        """Return the next sequence number for this context's result."""
+        delegate = self._delegate
+        if delegate is None:
+            return self._counter.next()
+        with self._delegate_lock:
+            delegate.sequence_counter += 1
+            return delegate.sequence_counter
+
+    def delegate_sequence_to(self, ctx: _HasSequenceCounter) -> None:
+        """Share ``ctx.sequence_counter`` (a per-goal tracker's context) from now on."""
+        self._delegate = ctx
+
+    # -- metadata --------------------------------------------------------------------
+    def add_metadata(self, key: str, value: Any) -> None:
+        self.metadata[key] = value
+
+    def get_metadata(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    def _stash_metadata(self, key: str, entry: tuple[int, str]) -> None:
+        with self._pending_lock:
+            self._pending_metadata.pop(key, None)
+            self._pending_metadata[key] = entry
+
+    def _stash_progress(self, entry: tuple[int, str, str]) -> bool:
+        """Keep a progress entry for the next step; True if an older one fell out."""
+        with self._pending_lock:
+            full = len(self._pending_progress) == MAX_PROGRESS_ENTRIES
+            self._pending_progress.append(entry)
+            return full
+
+    def _take_pending(self) -> tuple[dict[str, tuple[int, str]], list[tuple[int, str, str]]]:
+        if not self._pending_metadata and not self._pending_progress:
+            return {}, []
+        with self._pending_lock:
+            metadata, self._pending_metadata = self._pending_metadata, {}
+            progress = list(self._pending_progress)
+            self._pending_progress.clear()
+        return metadata, progress
+
+    @classmethod
+    def create_disabled(cls) -> TrackingContext:
+        """A context with tracking off: steps run untouched, updates return False."""
+        return cls(client=None, run_id=None, parent_result_id=None)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrackingContext(run_id={self.run_id!r}, parent_result_id={self._result_id!r}, "
+            f"client={type(self.client).__name__ if self.client is not None else None}, "
+            f"sequence_counter={self.sequence_counter})"
+        )

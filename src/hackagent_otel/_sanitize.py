@@ -1,0 +1,369 @@
+"""Turn anything a pipeline hands the tracker into bounded, secret-free JSON.
+
+Configs, input samples, metadata and progress metrics come from user code and can hold
+anything: NaN, bytes, sets, cycles, model objects, megabyte strings, API keys. Before any
+of it reaches a span or a record it goes through :func:`sanitize`, which
+
+* redacts values whose *key* names a secret, at any depth (values are never scrubbed by
+  pattern: red-team payloads are full of words like "password" and are data);
+* replaces what JSON cannot hold with a safe, readable stand-in (``"NaN"``,
+  ``"<cycle>"``, ``"<Widget>"``) instead of failing;
+* caps size by structure: long strings, long containers and deep nesting are cut at
+  element boundaries with a marker saying how much was left out, so the JSON text is
+  always whole;
+* never raises.
+
+Values it redacted are remembered (bounded) so :func:`scrub_known_secrets` can take the
+very same strings out of free text such as exception messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from enum import Enum
+from pathlib import PurePath
+from typing import Any, Final
+
+REDACTED: Final = "***REDACTED***"
+
+#: Words that make a key secret wherever they stand in it (``db_password``, ``X-Auth-Token``).
+SECRET_WORDS: Final = frozenset(
+    {
+        "apikey",
+        "authorization",
+        "bearer",
+        "cookie",
+        "cookies",
+        "credential",
+        "credentials",
+        "passphrase",
+        "passwd",
+        "password",
+        "pwd",
+        "secret",
+        "secrets",
+        "token",
+    }
+)
+#: Keys that hold a live client object; shown as ``"<TypeName>"`` like the original.
+CLIENT_KEYS: Final = frozenset({"client", "_client"})
+
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds applied while sanitizing one value."""
+
+    max_depth: int = 12
+    max_string: int = 4096
+    max_items: int = 200
+    #: Rough budget, in characters of JSON, for one whole value.
+    max_total: int = 32_768
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+class _KeyPolicy:
+    """Decides, with a cache, whether a mapping key names a secret."""
+
+    def __init__(self, extra_words: Iterable[str] = ()) -> None:
+        self.words = frozenset(SECRET_WORDS | {w.lower() for w in extra_words})
+        self._cache: dict[str, bool] = {}
+
+    def is_secret(self, key: str) -> bool:
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        words = [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", key).lower()) if w]
+        secret = any(w in self.words for w in words) or _names_a_key(words)
+        if len(self._cache) < 4096:
+            self._cache[key] = secret
+        return secret
+
+
+def _names_a_key(words: list[str]) -> bool:
+    """``api_key``, ``private_key``, ``key``: a key that ends in the word "key"."""
+    return bool(words) and words[-1] == "key" and (len(words) == 1 or words[-2] != "primary")
+
+
+class _SecretMemory:
+    """The most recent secret strings seen, for exact-match removal from free text."""
+
+    _MIN_LENGTH: Final = 6
+    _CAPACITY: Final = 256
+
+    def __init__(self) -> None:
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, value: object) -> None:
+        if isinstance(value, str) and len(value) >= self._MIN_LENGTH:
+            with self._lock:
+                self._values[value] = None
+                self._values.move_to_end(value)
+                while len(self._values) > self._CAPACITY:
+                    self._values.popitem(last=False)
+
+    def remember_within(self, value: object, depth: int = 0) -> None:
+        """Remember ``value`` if it is a string, else the strings inside it (bounded)."""
+        if isinstance(value, str):
+            self.remember(value)
+        elif depth < 3 and isinstance(value, Mapping):
+            for item in list(value.values())[:32]:
+                self.remember_within(item, depth + 1)
+        elif depth < 3 and isinstance(value, (list, tuple)):
+            for item in value[:32]:
+                self.remember_within(item, depth + 1)
+
+    def scrub(self, text: str) -> str:
+        with self._lock:
+            secrets = list(self._values)
+        for secret in secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    def clear(self) -> None:
+        with self._lock:
+            self._values.clear()
+
+
+_policy = _KeyPolicy()
+_memory = _SecretMemory()
+
+
+def set_extra_secret_words(words: Iterable[str]) -> None:
+    """Add words that mark a key as secret (``configure(redact_keys=...)``)."""
+    global _policy
+    _policy = _KeyPolicy(words)
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a mapping key names a secret under the current policy."""
+    return _policy.is_secret(key)
+
+
+def scrub_known_secrets(text: str) -> str:
+    """Replace every secret value the sanitizer has redacted so far that occurs in ``text``."""
+    return _memory.scrub(text)
+
+
+def forget_known_secrets() -> None:
+    """Drop the remembered secret values (tests, long-lived processes rotating keys)."""
+    _memory.clear()
+
+
+class _Walker:
+    """One sanitizing pass over one value, with its own budget and cycle guard."""
+
+    __slots__ = ("budget", "limits", "policy", "seen")
+
+    def __init__(self, limits: Limits, policy: _KeyPolicy) -> None:
+        self.limits = limits
+        self.budget = limits.max_total
+        self.policy = policy
+        self.seen: set[int] = set()
+
+    def walk(self, value: Any, depth: int) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self._string(value)
+        if kind is bool or value is None:
+            self.budget -= 5
+            return value
+        if kind is int:
+            self.budget -= 8
+            return value
+        if kind is float:
+            self.budget -= 12
+            return value if math.isfinite(value) else _float_name(value)
+        if isinstance(value, Mapping):
+            return self._container(value, depth, self._mapping)
+        if isinstance(value, (list, tuple)):
+            return self._container(value, depth, self._sequence)
+        if isinstance(value, (set, frozenset)):
+            return self._container(value, depth, self._set)
+        return self._other(value, depth)
+
+    def _string(self, value: str) -> str:
+        limit = min(self.limits.max_string, max(self.budget, 64))
+        if len(value) > limit:
+            cut = len(value) - limit
+            value = f"{value[:limit]}...[{cut} more chars]"
+        self.budget -= len(value) + 2
+        return value
+
+    def _container(self, value: Any, depth: int, convert: Any) -> Any:
+        if depth >= self.limits.max_depth:
+            self.budget -= 16
+            return f"<{type(value).__name__} nested too deep>"
+        marker = id(value)
+        if marker in self.seen:
+            self.budget -= 8
+            return "<cycle>"
+        self.seen.add(marker)
+        try:
+            return convert(value, depth + 1)
+        finally:
+            self.seen.discard(marker)
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        items = iter(value.items())
+        for index, (raw_key, item) in enumerate(items):
+            if index >= self.limits.max_items or self.budget <= 0:
+                out["..."] = f"{len(value) - index} more keys"
+                break
+            key = _key_text(raw_key, out)
+            self.budget -= len(key) + 4
+            if self.policy.is_secret(key):
+                _memory.remember_within(item)
+                out[key] = REDACTED
+            elif key in CLIENT_KEYS and not _is_plain(item):
+                out[key] = f"<{type(item).__name__}>"
+            else:
+                out[key] = self.walk(item, depth)
+        return out
+
+    def _sequence(self, value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+        out: list[Any] = []
+        for index, item in enumerate(value):
+            if index >= self.limits.max_items or self.budget <= 0:
+                out.append(f"...{len(value) - index} more items")
+                break
+            out.append(self.walk(item, depth))
+        return out
+
+    def _set(self, value: set[Any] | frozenset[Any], depth: int) -> list[Any]:
+        try:
+            ordered: list[Any] = sorted(value)
+        except TypeError:
+            ordered = sorted(value, key=repr)
+        return self._sequence(ordered, depth)
+
+    def _other(self, value: Any, depth: int) -> Any:
+        if isinstance(value, Enum):
+            return self.walk(value.value, depth)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self._string(_bytes_text(bytes(value)))
+        if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+            return self._string(value.isoformat())
+        if isinstance(value, (uuid.UUID, Decimal, PurePath)):
+            return self._string(str(value))
+        if isinstance(value, (int, float)):  # bool/int/float subclasses (numpy-like scalars)
+            return self.walk(int(value) if isinstance(value, int) else float(value), depth)
+        array_like = _as_python_scalar_or_list(value)
+        if array_like is not None:
+            return self.walk(array_like, depth)
+        converted = _as_plain_structure(value)
+        if converted is not None:
+            return self._container(converted, depth, self._mapping)
+        self.budget -= 16
+        return f"<{type(value).__name__}>"
+
+
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _float_name(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _key_text(raw_key: Any, taken: Mapping[str, Any]) -> str:
+    """A JSON object key for ``raw_key``; never silently merges two distinct keys."""
+    if isinstance(raw_key, str):
+        key = raw_key
+    elif isinstance(raw_key, Enum):
+        key = _safe_str(raw_key.value)
+    else:
+        key = _safe_str(raw_key)
+    while key in taken:
+        key = f"{key}'"
+    return key
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _bytes_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(data)} bytes>"
+
+
+def _as_python_scalar_or_list(value: Any) -> Any:
+    """NumPy-style scalars and arrays (``.item()`` / ``.tolist()``) as Python values."""
+    if not hasattr(value, "dtype"):
+        return None
+    try:
+        converted = value.tolist() if hasattr(value, "tolist") else value.item()
+    except Exception:
+        return None
+    return converted if isinstance(converted, (list, str, int, float, bool)) else None
+
+
+def _as_plain_structure(value: Any) -> Mapping[str, Any] | None:
+    """Pydantic models, dataclasses and ``dict()``-able objects as mappings, else None."""
+    try:
+        if hasattr(value, "model_dump") and callable(value.model_dump):
+            dumped = value.model_dump()
+            return dumped if isinstance(dumped, Mapping) else None
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    except Exception:
+        return None
+    return None
+
+
+def sanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """Return a JSON-safe, size-capped, secret-free copy of ``value``. Never raises."""
+    try:
+        return _Walker(limits, _policy).walk(value, 0)
+    except RecursionError:
+        return "<too deeply nested>"
+    except Exception as exc:  # a hostile __eq__, __iter__ or __str__
+        return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
+
+
+def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Sanitize ``value`` and encode it as compact JSON text. Never raises."""
+    return json.dumps(
+        sanitize(value, limits), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+
+
+def dumps_keyed(key: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Like :func:`dumps`, but redacted whole when ``key`` names a secret."""
+    if _policy.is_secret(key):
+        _memory.remember_within(value)
+        return json.dumps(REDACTED)
+    return dumps(value, limits)
+
+
+def sanitize_text(text: Any, limit: int = DEFAULT_LIMITS.max_string) -> str:
+    """A bounded string for free text (error messages) with known secrets taken out."""
+    value = text if isinstance(text, str) else _safe_str(text)
+    value = scrub_known_secrets(value)
+    if len(value) > limit:
+        value = f"{value[:limit]}...[{len(value) - limit} more chars]"
+    return value

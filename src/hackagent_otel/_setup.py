@@ -1,0 +1,223 @@
+"""``configure()``, ``force_flush()``, ``shutdown()``: tracing set up in one call.
+
+``configure()`` attaches to the SDK ``TracerProvider`` already in force (the argument,
+or the global one set by the app or by ``opentelemetry-instrument``) instead of
+replacing it, so the user's other tracing keeps working. Only when there is none does
+it create one, exporting over OTLP when an endpoint is configured. Pending data is
+flushed at interpreter exit and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from hackagent_otel import _sanitize, _sdk_hooks, _tracer
+from hackagent_otel._config import Settings
+from hackagent_otel._runs import runs
+
+_logger = logging.getLogger("hackagent_otel")
+
+
+class Telemetry:
+    """What one ``configure()`` call set up; ``shutdown()`` undoes it."""
+
+    def __init__(self, settings: Settings, provider: TracerProvider, owns_provider: bool) -> None:
+        self.settings = settings
+        self.provider = provider
+        self.owns_provider = owns_provider
+        self.processors: list[SpanProcessor] = []
+        self._shut_down = False
+        self._lock = threading.Lock()
+
+    def add_processor(self, processor: SpanProcessor) -> None:
+        self.provider.add_span_processor(processor)
+        self.processors.append(processor)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Export everything finished so far; True if it all went out in time."""
+        if self.owns_provider:
+            return self.provider.force_flush(timeout_millis)
+        return all(p.force_flush(timeout_millis) for p in self.processors)
+
+    def shutdown(self, ended_by: str = "shutdown") -> None:
+        """End open runs, flush and stop what this call set up. Idempotent."""
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+        runs.end_all(ended_by)
+        if self.owns_provider:
+            self.provider.shutdown()
+        else:
+            for processor in self.processors:
+                processor.shutdown()
+
+
+_current: Telemetry | None = None
+_current_lock = threading.RLock()
+_exit_hook_registered = False
+
+
+def configure(
+    *,
+    service_name: str | None = None,
+    tracer_provider: TracerProvider | None = None,
+    otlp_endpoint: str | None = None,
+    otlp_protocol: str | None = None,
+    hackagent_base_url: str | None = None,
+    hackagent_api_key: str | None = None,
+    outbox_path: str | os.PathLike[str] | None = None,
+    redact_keys: list[str] | tuple[str, ...] | None = None,
+    set_global_provider: bool = True,
+    handle_sigterm: bool = True,
+) -> Telemetry:
+    """Set up tracing for HackAgent steps in one call.
+
+    Every argument falls back to its env var (``OTEL_SERVICE_NAME``,
+    ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` / ``_PROTOCOL``, ``HACKAGENT_BASE_URL``,
+    ``HACKAGENT_API_KEY``, ``HACKAGENT_OUTBOX_PATH``, ``HACKAGENT_REDACT_KEYS``), then
+    to its default. Calling it again replaces the previous set-up.
+
+    Args:
+        tracer_provider: an SDK provider to attach to; default: the global one if it
+            is an SDK provider, else a new one (made global if ``set_global_provider``).
+        otlp_endpoint: OTLP base endpoint (``http://host:4318`` or ``host:4317`` for
+            grpc); with an existing provider, OTLP is only added when this is given.
+        redact_keys: extra words that mark a key as secret, on top of the built-in ones.
+        handle_sigterm: turn SIGTERM into a normal exit (so queued data is flushed)
+            when no other handler is installed.
+    """
+    settings = Settings.resolve(
+        service_name=service_name,
+        otlp_endpoint=otlp_endpoint,
+        otlp_protocol=otlp_protocol,
+        hackagent_base_url=hackagent_base_url,
+        hackagent_api_key=hackagent_api_key,
+        outbox_path=outbox_path,
+        redact_keys=redact_keys,
+    )
+    global _current
+    with _current_lock:
+        if _current is not None:
+            _current.shutdown("reconfigure")
+        _sanitize.set_extra_secret_words(settings.redact_keys)
+        provider, owned = _provider_for(tracer_provider, settings, set_global_provider)
+        telemetry = Telemetry(settings, provider, owned)
+        if settings.otlp_enabled and (owned or otlp_endpoint):
+            telemetry.add_processor(BatchSpanProcessor(_otlp_exporter(settings)))
+        _tracer.source.use_provider(provider)
+        _current = telemetry
+        _register_exit_hook()
+    if handle_sigterm:
+        _install_sigterm_handler()
+    return telemetry
+
+
+def _provider_for(
+    given: TracerProvider | None, settings: Settings, set_global: bool
+) -> tuple[TracerProvider, bool]:
+    if given is not None:
+        return given, False
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider):
+        return existing, False
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": settings.service_name}),
+        shutdown_on_exit=False,
+    )
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return provider, True
+
+
+def _otlp_exporter(settings: Settings) -> SpanExporter:
+    """The SDK's own OTLP exporter; with no endpoint argument it reads the env vars."""
+    endpoint = settings.otlp_endpoint
+    if settings.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter(endpoint=endpoint) if endpoint else GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HttpExporter,
+    )
+
+    if endpoint:
+        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
+    return HttpExporter()
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        atexit.register(_shutdown_at_exit)
+
+
+def _shutdown_at_exit() -> None:
+    telemetry = _current
+    if telemetry is not None:
+        telemetry.shutdown("exit")
+
+
+def _install_sigterm_handler() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def _exit_on_sigterm(signum: int, frame: FrameType | None) -> Any:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def current() -> Telemetry | None:
+    """The active set-up, if ``configure()`` was called (explicitly or implicitly)."""
+    return _current
+
+
+def force_flush(timeout_millis: int = 30_000) -> bool:
+    """Export everything finished so far; True if it all went out within the timeout."""
+    telemetry = _current
+    if telemetry is not None:
+        return telemetry.force_flush(timeout_millis)
+    provider = trace.get_tracer_provider()
+    return (
+        bool(provider.force_flush(timeout_millis)) if isinstance(provider, TracerProvider) else True
+    )
+
+
+def shutdown() -> None:
+    """End open runs, flush and stop what ``configure()`` set up. Idempotent."""
+    global _current
+    with _current_lock:
+        telemetry, _current = _current, None
+    if telemetry is not None:
+        telemetry.shutdown()
+    else:
+        runs.end_all("shutdown")
+    _tracer.source.reset()
+
+
+def _configure_implicitly() -> None:
+    """First use with no SDK provider anywhere: set up privately, from env vars only."""
+    with _current_lock:
+        if _current is None:
+            configure(set_global_provider=False, handle_sigterm=False)
+
+
+_sdk_hooks.install()
+_tracer.source.set_fallback_configurer(_configure_implicitly)

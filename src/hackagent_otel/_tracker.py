@@ -1,0 +1,424 @@
+"""``StepTracker``: hackagent's step tracker, re-made on OpenTelemetry spans.
+
+Each ``track_step`` is a span named after the step, carrying the ``hackagent.*``
+attributes of :mod:`hackagent_otel.semconv`; metadata and progress become events on the
+step they were recorded in; status updates are short spans of their own. Nothing here
+touches the network or the SDK: turning spans into HackAgent records is the exporter's
+job, off the pipeline's threads. Tracking never breaks the pipeline: internal errors are
+logged and counted, and the caller's own exception is re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from hackagent_otel import _sanitize, _tracer, semconv
+from hackagent_otel._context import MAX_PROGRESS_ENTRIES, TrackingContext
+from hackagent_otel._enums import (
+    TERMINAL_RUN_STATUSES,
+    EvaluationStatusEnum,
+    StatusEnum,
+    StepTypeEnum,
+    enum_value,
+)
+from hackagent_otel._routing import routes
+from hackagent_otel._runs import runs
+
+#: Distinct metadata keys a step keeps; with 20 progress entries and one exception event
+#: this stays under the SDK's default of 128 events per span.
+MAX_METADATA_KEYS = 100
+DEFAULT_EVALUATION_NOTES = "Status updated"
+
+
+class TrackingStats:
+    """Counts of what tracking itself had to drop or could not do; never reset silently."""
+
+    __slots__ = ("_lock", "counts")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {
+            "metadata_dropped": 0,
+            "progress_dropped": 0,
+            "late_entries_dropped": 0,
+            "internal_errors": 0,
+        }
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self.counts[name] += amount
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+stats = TrackingStats()
+
+
+class _Step:
+    """A step in flight: its span and what was recorded in it."""
+
+    __slots__ = (
+        "context",
+        "ended",
+        "metadata",
+        "metadata_dropped",
+        "parent",
+        "progress",
+        "progress_dropped",
+        "span",
+    )
+
+    def __init__(
+        self,
+        context: TrackingContext,
+        parent: _Step | None,
+        span: trace.Span,
+        metadata: dict[str, tuple[int, str]],
+        progress: list[tuple[int, str, str]],
+    ) -> None:
+        self.context = context
+        self.parent = parent
+        self.span = span
+        self.metadata = metadata
+        self.progress: deque[tuple[int, str, str]] = deque(progress, maxlen=MAX_PROGRESS_ENTRIES)
+        self.metadata_dropped = 0
+        self.progress_dropped = 0
+        self.ended = False
+
+
+_CURRENT_STEP: ContextVar[_Step | None] = ContextVar("hackagent_current_step", default=None)
+
+
+class StepTracker:
+    """Tracks pipeline steps of one :class:`TrackingContext` as OpenTelemetry spans.
+
+    Drop-in for ``hackagent.router.tracking.StepTracker``: same methods, same
+    arguments, same return types; the pipeline no longer waits on the API.
+    """
+
+    def __init__(self, context: TrackingContext) -> None:
+        self.context = context
+        self.logger = context.logger
+
+    # -- steps -------------------------------------------------------------------------
+    @contextmanager
+    def track_step(
+        self,
+        step_name: str,
+        step_type: str,
+        input_data: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> Iterator[str | None]:
+        """Track the block as one pipeline step.
+
+        Yields the step's id (its span id, 16 hex digits), or ``None`` when tracking is
+        disabled. The original yielded the API's trace record id, which only exists
+        after a blocking round trip; records now carry the span id instead. An
+        exception from the block marks the step failed and is re-raised unchanged.
+        """
+        if not self.context.is_enabled:
+            yield None
+            return
+        step = self._start(step_name, step_type, input_data, config)
+        if step is None:
+            yield None
+            return
+        step_token = _CURRENT_STEP.set(step)
+        otel_token = otel_context.attach(trace.set_span_in_context(step.span))
+        try:
+            span_context = step.span.get_span_context()
+            yield format(span_context.span_id, "016x") if span_context.is_valid else None
+        except BaseException as exc:
+            self._end(step, exc)
+            raise
+        else:
+            self._end(step, None)
+        finally:
+            otel_context.detach(otel_token)
+            _CURRENT_STEP.reset(step_token)
+
+    def _start(self, step_name: str, step_type: str, input_data: Any, config: Any) -> _Step | None:
+        ctx = self.context
+        try:
+            run_id = str(ctx.run_id)
+            if ctx.client is not None:
+                routes.register(run_id, ctx.client)
+            name = step_name if isinstance(step_name, str) else _sanitize.sanitize_text(step_name)
+            attributes: dict[str, AttributeValue] = {
+                semconv.KIND: semconv.KIND_STEP,
+                semconv.RUN_ID: run_id,
+                semconv.STEP_NAME: name,
+                semconv.STEP_TYPE: _sanitize.sanitize_text(step_type, 256),
+                semconv.STEP_TRACE_TYPE: StepTypeEnum.OTHER.value,
+                semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
+            }
+            if ctx.parent_result_id:
+                attributes[semconv.RESULT_ID] = str(ctx.parent_result_id)
+            if config is not None:
+                attributes[semconv.STEP_CONFIG] = _sanitize.dumps(config)
+            if input_data is not None:
+                attributes[semconv.STEP_INPUT] = _sanitize.dumps(input_data)
+            pending_metadata, pending_progress = ctx._take_pending()
+            context_metadata = _context_metadata(ctx, pending_metadata, pending_progress)
+            if context_metadata is not None:
+                attributes[semconv.STEP_CONTEXT_METADATA] = context_metadata
+            span = _tracer.start_span(
+                name,
+                runs.parent_for(run_id),
+                attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            )
+            return _Step(ctx, _CURRENT_STEP.get(), span, pending_metadata, pending_progress)
+        except Exception:
+            self._internal_error("starting step %r", step_name)
+            return None
+
+    def _end(self, step: _Step, exc: BaseException | None) -> None:
+        try:
+            span = step.span
+            attributes: dict[str, AttributeValue] = {
+                semconv.STEP_STATUS: semconv.STEP_STATUS_FAILED
+                if exc is not None
+                else semconv.STEP_STATUS_COMPLETED,
+                semconv.STEP_SEQUENCE_END: step.context.increment_sequence(),
+            }
+            if step.metadata_dropped:
+                attributes[semconv.STEP_METADATA_DROPPED] = step.metadata_dropped
+            if step.progress_dropped:
+                attributes[semconv.STEP_PROGRESS_DROPPED] = step.progress_dropped
+            step.ended = True
+            for key, (timestamp, value) in list(step.metadata.items()):
+                span.add_event(
+                    semconv.EVENT_METADATA,
+                    {semconv.METADATA_KEY: key, semconv.METADATA_VALUE: value},
+                    timestamp,
+                )
+            for timestamp, message, metrics in list(step.progress):
+                span.add_event(
+                    semconv.EVENT_PROGRESS,
+                    {semconv.PROGRESS_MESSAGE: message, semconv.PROGRESS_METRICS: metrics},
+                    timestamp,
+                )
+            if exc is not None:
+                message = _sanitize.sanitize_text(str(exc))
+                attributes[semconv.STEP_ERROR_MESSAGE] = message
+                span.add_event("exception", _exception_attributes(exc, message))
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
+                self.logger.error("Step '%s' failed: %s", _step_name(span), message)
+            span.set_attributes(attributes)
+            span.end()
+        except Exception:
+            self._internal_error("ending a step")
+
+    # -- metadata and progress -----------------------------------------------------------
+    def add_step_metadata(self, key: str, value: Any) -> None:
+        """Record ``key: value`` on the current step (last value per key wins).
+
+        Outside any step of this context, it is kept for the next step, as the
+        original did. Values are sanitized now, so later mutation does not leak in.
+        """
+        if not self.context.is_enabled:
+            return
+        try:
+            text_key = key if isinstance(key, str) else _sanitize.sanitize_text(key, 256)
+            entry = (time.time_ns(), _sanitize.dumps_keyed(text_key, value))
+            step = self._current_step()
+            if step is None:
+                self.context._stash_metadata(text_key, entry)
+            elif step.ended:
+                self._drop_late("metadata", text_key)
+            elif text_key in step.metadata or len(step.metadata) < MAX_METADATA_KEYS:
+                step.metadata.pop(text_key, None)
+                step.metadata[text_key] = entry
+            else:
+                step.metadata_dropped += 1
+                stats.add("metadata_dropped")
+                if step.metadata_dropped == 1:
+                    self.logger.warning(
+                        "hackagent_otel: step keeps at most %d metadata keys; dropping %r "
+                        "and further new keys (counted in %s)",
+                        MAX_METADATA_KEYS,
+                        text_key,
+                        semconv.STEP_METADATA_DROPPED,
+                    )
+        except Exception:
+            self._internal_error("recording metadata %r", key)
+
+    def record_progress(self, message: str, **metrics: Any) -> None:
+        """Record a progress entry on the current step; a step keeps the last 20."""
+        if not self.context.is_enabled:
+            return
+        try:
+            entry = (time.time_ns(), _sanitize.sanitize_text(message), _sanitize.dumps(metrics))
+            step = self._current_step()
+            if step is None:
+                if self.context._stash_progress(entry):
+                    stats.add("progress_dropped")
+            elif step.ended:
+                self._drop_late("progress", entry[1])
+            else:
+                if len(step.progress) == MAX_PROGRESS_ENTRIES:
+                    step.progress_dropped += 1
+                    stats.add("progress_dropped")
+                step.progress.append(entry)
+        except Exception:
+            self._internal_error("recording progress")
+
+    def _current_step(self) -> _Step | None:
+        step = _CURRENT_STEP.get()
+        while step is not None and step.context is not self.context:
+            step = step.parent
+        return step
+
+    def _drop_late(self, what: str, detail: str) -> None:
+        stats.add("late_entries_dropped")
+        self.logger.warning(
+            "hackagent_otel: %s %r recorded after its step ended; dropped", what, detail
+        )
+
+    # -- status updates ------------------------------------------------------------------
+    def update_run_status(self, status: StatusEnum | str) -> bool:
+        """Record a run status change; True once it is queued for delivery.
+
+        The run's root span ends with a terminal status (COMPLETED, FAILED, CANCELLED).
+        False when tracking is disabled, the status is not a ``StatusEnum`` value or the
+        run id is not a UUID (the API would refuse it), as the original returned False.
+        """
+        ctx = self.context
+        if not ctx.is_enabled:
+            return False
+        try:
+            value = enum_value(StatusEnum, status)
+        except ValueError as exc:
+            self.logger.error("hackagent_otel: cannot update run status: %s", exc)
+            return False
+        try:
+            run_id = str(ctx.run_id)
+            if ctx.client is not None:
+                routes.register(run_id, ctx.client)
+            self._status_span(
+                semconv.SPAN_RUN_STATUS,
+                run_id,
+                {
+                    semconv.KIND: semconv.KIND_RUN_STATUS,
+                    semconv.RUN_ID: run_id,
+                    semconv.RUN_STATUS: value,
+                },
+            )
+            if value in TERMINAL_RUN_STATUSES:
+                runs.end_run(run_id, "status")
+        except Exception:
+            self._internal_error("updating run status")
+            return False
+        return ctx.get_run_uuid() is not None
+
+    def update_result_status(
+        self,
+        evaluation_status: EvaluationStatusEnum | str,
+        evaluation_notes: str | None = None,
+        agent_specific_data: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record a result evaluation status; True once it is queued for delivery.
+
+        Notes default to ``"Status updated"`` (the API wants them non-null). False when
+        tracking is disabled, there is no valid result id, or the status is unknown.
+        """
+        ctx = self.context
+        if not ctx.is_enabled:
+            return False
+        if not ctx.parent_result_id:
+            self.logger.warning("hackagent_otel: cannot update result status: no result id")
+            return False
+        try:
+            value = enum_value(EvaluationStatusEnum, evaluation_status)
+        except ValueError as exc:
+            self.logger.error("hackagent_otel: cannot update result status: %s", exc)
+            return False
+        try:
+            run_id = str(ctx.run_id)
+            if ctx.client is not None:
+                routes.register(run_id, ctx.client)
+            attributes: dict[str, AttributeValue] = {
+                semconv.KIND: semconv.KIND_RESULT_STATUS,
+                semconv.RUN_ID: run_id,
+                semconv.RESULT_ID: str(ctx.parent_result_id),
+                semconv.RESULT_EVALUATION_STATUS: value,
+                semconv.RESULT_EVALUATION_NOTES: _sanitize.sanitize_text(
+                    evaluation_notes or DEFAULT_EVALUATION_NOTES
+                ),
+            }
+            if agent_specific_data is not None:
+                attributes[semconv.RESULT_AGENT_SPECIFIC_DATA] = _sanitize.dumps(
+                    agent_specific_data
+                )
+            self._status_span(semconv.SPAN_RESULT_STATUS, run_id, attributes)
+        except Exception:
+            self._internal_error("updating result status")
+            return False
+        return ctx.get_result_uuid() is not None
+
+    def _status_span(self, name: str, run_id: str, attributes: dict[str, AttributeValue]) -> None:
+        _tracer.start_span(name, runs.parent_for(run_id), attributes).end()
+
+    def _internal_error(self, what: str, *args: Any) -> None:
+        stats.add("internal_errors")
+        self.logger.exception("hackagent_otel: internal error " + what, *args)
+        if _raise_internal_errors:
+            raise  # noqa: PLE0704 -- always called from an except block
+
+
+#: Tests turn this on so internal errors fail loudly instead of being swallowed.
+_raise_internal_errors = False
+
+
+def _step_name(span: trace.Span) -> str:
+    return str(getattr(span, "name", "step"))
+
+
+def _exception_attributes(exc: BaseException, message: str) -> dict[str, AttributeValue]:
+    exc_type = type(exc)
+    qualified = (
+        exc_type.__qualname__
+        if exc_type.__module__ in ("builtins", "__main__")
+        else f"{exc_type.__module__}.{exc_type.__qualname__}"
+    )
+    stacktrace = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
+    return {
+        "exception.type": qualified,
+        "exception.message": message,
+        "exception.stacktrace": _sanitize.sanitize_text(stacktrace, 32_768),
+    }
+
+
+def _context_metadata(
+    ctx: TrackingContext,
+    metadata: dict[str, tuple[int, str]],
+    progress: list[tuple[int, str, str]],
+) -> str | None:
+    """The ``context_metadata`` of a step's start record, as the original sent it."""
+    if not ctx.metadata and not metadata and not progress:
+        return None
+    combined: dict[str, Any] = dict(ctx.metadata)
+    if metadata:
+        combined["step_metadata"] = {k: json.loads(v) for k, (_, v) in metadata.items()}
+    if progress:
+        combined["progress_log"] = [
+            {"message": message, **json.loads(metrics)} for _, message, metrics in progress
+        ]
+    return _sanitize.dumps(combined)
