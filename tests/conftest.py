@@ -9,6 +9,8 @@ import pytest
 
 from hackagent_otel.testing import FakeHackAgentAPI
 
+pytest_plugins = ["otel_fixtures"]
+
 # -- delivery (hackagent_otel._delivery, hackagent_otel.testing) ------------------------
 
 FAKE_API_KEY = "test-key"

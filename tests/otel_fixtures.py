@@ -1,0 +1,219 @@
+"""OpenTelemetry fixtures: real SDK spans, hackagent_otel configured on them.
+
+Loaded by ``tests/conftest.py`` through ``pytest_plugins``. Every test gets
+``_tracker._raise_internal_errors = True`` so an internal error of the tracker fails the
+test loudly instead of being logged and swallowed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Sampler
+
+import hackagent_otel
+from hackagent_otel import StepTracker, TrackingContext, _tracker, semconv
+
+#: Environment variables configure() reads; tests run with none of them set.
+CONFIG_ENV_VARS = (
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "HACKAGENT_BASE_URL",
+    "HACKAGENT_API_KEY",
+    "HACKAGENT_OUTBOX_PATH",
+    "HACKAGENT_REDACT_KEYS",
+    "XDG_STATE_HOME",
+)
+
+
+class RecordingProcessor(SpanProcessor):
+    """Keeps every span that ends, sampled or not (what a records processor sees)."""
+
+    def __init__(self) -> None:
+        self.ended: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+@dataclass
+class OTel:
+    """A configured provider and what it exported."""
+
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+    recorder: RecordingProcessor
+    telemetry: hackagent_otel.Telemetry
+    extra: list[SpanProcessor] = field(default_factory=list)
+
+    def spans(self) -> list[ReadableSpan]:
+        """Finished spans that were exported (sampled)."""
+        return list(self.exporter.get_finished_spans())
+
+    def of_kind(self, kind: str) -> list[ReadableSpan]:
+        return [s for s in self.spans() if attrs(s).get(semconv.KIND) == kind]
+
+    def steps(self) -> list[ReadableSpan]:
+        return self.of_kind(semconv.KIND_STEP)
+
+    def step(self, name: str) -> ReadableSpan:
+        found = [s for s in self.steps() if s.name == name]
+        assert len(found) == 1, f"expected one step {name!r}, got {[s.name for s in found]}"
+        return found[0]
+
+    def runs(self) -> list[ReadableSpan]:
+        return self.of_kind(semconv.KIND_RUN)
+
+
+ConfigureOTel = Callable[..., OTel]
+
+
+@pytest.fixture(autouse=True)
+def raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Internal errors of the tracker raise instead of being logged (Logfire-style)."""
+    monkeypatch.setattr(_tracker, "_raise_internal_errors", True)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No configuration env vars; anything written to disk goes under ``tmp_path``."""
+    for name in CONFIG_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HACKAGENT_OUTBOX_PATH", str(tmp_path / "outbox.sqlite3"))
+
+
+@pytest.fixture
+def configure_otel(clean_env: None) -> Iterator[ConfigureOTel]:
+    """Build an SDK provider (optionally with a sampler and extra processors) and
+    ``configure()`` hackagent_otel on it; everything is shut down after the test."""
+    made: list[OTel] = []
+
+    def make(sampler: Sampler | None = None, processors: Sequence[SpanProcessor] = ()) -> OTel:
+        provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+        exporter = InMemorySpanExporter()
+        recorder = RecordingProcessor()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(recorder)
+        for processor in processors:
+            provider.add_span_processor(processor)
+        telemetry = hackagent_otel.configure(tracer_provider=provider, handle_sigterm=False)
+        otel = OTel(provider, exporter, recorder, telemetry, list(processors))
+        made.append(otel)
+        return otel
+
+    yield make
+    hackagent_otel.shutdown()
+    for otel in made:
+        otel.provider.shutdown()
+
+
+@pytest.fixture
+def otel(configure_otel: ConfigureOTel) -> OTel:
+    """A plain SDK provider with an in-memory exporter, hackagent_otel configured on it."""
+    return configure_otel()
+
+
+@pytest.fixture
+def run_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def result_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def context(run_id: str, result_id: str) -> TrackingContext:
+    return TrackingContext(run_id=run_id, parent_result_id=result_id)
+
+
+@pytest.fixture
+def tracker(context: TrackingContext) -> StepTracker:
+    return StepTracker(context)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+def json_attr(span: ReadableSpan, key: str) -> Any:
+    value = attrs(span)[key]
+    assert isinstance(value, str), f"{key} is not a JSON string: {value!r}"
+    return json.loads(value)
+
+
+def events(span: ReadableSpan, name: str) -> list[dict[str, Any]]:
+    return [dict(e.attributes or {}) for e in span.events if e.name == name]
+
+
+def metadata_of(span: ReadableSpan) -> dict[str, Any]:
+    """The step's metadata events as ``{key: decoded value}`` (in event order)."""
+    return {
+        e[semconv.METADATA_KEY]: json.loads(e[semconv.METADATA_VALUE])
+        for e in events(span, semconv.EVENT_METADATA)
+    }
+
+
+def progress_of(span: ReadableSpan) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (e[semconv.PROGRESS_MESSAGE], json.loads(e[semconv.PROGRESS_METRICS]))
+        for e in events(span, semconv.EVENT_PROGRESS)
+    ]
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+def span_id(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return int(span.context.span_id)
+
+
+def trace_id(span: ReadableSpan) -> int:
+    assert span.context is not None
+    return int(span.context.trace_id)
+
+
+def assert_no_orphans(spans: Iterable[ReadableSpan]) -> None:
+    """Every span with a parent has that parent among ``spans``."""
+    spans = list(spans)
+    ids = {span_id(s) for s in spans}
+    orphans = [s.name for s in spans if s.parent is not None and s.parent.span_id not in ids]
+    assert not orphans, f"spans whose parent never ended: {orphans}"
+
+
+def dump_spans(spans: Iterable[ReadableSpan]) -> str:
+    """Everything a span carries that could leave the process, as one string."""
+    out = []
+    for span in spans:
+        out.append(
+            {
+                "name": span.name,
+                "attributes": attrs(span),
+                "events": [(e.name, dict(e.attributes or {})) for e in span.events],
+                "links": [dict(link.attributes or {}) for link in span.links],
+                "status": span.status.description,
+                "resource": dict(span.resource.attributes),
+            }
+        )
+    return json.dumps(out, default=repr)
