@@ -21,6 +21,7 @@ from collections.abc import Callable
 import httpx
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
+from opentelemetry.util.types import AttributeValue
 
 import hackagent_otel as ho
 from hackagent_otel._processor import HackAgentSpanProcessor
@@ -61,7 +62,7 @@ def _timed(step: Callable[[], None], n: int) -> list[float]:
 
 def bare_step(tracer: Tracer) -> Callable[[], None]:
     """The same span our step makes (13 attributes, 4 events), values precomputed."""
-    start_attributes = {
+    start_attributes: dict[str, AttributeValue] = {
         "hackagent.kind": "step",
         "hackagent.run.id": str(uuid.uuid4()),
         "hackagent.step.name": "Generate",
@@ -72,7 +73,10 @@ def bare_step(tracer: Tracer) -> Callable[[], None]:
         "hackagent.step.config": json.dumps(CONFIG),
         "hackagent.step.input": json.dumps(INPUT),
     }
-    end_attributes = {"hackagent.step.status": "completed", "hackagent.step.sequence.end": 2}
+    end_attributes: dict[str, AttributeValue] = {
+        "hackagent.step.status": "completed",
+        "hackagent.step.sequence.end": 2,
+    }
     metadata = {"hackagent.metadata.key": "prefixes", "hackagent.metadata.value": "150"}
     progress = {"hackagent.progress.message": "batch", "hackagent.progress.metrics": "{}"}
 
