@@ -1,0 +1,471 @@
+"""Outbox: a durable local SQLite store of records not (yet) delivered.
+
+Rows are ``pending`` (to send), ``inflight`` (claimed by the drainer right now) or
+``rejected`` (refused for good by the API: kept with status and reason for inspection and
+:meth:`Outbox.requeue_rejected`, never deleted silently). Delivered rows are deleted at
+once; a running total of them is kept so :meth:`Outbox.counts` can report it.
+
+Order: rows are claimed by ``(session, seq)``, where ``session`` is the time (ns) the
+writing service started and ``seq`` its submission counter. A service therefore gets its
+records back in submission order even when they reached the outbox in another order
+(a retry that gave up after newer records were spilled), and rows left by an earlier
+process come before a later process's rows.
+
+Durability: WAL journal with ``synchronous=NORMAL`` (default). A committed transaction
+is in the operating system's hands before ``commit`` returns, so it survives the process
+being killed (SIGKILL included); only an OS crash or power loss can take the last commits
+back. ``synchronous="FULL"`` adds an fsync per commit for those too.
+
+Thread-safe (one connection behind a lock) and fork-safe (a child reopens its own
+connection; the parent's is left untouched). Every SQLite or file-system failure becomes
+:class:`OutboxError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from hackagent_otel._delivery.lock import DrainLock
+from hackagent_otel._records import Record
+
+__all__ = [
+    "OUTBOX_PATH_ENV",
+    "Outbox",
+    "OutboxCounts",
+    "OutboxError",
+    "OutboxRow",
+    "default_outbox_path",
+]
+
+#: Environment variable naming the outbox file.
+OUTBOX_PATH_ENV = "HACKAGENT_OUTBOX_PATH"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ordering_key TEXT NOT NULL,
+    record TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'inflight', 'rejected')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    status INTEGER,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_state_order ON records (state, session, seq, id);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('delivered', 0);
+"""
+_COLUMNS = "id, session, seq, record, state, attempts, status, last_error, created_at, updated_at"
+_ORDER = "ORDER BY session, seq, id"
+_MAX_VARS = 500
+
+# Connections inherited across fork are never closed in the child (SQLite forbids
+# using them there); they are parked here so garbage collection does not close them.
+_ABANDONED: list[sqlite3.Connection] = []
+_LIVE: weakref.WeakSet[Outbox] = weakref.WeakSet()
+
+
+class OutboxError(Exception):
+    """The outbox cannot be used: unwritable or read-only location, full disk, corrupt file."""
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One stored record with its bookkeeping.
+
+    ``record`` is ``None`` only for a rejected row whose stored text could not be read
+    back (``raw`` still has it); claimed rows always carry their record.
+    """
+
+    id: int
+    record: Record | None
+    state: Literal["pending", "inflight", "rejected"]
+    attempts: int
+    status: int | None
+    last_error: str | None
+    session: int
+    seq: int
+    created_at: float
+    updated_at: float
+    raw: str
+
+    @property
+    def sendable(self) -> Record:
+        """The record, for rows known to be readable (claimed rows)."""
+        if self.record is None:
+            raise ValueError(f"outbox row {self.id} holds an unreadable record")
+        return self.record
+
+
+@dataclass(frozen=True)
+class OutboxCounts:
+    """How many rows are ``pending`` (including ``inflight``), rejected and delivered."""
+
+    pending: int
+    inflight: int
+    rejected: int
+    delivered: int
+
+
+def default_outbox_path() -> Path:
+    """Where the outbox lives unless told otherwise.
+
+    ``$HACKAGENT_OUTBOX_PATH`` if set, else
+    ``${XDG_STATE_HOME:-~/.local/state}/hackagent-otel/outbox.sqlite3``.
+    """
+    explicit = os.environ.get(OUTBOX_PATH_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join("~", ".local", "state")
+    return Path(state_home).expanduser() / "hackagent-otel" / "outbox.sqlite3"
+
+
+class Outbox:
+    """The SQLite outbox at ``path`` (default :func:`default_outbox_path`), opened now.
+
+    Raises :class:`OutboxError` if the file cannot be created or is not a database.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_outbox_path()
+        self._synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        with self._lock:
+            self._conn = self._open()
+        self.drain_lock = DrainLock(str(self.path) + ".lock")
+        _LIVE.add(self)
+
+    # -- writing -----------------------------------------------------------------------
+    def put_many(
+        self,
+        records: Iterable[Record],
+        *,
+        session: int | None = None,
+        seqs: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Store ``records`` as pending in one transaction; returns their row ids.
+
+        ``session``/``seqs`` give their place in the claim order (default: now, and
+        their position in ``records``).
+        """
+        items = list(records)
+        if seqs is not None and len(seqs) != len(items):
+            raise ValueError("seqs must match records one to one")
+        session = time.time_ns() if session is None else session
+        now = time.time()
+        rows = [
+            (session, seqs[i] if seqs is not None else i, r.ordering_key, r.to_json(), now, now)
+            for i, r in enumerate(items)
+        ]
+        if not rows:
+            return []
+        with self._transaction() as conn:
+            first = conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0]
+            conn.executemany(
+                "INSERT INTO records (session, seq, ordering_key, record, state,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                rows,
+            )
+            found = conn.execute("SELECT id FROM records WHERE id > ? ORDER BY id", (first,))
+            return [int(row[0]) for row in found.fetchall()]
+
+    def put_rejected(
+        self,
+        record: Record,
+        status: int,
+        reason: str,
+        *,
+        session: int | None = None,
+        seq: int = 0,
+    ) -> int:
+        """Keep a record the API refused for good, for inspection; returns its row id."""
+        now = time.time()
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO records (session, seq, ordering_key, record, state, attempts,"
+                " status, last_error, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, 'rejected', 1, ?, ?, ?, ?)",
+                (
+                    time.time_ns() if session is None else session,
+                    seq,
+                    record.ordering_key,
+                    record.to_json(),
+                    status,
+                    reason,
+                    now,
+                    now,
+                ),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def claim_pending(self, limit: int) -> list[OutboxRow]:
+        """Mark up to ``limit`` pending rows ``inflight`` and return them in claim order.
+
+        Rows whose stored record cannot be read are moved to ``rejected`` instead.
+        """
+        now = time.time()
+        claimed: list[OutboxRow] = []
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM records WHERE state = 'pending' {_ORDER} LIMIT ?",
+                (limit,),
+            ).fetchall()
+            unreadable: list[tuple[float, str, int]] = []
+            for row in rows:
+                try:
+                    claimed.append(_row(row, state="inflight"))
+                except ValueError as exc:
+                    unreadable.append((now, f"unreadable record: {exc}", row[0]))
+            conn.executemany(
+                "UPDATE records SET state = 'rejected', status = 0, updated_at = ?,"
+                " last_error = ? WHERE id = ?",
+                unreadable,
+            )
+            conn.executemany(
+                "UPDATE records SET state = 'inflight', updated_at = ? WHERE id = ?",
+                [(now, r.id) for r in claimed],
+            )
+        return claimed
+
+    def mark_delivered(self, ids: Iterable[int]) -> None:
+        """Delete delivered rows and add them to the delivered total."""
+        id_list = list(ids)
+        if not id_list:
+            return
+        with self._transaction() as conn:
+            deleted = 0
+            for chunk in _chunks(id_list):
+                marks = ",".join("?" * len(chunk))
+                deleted += conn.execute(
+                    f"DELETE FROM records WHERE id IN ({marks})", chunk
+                ).rowcount
+            conn.execute("UPDATE meta SET value = value + ? WHERE name = 'delivered'", (deleted,))
+
+    def mark_rejected(self, row_id: int, status: int, reason: str) -> None:
+        """Move a row to ``rejected`` with the API's status and reason."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE records SET state = 'rejected', status = ?, last_error = ?,"
+                " attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                (status, reason, time.time(), row_id),
+            )
+
+    def release(self, ids: Iterable[int], error: str | None = None) -> None:
+        """Put claimed rows back to pending; with ``error``, count a failed attempt."""
+        id_list = list(ids)
+        if not id_list:
+            return
+        now = time.time()
+        with self._transaction() as conn:
+            for chunk in _chunks(id_list):
+                marks = ",".join("?" * len(chunk))
+                if error is None:
+                    conn.execute(
+                        f"UPDATE records SET state = 'pending', updated_at = ?"
+                        f" WHERE state = 'inflight' AND id IN ({marks})",
+                        (now, *chunk),
+                    )
+                else:
+                    conn.execute(
+                        f"UPDATE records SET state = 'pending', updated_at = ?,"
+                        f" attempts = attempts + 1, last_error = ?"
+                        f" WHERE state = 'inflight' AND id IN ({marks})",
+                        (now, error, *chunk),
+                    )
+
+    def recover_inflight(self) -> int:
+        """Return every ``inflight`` row to pending (their drainer is gone); the count.
+
+        Call it only while holding :attr:`drain_lock`.
+        """
+        with self._transaction() as conn:
+            return conn.execute(
+                "UPDATE records SET state = 'pending', updated_at = ? WHERE state = 'inflight'",
+                (time.time(),),
+            ).rowcount
+
+    def requeue_rejected(self, ids: Iterable[int] | None = None) -> int:
+        """Make rejected rows (all, or ``ids``) pending again; returns how many."""
+        now = time.time()
+        with self._transaction() as conn:
+            if ids is None:
+                return conn.execute(
+                    "UPDATE records SET state = 'pending', updated_at = ? WHERE state = 'rejected'",
+                    (now,),
+                ).rowcount
+            count = 0
+            for chunk in _chunks(list(ids)):
+                marks = ",".join("?" * len(chunk))
+                count += conn.execute(
+                    f"UPDATE records SET state = 'pending', updated_at = ?"
+                    f" WHERE state = 'rejected' AND id IN ({marks})",
+                    (now, *chunk),
+                ).rowcount
+            return count
+
+    # -- reading -----------------------------------------------------------------------
+    def counts(self) -> OutboxCounts:
+        """Row counts by state, and the delivered total."""
+        with self._connection() as conn:
+            by_state = dict(
+                conn.execute("SELECT state, COUNT(*) FROM records GROUP BY state").fetchall()
+            )
+            delivered = conn.execute("SELECT value FROM meta WHERE name = 'delivered'").fetchone()
+        inflight = int(by_state.get("inflight", 0))
+        return OutboxCounts(
+            pending=int(by_state.get("pending", 0)) + inflight,
+            inflight=inflight,
+            rejected=int(by_state.get("rejected", 0)),
+            delivered=int(delivered[0]) if delivered else 0,
+        )
+
+    def list_pending(self, limit: int | None = None) -> list[OutboxRow]:
+        """Pending and inflight rows in claim order."""
+        return self._list("state IN ('pending', 'inflight')", limit)
+
+    def list_rejected(self, limit: int | None = None) -> list[OutboxRow]:
+        """Rejected rows in their original order, with status and reason."""
+        return self._list("state = 'rejected'", limit)
+
+    def _list(self, where: str, limit: int | None) -> list[OutboxRow]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM records WHERE {where} {_ORDER} LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [_row(row, strict=False) for row in rows]
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection and give up the drain lock; idempotent."""
+        self.drain_lock.release()
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            raise OutboxError(f"the outbox at {self.path} is not usable: {exc}") from exc
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._lock:
+            if self._closed:
+                raise OutboxError(f"the outbox at {self.path} is closed")
+            if self._conn is None:
+                self._conn = self._open()
+            try:
+                yield self._conn
+            except (sqlite3.Error, OSError) as exc:
+                raise OutboxError(f"outbox {self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _after_fork(self) -> None:
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            _ABANDONED.append(self._conn)
+            self._conn = None
+
+
+def _reinit_after_fork() -> None:
+    for outbox in list(_LIVE):
+        outbox._after_fork()
+
+
+os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+def _row(
+    row: tuple[int, int, int, str, str, int, int | None, str | None, float, float],
+    *,
+    state: str | None = None,
+    strict: bool = True,
+) -> OutboxRow:
+    """Build a row; an unreadable record raises ``ValueError`` unless not ``strict``."""
+    row_id, session, seq, text, stored_state, attempts, status, last_error, created, updated = row
+    try:
+        record: Record | None = Record.from_json(text)
+    except ValueError:
+        if strict:
+            raise
+        record = None
+    return OutboxRow(
+        id=row_id,
+        record=record,
+        state=state or stored_state,  # type: ignore[arg-type]
+        attempts=attempts,
+        status=status,
+        last_error=last_error,
+        session=session,
+        seq=seq,
+        created_at=created,
+        updated_at=updated,
+        raw=text,
+    )
+
+
+def _chunks(ids: list[int]) -> Iterator[list[int]]:
+    for start in range(0, len(ids), _MAX_VARS):
+        yield ids[start : start + _MAX_VARS]

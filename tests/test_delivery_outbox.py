@@ -1,0 +1,314 @@
+"""Outbox on real SQLite files: order, states, durability, locking, fork, disk trouble."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hackagent_otel._delivery.lock import DrainLock
+from hackagent_otel._delivery.outbox import (
+    Outbox,
+    OutboxCounts,
+    OutboxError,
+    default_outbox_path,
+)
+from hackagent_otel._records import Record
+
+
+def rec(key: str, n: int) -> Record:
+    return Record(
+        "trace",
+        "POST",
+        f"/result/{key}/trace",
+        {"sequence": n, "step_type": "OTHER", "content": {"n": n}},
+        key,
+    )
+
+
+@pytest.fixture
+def outbox(outbox_path: Path) -> Iterator[Outbox]:
+    with Outbox(outbox_path) as box:
+        yield box
+
+
+def test_pending_rows_are_claimed_in_insertion_order(outbox: Outbox) -> None:
+    outbox.put_many([rec("a", i) for i in range(5)])
+    outbox.put_many([rec("b", i) for i in range(3)])
+    claimed = outbox.claim_pending(100)
+    assert [(r.sendable.ordering_key, r.sendable.body["sequence"]) for r in claimed] == [
+        ("a", 0), ("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 0), ("b", 1), ("b", 2)
+    ]  # fmt: skip
+    assert all(r.state == "inflight" for r in claimed)
+    assert outbox.claim_pending(100) == []
+
+
+def test_claim_order_follows_session_and_seq_not_write_order(outbox: Outbox) -> None:
+    outbox.put_many([rec("a", 5), rec("a", 6)], session=10, seqs=[5, 6])
+    outbox.put_many([rec("a", 3), rec("a", 4)], session=10, seqs=[3, 4])
+    outbox.put_many([rec("a", 0)], session=9, seqs=[99])
+    got = [r.sendable.body["sequence"] for r in outbox.claim_pending(10)]
+    assert got == [0, 3, 4, 5, 6]
+
+
+def test_claim_respects_the_limit(outbox: Outbox) -> None:
+    outbox.put_many([rec("a", i) for i in range(10)])
+    assert [r.sendable.body["sequence"] for r in outbox.claim_pending(3)] == [0, 1, 2]
+    assert [r.sendable.body["sequence"] for r in outbox.claim_pending(3)] == [3, 4, 5]
+
+
+def test_records_round_trip_unchanged(outbox: Outbox) -> None:
+    record = Record(
+        "run_update", "PATCH", "/run/x", {"status": "RUNNING", "n": [1, None]}, "x", 5.5
+    )
+    outbox.put_many([record])
+    (row,) = outbox.claim_pending(1)
+    assert row.sendable == record
+    assert row.sendable.created_at == 5.5
+
+
+def test_delivered_rows_are_deleted_and_counted(outbox: Outbox) -> None:
+    ids = outbox.put_many([rec("a", i) for i in range(4)])
+    outbox.claim_pending(4)
+    outbox.mark_delivered(ids[:3])
+    assert outbox.counts() == OutboxCounts(pending=1, inflight=1, rejected=0, delivered=3)
+    assert [r.id for r in outbox.list_pending()] == [ids[3]]
+
+
+def test_rejected_rows_are_kept_with_status_and_reason_and_can_be_requeued(outbox: Outbox) -> None:
+    ids = outbox.put_many([rec("a", 0), rec("a", 1)])
+    outbox.claim_pending(2)
+    outbox.mark_rejected(ids[0], 400, "HTTP 400: bad step_type")
+    direct = outbox.put_rejected(rec("b", 0), 401, "HTTP 401: no key")
+    rejected = outbox.list_rejected()
+    assert [(r.id, r.status, r.last_error) for r in rejected] == [
+        (ids[0], 400, "HTTP 400: bad step_type"),
+        (direct, 401, "HTTP 401: no key"),
+    ]
+    assert outbox.counts().rejected == 2
+    assert outbox.requeue_rejected([direct]) == 1
+    assert outbox.requeue_rejected() == 1
+    assert outbox.counts().rejected == 0
+    assert {r.id for r in outbox.claim_pending(10)} == {ids[0], direct}
+
+
+def test_release_returns_rows_to_pending_and_counts_failed_attempts(outbox: Outbox) -> None:
+    ids = outbox.put_many([rec("a", 0), rec("a", 1)])
+    outbox.claim_pending(2)
+    outbox.release([ids[0]], error="HTTP 503")
+    outbox.release([ids[1]])
+    rows = outbox.claim_pending(2)
+    assert [(r.id, r.attempts, r.last_error) for r in rows] == [
+        (ids[0], 1, "HTTP 503"),
+        (ids[1], 0, None),
+    ]
+
+
+def test_inflight_rows_of_a_dead_drainer_are_recovered(outbox_path: Path) -> None:
+    with Outbox(outbox_path) as first:
+        first.put_many([rec("a", 0)])
+        first.claim_pending(1)
+    with Outbox(outbox_path) as second:
+        assert second.claim_pending(1) == []
+        assert second.recover_inflight() == 1
+        assert len(second.claim_pending(1)) == 1
+
+
+def test_unreadable_rows_are_rejected_instead_of_crashing_the_claim(outbox: Outbox) -> None:
+    outbox.put_many([rec("a", 0), rec("a", 1)])
+    with sqlite3.connect(outbox.path) as raw:
+        raw.execute("UPDATE records SET record = '{broken' WHERE seq = 0")
+    claimed = outbox.claim_pending(10)
+    assert [r.sendable.body["sequence"] for r in claimed] == [1]
+    (bad,) = outbox.list_rejected()
+    assert bad.record is None
+    assert bad.raw == "{broken"
+    assert bad.status == 0
+    assert bad.last_error is not None
+    assert bad.last_error.startswith("unreadable record")
+
+
+def test_rows_survive_reopening(outbox_path: Path) -> None:
+    with Outbox(outbox_path) as box:
+        box.put_many([rec("a", i) for i in range(3)])
+    with Outbox(outbox_path) as box:
+        assert box.counts().pending == 3
+
+
+def test_committed_rows_survive_sigkill(outbox_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from hackagent_otel._delivery.outbox import Outbox
+        from hackagent_otel._records import Record
+        box = Outbox({str(outbox_path)!r})
+        box.put_many([Record("trace", "POST", "/result/k/trace", {{"sequence": i}}, "k")
+                      for i in range(50)])
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with Outbox(outbox_path) as box:
+        assert [r.sendable.body["sequence"] for r in box.list_pending()] == list(range(50))
+
+
+def test_concurrent_writers_from_threads_lose_nothing(outbox: Outbox) -> None:
+    def write(key: str) -> None:
+        for i in range(20):
+            outbox.put_many([rec(key, i)])
+
+    threads = [threading.Thread(target=write, args=(f"k{n}",)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = outbox.list_pending()
+    assert len(rows) == 80
+    for n in range(4):
+        seqs = [r.sendable.body["sequence"] for r in rows if r.sendable.ordering_key == f"k{n}"]
+        assert seqs == list(range(20))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_writes_through_its_own_connection(outbox: Outbox) -> None:
+    outbox.put_many([rec("parent", 0)])
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        code = 0
+        try:
+            outbox.put_many([rec("child", 0)])
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    outbox.put_many([rec("parent", 1)])
+    keys = [(r.sendable.ordering_key, r.sendable.body["sequence"]) for r in outbox.list_pending()]
+    assert keys == [("parent", 0), ("child", 0), ("parent", 1)]
+
+
+def test_drain_lock_admits_one_holder_at_a_time(outbox_path: Path) -> None:
+    outbox_path.parent.mkdir(parents=True)
+    first = DrainLock(str(outbox_path) + ".lock")
+    second = DrainLock(str(outbox_path) + ".lock")
+    assert first.try_acquire()
+    assert first.try_acquire()  # re-entrant for its holder
+    assert not second.try_acquire()
+    first.release()
+    assert second.try_acquire()
+    second.release()
+
+
+def test_drain_lock_of_a_killed_process_is_free_again(outbox_path: Path) -> None:
+    outbox_path.parent.mkdir(parents=True)
+    lock_path = str(outbox_path) + ".lock"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from hackagent_otel._delivery.lock import DrainLock
+        assert DrainLock({lock_path!r}).try_acquire()
+        print("held", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "held"
+        assert not DrainLock(lock_path).try_acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+    mine = DrainLock(lock_path)
+    assert mine.try_acquire()
+    mine.release()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_does_not_inherit_or_release_the_parents_drain_lock(
+    outbox_path: Path,
+) -> None:
+    outbox_path.parent.mkdir(parents=True)
+    lock = DrainLock(str(outbox_path) + ".lock")
+    assert lock.try_acquire()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        ok = not lock.held and not lock.try_acquire()
+        lock.release()
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not DrainLock(str(outbox_path) + ".lock").try_acquire()  # parent still holds it
+    lock.release()
+
+
+def test_outbox_under_a_regular_file_is_an_outbox_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutboxError, match="cannot open"):
+        Outbox(tmp_path / "file" / "outbox.sqlite3")
+
+
+def test_outbox_on_a_read_only_file_system_is_an_outbox_error() -> None:
+    with pytest.raises(OutboxError):
+        Outbox("/proc/hackagent-otel/outbox.sqlite3")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_outbox_in_a_read_only_directory_is_an_outbox_error(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(OutboxError):
+            Outbox(ro / "outbox.sqlite3")
+    finally:
+        ro.chmod(0o700)
+
+
+def test_corrupt_file_is_an_outbox_error(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"this is not a database" * 200)
+    with pytest.raises(OutboxError, match="not usable"):
+        Outbox(path)
+
+
+def test_full_database_is_an_outbox_error_and_keeps_earlier_rows(outbox: Outbox) -> None:
+    outbox.put_many([rec("a", 0)])
+    with sqlite3.connect(outbox.path) as raw:
+        pages = raw.execute("PRAGMA page_count").fetchone()[0]
+    assert outbox._conn is not None
+    outbox._conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is now "full"
+    with pytest.raises(OutboxError, match="full"):
+        outbox.put_many([rec("a", i) for i in range(1, 2000)])
+    assert outbox.counts().pending == 1
+
+
+def test_closed_outbox_raises_outbox_error(outbox_path: Path) -> None:
+    box = Outbox(outbox_path)
+    box.close()
+    box.close()
+    with pytest.raises(OutboxError, match="closed"):
+        box.put_many([rec("a", 0)])
+
+
+def test_default_path_honours_env_then_xdg_state_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HACKAGENT_OUTBOX_PATH", str(tmp_path / "x.db"))
+    assert default_outbox_path() == tmp_path / "x.db"
+    monkeypatch.delenv("HACKAGENT_OUTBOX_PATH")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_outbox_path() == tmp_path / "state" / "hackagent-otel" / "outbox.sqlite3"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert default_outbox_path() == Path(
+        os.path.expanduser("~/.local/state/hackagent-otel/outbox.sqlite3")
+    )
