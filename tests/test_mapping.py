@@ -1,0 +1,309 @@
+"""The span -> HackAgent record mapping, on real spans made by the tracker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from hackagent_otel import EvaluationStatusEnum, StatusEnum, StepTracker, semconv
+from hackagent_otel._mapping import map_end, map_start
+from hackagent_otel._records import Record
+from hackagent_otel._spanview import EventView, SpanView, from_sdk_span
+from otel_fixtures import OTel
+
+CANARY = "CANARY-mapping-4b1d"
+
+
+def records_of(otel: OTel, *, include_start: bool) -> list[Record]:
+    """Every record the run's spans map to, start records first for each step."""
+    out: list[Record] = []
+    for span in otel.recorder.ended:
+        if not include_start:
+            out += map_start(from_sdk_span(span, started_only=True)).records
+        out += map_end(from_sdk_span(span), include_start=include_start).records
+    return out
+
+
+def without_otel(body: dict[str, Any]) -> dict[str, Any]:
+    if "content" in body:
+        return {**body, "content": {k: v for k, v in body["content"].items() if k != "otel"}}
+    return body
+
+
+def by_sequence(records: list[Record]) -> list[Record]:
+    traces = [r for r in records if r.kind == "trace"]
+    return sorted(traces, key=lambda r: r.body["sequence"])
+
+
+def test_seed_scenario_maps_to_the_calls_the_original_makes(
+    otel: OTel, tracker: StepTracker, run_id: str, result_id: str
+) -> None:
+    tracker.add_step_metadata("warmup", True)
+    with tracker.track_step(
+        "Generate Prefixes",
+        "STEP1_GENERATE",
+        input_data={"goals": ["g1"]},
+        config={"model": "m", "api_key": CANARY},
+    ):
+        tracker.add_step_metadata("prefixes_generated", 150)
+        tracker.record_progress("Processing batch 1/10", items=50, errors=0)
+    with pytest.raises(RuntimeError), tracker.track_step("Evaluate", "STEP2_EVALUATE"):
+        raise RuntimeError("judge down")
+    tracker.update_result_status(EvaluationStatusEnum.PASSED_CRITERIA, "done", {"score": 1})
+    tracker.update_run_status(StatusEnum.COMPLETED)
+
+    calls = [
+        (r.method, r.path, without_otel(r.body)) for r in records_of(otel, include_start=False)
+    ]
+    trace_path = f"/result/{result_id}/trace"
+    result_path = f"/result/{result_id}"
+    expected = [
+        (
+            "POST",
+            trace_path,
+            {
+                "sequence": 1,
+                "step_type": "OTHER",
+                "content": {
+                    "step_name": "Generate Prefixes",
+                    "step_type_identifier": "STEP1_GENERATE",
+                    "config_snapshot": {"model": "m", "api_key": "***REDACTED***"},
+                    "input_data_sample": {"goals": ["g1"]},
+                    "context_metadata": {"step_metadata": {"warmup": True}},
+                },
+            },
+        ),
+        (
+            "POST",
+            trace_path,
+            {
+                "sequence": 2,
+                "step_type": "OTHER",
+                "content": {
+                    "step_name": "Generate Prefixes (Summary)",
+                    "step_type_identifier": "STEP1_GENERATE",
+                    "status": "completed",
+                    "step_metadata": {"warmup": True, "prefixes_generated": 150},
+                    "progress_log": [
+                        {"message": "Processing batch 1/10", "items": 50, "errors": 0}
+                    ],
+                },
+            },
+        ),
+        (
+            "POST",
+            trace_path,
+            {
+                "sequence": 3,
+                "step_type": "OTHER",
+                "content": {"step_name": "Evaluate", "step_type_identifier": "STEP2_EVALUATE"},
+            },
+        ),
+        (
+            "PATCH",
+            result_path,
+            {
+                "evaluation_status": "ERROR_TEST_FRAMEWORK",
+                "evaluation_notes": "Pipeline failed at 'Evaluate': judge down",
+            },
+        ),
+        (
+            "POST",
+            trace_path,
+            {
+                "sequence": 4,
+                "step_type": "OTHER",
+                "content": {
+                    "step_name": "Evaluate (Summary)",
+                    "step_type_identifier": "STEP2_EVALUATE",
+                    "status": "failed",
+                    "error_message": "judge down",
+                },
+            },
+        ),
+        (
+            "PATCH",
+            result_path,
+            {
+                "evaluation_status": "PASSED_CRITERIA",
+                "evaluation_notes": "done",
+                "agent_specific_data": {"score": 1},
+            },
+        ),
+        ("PATCH", f"/run/{run_id}", {"status": "COMPLETED"}),
+    ]
+    assert calls == expected
+    assert CANARY not in json.dumps([r.body for r in records_of(otel, include_start=False)])
+
+
+def test_exporter_mode_makes_start_and_summary_from_the_finished_span(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    with tracker.track_step("Only", "STEP"):
+        pass
+    records = records_of(otel, include_start=True)
+    assert [r.body["sequence"] for r in records] == [1, 2]
+    assert [r.body["content"]["step_name"] for r in records] == ["Only", "Only (Summary)"]
+
+
+def test_trace_content_carries_otel_ids_and_timings(otel: OTel, tracker: StepTracker) -> None:
+    with tracker.track_step("Timed", "STEP"):
+        pass
+    (span,) = otel.steps()
+    start, summary = by_sequence(records_of(otel, include_start=True))
+    assert span.context is not None
+    assert start.body["content"]["otel"]["trace_id"] == format(span.context.trace_id, "032x")
+    assert summary.body["content"]["otel"]["span_id"] == format(span.context.span_id, "016x")
+    assert summary.body["content"]["otel"]["duration_ms"] >= 0
+    assert "end_time" in summary.body["content"]["otel"]
+    assert "end_time" not in start.body["content"]["otel"]
+
+
+def test_records_are_ordered_per_result_and_keyed_for_delivery(
+    otel: OTel, tracker: StepTracker, result_id: str, run_id: str
+) -> None:
+    with tracker.track_step("Outer", "A"), tracker.track_step("Inner", "B"):
+        pass
+    tracker.update_run_status("RUNNING")
+    records = records_of(otel, include_start=False)
+    traces = [r for r in records if r.kind == "trace"]
+    assert {r.ordering_key for r in traces} == {result_id}
+    assert sorted(r.body["sequence"] for r in traces) == [1, 2, 3, 4]
+    assert [r.ordering_key for r in records if r.kind == "run_update"] == [run_id]
+
+
+def test_a_step_without_result_id_makes_no_records(otel: OTel, run_id: str) -> None:
+    from hackagent_otel import TrackingContext
+
+    tracker = StepTracker(TrackingContext(run_id=run_id))
+    with tracker.track_step("NoResult", "STEP"):
+        pass
+    mapped = map_end(from_sdk_span(otel.steps()[0]), include_start=True)
+    assert mapped.records == ()
+    assert mapped.problems == ()
+
+
+def _view(**attributes: Any) -> SpanView:
+    return SpanView(
+        name="s",
+        trace_id=1,
+        span_id=2,
+        start_time_ns=1_000_000_000,
+        end_time_ns=2_000_000_000,
+        attributes=attributes,
+    )
+
+
+def test_invalid_result_uuid_is_reported_not_sent() -> None:
+    mapped = map_end(
+        _view(
+            **{
+                semconv.KIND: semconv.KIND_STEP,
+                semconv.RUN_ID: str(uuid.uuid4()),
+                semconv.RESULT_ID: "not-a-uuid",
+                semconv.STEP_SEQUENCE_START: 1,
+                semconv.STEP_SEQUENCE_END: 2,
+            }
+        ),
+        include_start=True,
+    )
+    assert mapped.records == ()
+    assert "not a UUID" in mapped.problems[0]
+
+
+def test_missing_sequence_is_reported_not_guessed() -> None:
+    mapped = map_end(
+        _view(
+            **{
+                semconv.KIND: semconv.KIND_STEP,
+                semconv.RUN_ID: str(uuid.uuid4()),
+                semconv.RESULT_ID: str(uuid.uuid4()),
+            }
+        ),
+        include_start=True,
+    )
+    assert mapped.records == ()
+    assert "sequence" in mapped.problems[0]
+
+
+def test_unknown_run_status_is_reported() -> None:
+    mapped = map_end(
+        _view(
+            **{
+                semconv.KIND: semconv.KIND_RUN_STATUS,
+                semconv.RUN_ID: str(uuid.uuid4()),
+                semconv.RUN_STATUS: "EXPLODED",
+            }
+        ),
+        include_start=False,
+    )
+    assert mapped.records == ()
+    assert "StatusEnum" in mapped.problems[0]
+
+
+def test_foreign_spans_cannot_smuggle_secrets_through_attributes() -> None:
+    """Spans from elsewhere (the bridge) are sanitized again on the way to records."""
+    view = SpanView(
+        name="s",
+        trace_id=1,
+        span_id=2,
+        start_time_ns=1,
+        end_time_ns=2,
+        attributes={
+            semconv.KIND: semconv.KIND_STEP,
+            semconv.RUN_ID: str(uuid.uuid4()),
+            semconv.RESULT_ID: str(uuid.uuid4()),
+            semconv.STEP_SEQUENCE_START: 1,
+            semconv.STEP_SEQUENCE_END: 2,
+            semconv.STEP_CONFIG: json.dumps({"nested": {"password": CANARY}}),
+        },
+        events=(
+            EventView(
+                semconv.EVENT_METADATA,
+                1,
+                {
+                    semconv.METADATA_KEY: "creds",
+                    semconv.METADATA_VALUE: json.dumps({"token": CANARY}),
+                },
+            ),
+        ),
+    )
+    records = map_end(view, include_start=True).records
+    assert len(records) == 2
+    assert CANARY not in json.dumps([r.body for r in records])
+
+
+def test_non_json_attribute_text_is_kept_as_text() -> None:
+    view = _view(
+        **{
+            semconv.KIND: semconv.KIND_STEP,
+            semconv.RUN_ID: str(uuid.uuid4()),
+            semconv.RESULT_ID: str(uuid.uuid4()),
+            semconv.STEP_SEQUENCE_START: 1,
+            semconv.STEP_CONFIG: "{not json",
+        }
+    )
+    (record,) = map_start(view).records
+    assert record.body["content"]["config_snapshot"] == "{not json"
+
+
+def test_spans_that_are_not_ours_map_to_nothing() -> None:
+    assert map_end(_view(**{"http.method": "GET"}), include_start=True).records == ()
+    assert map_start(_view(**{"http.method": "GET"})).records == ()
+
+
+def test_records_round_trip_through_json() -> None:
+    view = _view(
+        **{
+            semconv.KIND: semconv.KIND_RESULT_STATUS,
+            semconv.RUN_ID: str(uuid.uuid4()),
+            semconv.RESULT_ID: str(uuid.uuid4()),
+            semconv.RESULT_EVALUATION_STATUS: "FAILED_JAILBREAK",
+        }
+    )
+    (record,) = map_end(view, include_start=False).records
+    assert record.body["evaluation_notes"] == "Status updated"
+    assert Record.from_json(record.to_json()) == record
