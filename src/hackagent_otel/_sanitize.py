@@ -7,10 +7,11 @@ of it reaches a span or a record it goes through :func:`sanitize`, which
 * redacts values whose *key* names a secret, at any depth (values are never scrubbed by
   pattern: red-team payloads are full of words like "password" and are data);
 * replaces what JSON cannot hold with a safe, readable stand-in (``"NaN"``,
-  ``"<cycle>"``, ``"<Widget>"``) instead of failing;
-* caps size by structure: long strings, long containers and deep nesting are cut at
-  element boundaries with a marker saying how much was left out, so the JSON text is
-  always whole;
+  ``"<cycle>"``, ``"<Widget>"``, integers beyond 64 bits as decimal strings) instead of
+  failing;
+* caps size by structure: long strings (mapping keys too), long containers and deep
+  nesting are cut at element boundaries with a marker saying how much was left out, so
+  the JSON text is always whole;
 * never raises.
 
 Values it redacted are remembered (bounded) so :func:`scrub_known_secrets` can take the
@@ -57,6 +58,10 @@ SECRET_WORDS: Final = frozenset(
 #: Keys that hold a live client object; shown as ``"<TypeName>"`` like the original.
 CLIENT_KEYS: Final = frozenset({"client", "_client"})
 
+#: Integers wider than this are written as decimal strings: many JSON readers (JavaScript,
+#: Go's float64 default) cannot hold them, and Python refuses to print huge ones.
+_MAX_INT_BITS: Final = 63
+
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -88,7 +93,7 @@ class _KeyPolicy:
             return cached
         words = [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", key).lower()) if w]
         secret = any(w in self.words for w in words) or _names_a_key(words)
-        if len(self._cache) < 4096:
+        if len(self._cache) < 4096 and len(key) <= 256:
             self._cache[key] = secret
         return secret
 
@@ -184,6 +189,8 @@ class _Walker:
             self.budget -= 5
             return value
         if kind is int:
+            if value.bit_length() > _MAX_INT_BITS:
+                return self._string(_int_text(value))
             self.budget -= 8
             return value
         if kind is float:
@@ -198,11 +205,14 @@ class _Walker:
         return self._other(value, depth)
 
     def _string(self, value: str) -> str:
-        limit = min(self.limits.max_string, max(self.budget, 64))
-        if len(value) > limit:
-            cut = len(value) - limit
-            value = f"{value[:limit]}...[{cut} more chars]"
+        value = self._cap(value, min(self.limits.max_string, max(self.budget, 64)))
         self.budget -= len(value) + 2
+        return value
+
+    def _cap(self, value: str, limit: int | None = None) -> str:
+        limit = self.limits.max_string if limit is None else limit
+        if len(value) > limit:
+            value = f"{value[:limit]}...[{len(value) - limit} more chars]"
         return value
 
     def _container(self, value: Any, depth: int, convert: Any) -> Any:
@@ -224,11 +234,12 @@ class _Walker:
         items = iter(value.items())
         for index, (raw_key, item) in enumerate(items):
             if index >= self.limits.max_items or self.budget <= 0:
-                out["..."] = f"{len(value) - index} more keys"
+                out[_unique_key("...", out)] = f"{len(value) - index} more keys"
                 break
-            key = _key_text(raw_key, out)
+            full_key = _key_text(raw_key)
+            key = _unique_key(self._cap(full_key), out)
             self.budget -= len(key) + 4
-            if self.policy.is_secret(key):
+            if self.policy.is_secret(full_key):
                 _memory.remember_within(item)
                 out[key] = REDACTED
             elif key in CLIENT_KEYS and not _is_plain(item):
@@ -284,17 +295,28 @@ def _float_name(value: float) -> str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _key_text(raw_key: Any, taken: Mapping[str, Any]) -> str:
-    """A JSON object key for ``raw_key``; never silently merges two distinct keys."""
+def _key_text(raw_key: Any) -> str:
+    """The text of a mapping key (JSON object keys are strings)."""
     if isinstance(raw_key, str):
-        key = raw_key
-    elif isinstance(raw_key, Enum):
-        key = _safe_str(raw_key.value)
-    else:
-        key = _safe_str(raw_key)
+        return raw_key
+    if isinstance(raw_key, Enum):
+        return _safe_str(raw_key.value)
+    return _safe_str(raw_key)
+
+
+def _unique_key(key: str, taken: Mapping[str, Any]) -> str:
+    """``key``, primed until it is not in ``taken``: two distinct keys never merge."""
     while key in taken:
         key = f"{key}'"
     return key
+
+
+def _int_text(value: int) -> str:
+    """Decimal text of an int too big for JSON consumers (beyond 64 bits)."""
+    try:
+        return str(value)
+    except ValueError:  # beyond the interpreter's int-to-str digit limit
+        return f"<int of {value.bit_length()} bits>"
 
 
 def _safe_str(value: Any) -> str:
