@@ -14,8 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-import weakref
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any, Protocol
 
 _logger = logging.getLogger("hackagent_otel")
@@ -31,7 +30,7 @@ class _HasSequenceCounter(Protocol):
 class _SequenceCounter:
     """A thread-safe counter; ``next()`` returns the incremented value, as the original."""
 
-    __slots__ = ("__weakref__", "_lock", "value")
+    __slots__ = ("_lock", "value")
 
     def __init__(self, start: int = 0) -> None:
         self.value = start
@@ -43,7 +42,11 @@ class _SequenceCounter:
             return self.value
 
 
-_counters: weakref.WeakValueDictionary[str, _SequenceCounter] = weakref.WeakValueDictionary()
+#: Results whose counters are kept after their contexts are gone. Held strongly (not
+#: weakly): a pipeline that builds a fresh context per step on the same result must go on
+#: from the last number, not start again at 1. Least recently used results go first.
+_MAX_COUNTERS = 50_000
+_counters: OrderedDict[str, _SequenceCounter] = OrderedDict()
 _counters_lock = threading.Lock()
 
 
@@ -55,8 +58,11 @@ def _shared_counter(result_id: str | None, start: int) -> _SequenceCounter:
         if counter is None:
             counter = _SequenceCounter(start)
             _counters[result_id] = counter
-        elif start > counter.value:
-            counter.value = start
+            while len(_counters) > _MAX_COUNTERS:
+                _counters.popitem(last=False)
+        else:
+            _counters.move_to_end(result_id)
+            counter.value = max(counter.value, start)
         return counter
 
 
