@@ -67,7 +67,10 @@ class RecordHackAgentSpans(Sampler):
             parent_context, trace_id, name, kind, attributes, links, trace_state
         )
         if result.decision is Decision.DROP and attributes and semconv.KIND in attributes:
-            return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
+            # The SDK gives a span the attributes of its sampling result, and a DROP
+            # result carries none: keep the span's own, or its routing ids are lost.
+            kept = {**attributes, **(result.attributes or {})}
+            return SamplingResult(Decision.RECORD_ONLY, kept, result.trace_state)
         return result
 
     def get_description(self) -> str:
