@@ -201,15 +201,19 @@ link_bins() {
     say "linked .bin/jaeger  -> $JAEGER_DIR/jaeger"
 }
 
-# The Collector checks its own config: a component the config names but the manifest
-# lacks (or a renamed type) fails here, not in the middle of a test run.
+# Each binary checks its own config: a component a config names but the build lacks
+# (or a renamed type) fails here, not in the middle of a test run.
 validate_configs() {
     "$BIN_DIR/otelcol" validate --config="$COLLECTOR_CONFIG" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
         cat "$CACHE_ROOT/validate.log" >&2
         die ".bin/otelcol rejects collector/otelcol-config.yaml"
     }
     say "collector/otelcol-config.yaml: valid for .bin/otelcol"
-    [[ -f "$JAEGER_CONFIG" ]] || die "missing $JAEGER_CONFIG"
+    "$BIN_DIR/jaeger" validate --config="$JAEGER_CONFIG" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
+        cat "$CACHE_ROOT/validate.log" >&2
+        die ".bin/jaeger rejects collector/jaeger-config.yaml"
+    }
+    say "collector/jaeger-config.yaml: valid for .bin/jaeger"
 }
 
 main() {
