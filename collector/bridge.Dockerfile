@@ -1,0 +1,26 @@
+# The hackagent-otel image: the HackAgent bridge by default (OTLP/HTTP in on 4328,
+# HackAgent API records out), and the demo pipeline in docker-compose.yml.
+#   docker build -f collector/bridge.Dockerfile -t hackagent-otel:local .
+FROM python:3.11-slim
+
+# HACKAGENT_OUTBOX_PATH: the durable outbox for records the HackAgent API cannot take
+# yet (a volume in docker-compose.yml).
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HACKAGENT_OUTBOX_PATH=/var/lib/hackagent-otel/outbox.sqlite3
+
+WORKDIR /src
+# Only what building the package needs; tests, docs and the Go build caches stay out.
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install . \
+    && useradd --system --create-home --home-dir /home/hackagent hackagent \
+    && mkdir -p /var/lib/hackagent-otel \
+    && chown hackagent /var/lib/hackagent-otel
+
+USER hackagent
+WORKDIR /home/hackagent
+EXPOSE 4328
+CMD ["hackagent-otel", "bridge", "--host", "0.0.0.0"]
