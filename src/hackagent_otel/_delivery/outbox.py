@@ -75,6 +75,8 @@ _MAX_VARS = 500
 # using them there); they are parked here so garbage collection does not close them.
 _ABANDONED: list[sqlite3.Connection] = []
 _LIVE: weakref.WeakSet[Outbox] = weakref.WeakSet()
+# Held while a connection is being opened, and across fork (see _before_fork).
+_OPENING = threading.Lock()
 
 
 class OutboxError(Exception):
@@ -152,10 +154,10 @@ class Outbox:
         self._pid = os.getpid()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        with self._lock:
+        with _OPENING, self._lock:
             self._conn = self._open()
+            _LIVE.add(self)
         self.drain_lock = DrainLock(str(self.path) + ".lock")
-        _LIVE.add(self)
 
     # -- writing -----------------------------------------------------------------------
     def put_many(
@@ -341,6 +343,21 @@ class Outbox:
             delivered=int(delivered[0]) if delivered else 0,
         )
 
+    def pending_count(self, session: int | None = None) -> int:
+        """Pending and inflight rows, all or only those written by ``session``."""
+        with self._connection() as conn:
+            if session is None:
+                found = conn.execute(
+                    "SELECT COUNT(*) FROM records WHERE state IN ('pending', 'inflight')"
+                )
+            else:
+                found = conn.execute(
+                    "SELECT COUNT(*) FROM records"
+                    " WHERE state IN ('pending', 'inflight') AND session = ?",
+                    (session,),
+                )
+            return int(found.fetchone()[0])
+
     def list_pending(self, limit: int | None = None) -> list[OutboxRow]:
         """Pending and inflight rows in claim order."""
         return self._list("state IN ('pending', 'inflight')", limit)
@@ -429,12 +446,43 @@ class Outbox:
             self._conn = None
 
 
-def _reinit_after_fork() -> None:
+_HELD_ACROSS_FORK: list[threading.Lock] = []
+
+
+def _before_fork() -> None:
+    """Let in-progress outbox work finish, and hold it off until the fork is done.
+
+    SQLite keeps per-process lock bookkeeping in memory; a child forked while another
+    thread is inside a transaction inherits that state and finds the database locked
+    by a connection that, in the child, will never finish. Holding every outbox lock
+    across the fork guarantees no transaction is open at that moment.
+    """
+    _OPENING.acquire()
+    _HELD_ACROSS_FORK.clear()
+    for outbox in sorted(_LIVE, key=id):
+        outbox._lock.acquire()
+        _HELD_ACROSS_FORK.append(outbox._lock)
+
+
+def _after_fork_in_parent() -> None:
+    while _HELD_ACROSS_FORK:
+        _HELD_ACROSS_FORK.pop().release()
+    _OPENING.release()
+
+
+def _after_fork_in_child() -> None:
+    global _OPENING
+    _HELD_ACROSS_FORK.clear()
+    _OPENING = threading.Lock()
     for outbox in list(_LIVE):
         outbox._after_fork()
 
 
-os.register_at_fork(after_in_child=_reinit_after_fork)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def _row(
