@@ -21,6 +21,9 @@ _logger = logging.getLogger("hackagent_otel")
 
 #: How many progress entries a step keeps (the original keeps the last 20).
 MAX_PROGRESS_ENTRIES = 20
+#: Distinct metadata keys a step keeps; with 20 progress entries and one exception event
+#: this stays under the SDK's default of 128 events per span.
+MAX_METADATA_KEYS = 100
 
 
 class _HasSequenceCounter(Protocol):
@@ -98,9 +101,12 @@ class TrackingContext:
         self._counter = _shared_counter(parent_result_id, sequence_counter)
         self._delegate: _HasSequenceCounter | None = None
         self._delegate_lock = threading.Lock()
-        # Metadata and progress recorded outside any step: adopted by the next step.
+        # Metadata and progress recorded outside any step: adopted by the next step, with
+        # the same bounds as a step's own (and how much those bounds dropped).
         self._pending_metadata: dict[str, tuple[int, str]] = {}
         self._pending_progress: deque[tuple[int, str, str]] = deque(maxlen=MAX_PROGRESS_ENTRIES)
+        self._pending_metadata_dropped = 0
+        self._pending_progress_dropped = 0
         self._pending_lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -176,26 +182,39 @@ class TrackingContext:
     def get_metadata(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
 
-    def _stash_metadata(self, key: str, entry: tuple[int, str]) -> None:
+    def _stash_metadata(self, key: str, entry: tuple[int, str]) -> bool:
+        """Keep a metadata entry for the next step; False if a new key was over the bound."""
         with self._pending_lock:
-            self._pending_metadata.pop(key, None)
-            self._pending_metadata[key] = entry
+            pending = self._pending_metadata
+            if key not in pending and len(pending) >= MAX_METADATA_KEYS:
+                self._pending_metadata_dropped += 1
+                return False
+            pending.pop(key, None)
+            pending[key] = entry
+            return True
 
     def _stash_progress(self, entry: tuple[int, str, str]) -> bool:
         """Keep a progress entry for the next step; True if an older one fell out."""
         with self._pending_lock:
             full = len(self._pending_progress) == MAX_PROGRESS_ENTRIES
+            if full:
+                self._pending_progress_dropped += 1
             self._pending_progress.append(entry)
             return full
 
-    def _take_pending(self) -> tuple[dict[str, tuple[int, str]], list[tuple[int, str, str]]]:
+    def _take_pending(
+        self,
+    ) -> tuple[dict[str, tuple[int, str]], list[tuple[int, str, str]], int, int]:
+        """Metadata, progress and their dropped counts kept for the next step; resets them."""
         if not self._pending_metadata and not self._pending_progress:
-            return {}, []
+            return {}, [], 0, 0
         with self._pending_lock:
             metadata, self._pending_metadata = self._pending_metadata, {}
             progress = list(self._pending_progress)
             self._pending_progress.clear()
-        return metadata, progress
+            dropped = (self._pending_metadata_dropped, self._pending_progress_dropped)
+            self._pending_metadata_dropped = self._pending_progress_dropped = 0
+        return metadata, progress, *dropped
 
     @classmethod
     def create_disabled(cls) -> TrackingContext:

@@ -26,7 +26,7 @@ from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import _sanitize, _tracer, semconv
-from hackagent_otel._context import MAX_PROGRESS_ENTRIES, TrackingContext
+from hackagent_otel._context import MAX_METADATA_KEYS, MAX_PROGRESS_ENTRIES, TrackingContext
 from hackagent_otel._enums import (
     TERMINAL_RUN_STATUSES,
     EvaluationStatusEnum,
@@ -37,9 +37,8 @@ from hackagent_otel._enums import (
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
 
-#: Distinct metadata keys a step keeps; with 20 progress entries and one exception event
-#: this stays under the SDK's default of 128 events per span.
-MAX_METADATA_KEYS = 100
+__all__ = ["MAX_METADATA_KEYS", "MAX_PROGRESS_ENTRIES", "StepTracker", "TrackingStats", "stats"]
+
 DEFAULT_EVALUATION_NOTES = "Status updated"
 
 
@@ -173,7 +172,9 @@ class StepTracker:
                 attributes[semconv.STEP_CONFIG] = _sanitize.dumps(config)
             if input_data is not None:
                 attributes[semconv.STEP_INPUT] = _sanitize.dumps(input_data)
-            pending_metadata, pending_progress = ctx._take_pending()
+            pending_metadata, pending_progress, metadata_dropped, progress_dropped = (
+                ctx._take_pending()
+            )
             context_metadata = _context_metadata(ctx, pending_metadata, pending_progress)
             if context_metadata is not None:
                 attributes[semconv.STEP_CONTEXT_METADATA] = context_metadata
@@ -184,7 +185,10 @@ class StepTracker:
                 record_exception=False,
                 set_status_on_exception=False,
             )
-            return _Step(ctx, _CURRENT_STEP.get(), span, pending_metadata, pending_progress)
+            step = _Step(ctx, _CURRENT_STEP.get(), span, pending_metadata, pending_progress)
+            step.metadata_dropped = metadata_dropped
+            step.progress_dropped = progress_dropped
+            return step
         except Exception:
             self._internal_error("starting step %r", step_name)
             return None
@@ -240,7 +244,8 @@ class StepTracker:
             entry = (time.time_ns(), _sanitize.dumps_keyed(text_key, value))
             step = self._current_step()
             if step is None:
-                self.context._stash_metadata(text_key, entry)
+                if not self.context._stash_metadata(text_key, entry):
+                    stats.add("metadata_dropped")
             elif step.ended:
                 self._drop_late("metadata", text_key)
             elif text_key in step.metadata or len(step.metadata) < MAX_METADATA_KEYS:
