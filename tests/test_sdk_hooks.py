@@ -51,7 +51,8 @@ def test_record_hackagent_spans_keeps_only_our_dropped_spans_as_record_only() ->
     assert kept.decision is Decision.RECORD_ONLY
     assert dict(kept.attributes) == ours
     assert dropped.decision is Decision.DROP
-    assert RecordHackAgentSpans(ALWAYS_ON).should_sample(None, 1, "s", attributes=ours).decision
+    sampled = RecordHackAgentSpans(ALWAYS_ON).should_sample(None, 1, "s", attributes=ours)
+    assert sampled.decision is Decision.RECORD_AND_SAMPLE
     assert sampler.get_description() == "RecordHackAgentSpans{AlwaysOffSampler}"
 
 

@@ -70,6 +70,8 @@ def test_step_span_carries_every_step_attribute(
     }
     assert json_attr(span, semconv.STEP_CONFIG) == config
     assert json_attr(span, semconv.STEP_INPUT) == input_data
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == semconv.TRACER_NAME
     assert span.status.status_code is StatusCode.UNSET
     assert span.events == ()
 
@@ -207,6 +209,27 @@ def test_metadata_outside_a_step_goes_to_the_next_step_of_that_context(
     after = otel.step("After")
     assert metadata_of(after) == {}
     assert semconv.STEP_CONTEXT_METADATA not in attrs(after)
+
+
+def test_metadata_and_progress_kept_for_the_next_step_are_bounded_and_counted(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    extra = 30
+    for i in range(_tracker.MAX_METADATA_KEYS + extra):
+        tracker.add_step_metadata(f"early{i}", i)
+    for i in range(25):
+        tracker.record_progress(f"early progress {i}")
+
+    with tracker.track_step("Adopting", "STEP"):
+        pass
+
+    span = otel.step("Adopting")
+    assert len(metadata_of(span)) == _tracker.MAX_METADATA_KEYS
+    assert attrs(span)[semconv.STEP_METADATA_DROPPED] == extra
+    assert len(progress_of(span)) == 20
+    assert attrs(span)[semconv.STEP_PROGRESS_DROPPED] == 5
+    assert len(span.events) <= 128  # nothing lost to the SDK's own event limit
+    assert span.dropped_events == 0
 
 
 def test_metadata_of_another_context_does_not_land_on_this_step(
