@@ -10,14 +10,13 @@ also holds a small client for Jaeger's HTTP query API, which is what a person's 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -392,13 +391,3 @@ class JaegerQuery:
             return trace
 
         return wait_until(probe, timeout=timeout, what=f"trace {trace_id} in Jaeger")
-
-
-@contextlib.contextmanager
-def running(proc: Jaeger | Collector) -> Iterator[None]:
-    """Start ``proc`` and stop it on exit, also when the body fails."""
-    proc.start()
-    try:
-        yield
-    finally:
-        proc.stop()

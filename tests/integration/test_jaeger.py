@@ -45,6 +45,10 @@ def test_each_run_is_one_trace_found_by_its_run_id(jaeger: Jaeger) -> None:
     assert len(runs) == 2
     for run in runs:
         jaeger.api.wait_for_trace(run.trace_id, until=is_complete_run)
+    assert service in jaeger.api.services()
+    # Everything the process sent is in these two traces: no span started a trace of its own.
+    all_traces = jaeger.api.find_traces(service)
+    assert sorted(t["traceID"] for t in all_traces) == sorted(run.trace_id for run in runs)
     for run in runs:
         found = jaeger.api.find_traces(service, tags={semconv.RUN_ID: run.run_id})
         # The tag search finds the run's one trace (Jaeger returns each matching trace once).
