@@ -80,6 +80,16 @@ def test_traces_exporter_none_disables_otlp() -> None:
     assert Settings.resolve(env=env).otlp_enabled is False
 
 
+@pytest.mark.parametrize(("exporters", "enabled"), [("console", False), ("otlp,console", True)])
+def test_traces_exporter_must_name_otlp_when_set(exporters: str, enabled: bool) -> None:
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "OTEL_TRACES_EXPORTER": exporters,
+    }
+
+    assert Settings.resolve(env=env).otlp_enabled is enabled
+
+
 def test_hackagent_settings_argument_beats_env() -> None:
     env = {"HACKAGENT_API_KEY": "env-key", "HACKAGENT_BASE_URL": "http://env:8000/"}
 

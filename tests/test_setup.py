@@ -150,6 +150,26 @@ def test_redact_keys_extend_the_secret_words(provider: TracerProvider) -> None:
     assert json_attr(step, semconv.STEP_CONFIG) == {"customer_ssn": _sanitize.REDACTED}
 
 
+def test_a_full_traces_url_is_not_given_a_second_path(provider: TracerProvider) -> None:
+    hackagent_otel.configure(
+        tracer_provider=provider,
+        otlp_endpoint="http://127.0.0.1:9/v1/traces",
+        handle_sigterm=False,
+    )
+
+    (exporter,) = otlp_exporters(provider)
+    assert exporter._endpoint == "http://127.0.0.1:9/v1/traces"  # type: ignore[attr-defined]
+
+
+def test_shutdown_forgets_the_extra_secret_words(provider: TracerProvider) -> None:
+    hackagent_otel.configure(tracer_provider=provider, redact_keys=["ssn"], handle_sigterm=False)
+    assert _sanitize.is_secret_key("customer_ssn")
+
+    hackagent_otel.shutdown()
+
+    assert not _sanitize.is_secret_key("customer_ssn")
+
+
 # -- flushing and shutting down --------------------------------------------------------
 
 
@@ -188,11 +208,6 @@ def test_reconfiguring_ends_the_previous_set_ups_runs(otel: OTel, provider: Trac
     assert otel.telemetry is not _setup.current()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="configure() passes the default service name explicitly, which overrides "
-    "OTEL_RESOURCE_ATTRIBUTES' service.name (reported; _setup.py is not ours to change)",
-)
 def test_a_created_provider_honours_service_name_from_resource_attributes(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

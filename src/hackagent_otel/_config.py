@@ -29,11 +29,19 @@ def _first(*values: str | None) -> str | None:
     return None
 
 
+def _otlp_selected(exporters: set[str]) -> bool:
+    """``OTEL_TRACES_EXPORTER`` unset (the SDK default is otlp) or naming otlp."""
+    named = exporters - {""}
+    return not named or "otlp" in named
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything ``configure()`` acts on, after resolution."""
 
     service_name: str = DEFAULT_SERVICE_NAME
+    #: Whether the service name came from an argument or ``OTEL_SERVICE_NAME``.
+    service_name_given: bool = False
     #: OTLP endpoint given as an argument (``None``: the OTLP exporter reads env vars).
     otlp_endpoint: str | None = None
     #: Whether any OTLP endpoint is configured at all, by argument or env var.
@@ -87,7 +95,8 @@ class Settings:
         return cls(
             service_name=_first(service_name, env.get("OTEL_SERVICE_NAME")) or DEFAULT_SERVICE_NAME,
             otlp_endpoint=_first(otlp_endpoint),
-            otlp_enabled=bool(otlp_endpoint or env_endpoint) and "none" not in exporters,
+            service_name_given=_first(service_name, env.get("OTEL_SERVICE_NAME")) is not None,
+            otlp_enabled=bool(otlp_endpoint or env_endpoint) and _otlp_selected(exporters),
             otlp_protocol=protocol,
             hackagent_base_url=base_url.rstrip("/") if base_url else None,
             hackagent_api_key=api_key,

@@ -132,13 +132,20 @@ def _provider_for(
     existing = trace.get_tracer_provider()
     if isinstance(existing, TracerProvider):
         return existing, False
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": settings.service_name}),
-        shutdown_on_exit=False,
-    )
+    provider = TracerProvider(resource=_resource(settings), shutdown_on_exit=False)
     if set_global:
         trace.set_tracer_provider(provider)
     return provider, True
+
+
+def _resource(settings: Settings) -> Resource:
+    """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` as the SDK reads them; our
+    default service name only where neither names one."""
+    explicit = {"service.name": settings.service_name} if settings.service_name_given else {}
+    resource = Resource.create(explicit)
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": settings.service_name}))
+    return resource
 
 
 def _otlp_exporter(settings: Settings) -> SpanExporter:
@@ -155,7 +162,10 @@ def _otlp_exporter(settings: Settings) -> SpanExporter:
     )
 
     if endpoint:
-        return HttpExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
+        endpoint = endpoint.rstrip("/")
+        if not endpoint.endswith("/v1/traces"):
+            endpoint += "/v1/traces"
+        return HttpExporter(endpoint=endpoint)
     return HttpExporter()
 
 
@@ -210,6 +220,7 @@ def shutdown() -> None:
     else:
         runs.end_all("shutdown")
     _tracer.source.reset()
+    _sanitize.set_extra_secret_words(())
 
 
 def _configure_implicitly() -> None:

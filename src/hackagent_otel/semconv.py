@@ -73,5 +73,6 @@ RESULT_EVALUATION_STATUS: Final = "hackagent.result.evaluation_status"
 RESULT_EVALUATION_NOTES: Final = "hackagent.result.evaluation_notes"
 #: JSON: the sanitized ``agent_specific_data`` given to ``update_result_status``.
 RESULT_AGENT_SPECIFIC_DATA: Final = "hackagent.result.agent_specific_data"
-#: How a run span ended: ``"status"`` (a terminal run status), ``"shutdown"`` or ``"exit"``.
+#: How a run span ended: ``"status"`` (a terminal run status), ``"shutdown"``, ``"exit"``,
+#: or ``"reconfigure"`` (``configure()`` called again while the run was open).
 RUN_ENDED_BY: Final = "hackagent.run.ended_by"
