@@ -125,3 +125,17 @@ def test_a_run_used_after_it_ended_gets_a_new_root_in_the_same_trace(otel: OTel)
 
     assert {trace_id(r) for r in otel.runs()} == {uuid.UUID(run_id).int}
     assert len(otel.runs()) == 2
+
+
+def test_spellings_of_one_run_id_share_one_root(otel: OTel) -> None:
+    anchors = RunAnchors()
+    run_id = str(uuid.uuid4())
+    anchors.parent_for(run_id.upper())
+    anchors.parent_for(run_id)
+    assert anchors.open_runs() == [run_id]
+
+    anchors.end_run(run_id.upper(), "status")
+
+    assert anchors.open_runs() == []
+    (root,) = otel.runs()
+    assert attrs(root)[semconv.RUN_ID] == run_id

@@ -37,6 +37,14 @@ def trace_id_hex_for_run(run_id: str) -> str:
     return format(trace_id_for_run(run_id), "032x")
 
 
+def _canonical(run_id: str) -> str:
+    """One spelling per run: UUIDs in their canonical lower-case form."""
+    try:
+        return str(uuid.UUID(run_id))
+    except ValueError:
+        return run_id
+
+
 @dataclass(slots=True)
 class _Anchor:
     context: Context
@@ -56,7 +64,8 @@ class RunAnchors:
         current = trace.get_current_span().get_span_context()
         anchor = self._anchors.get(run_id)
         if anchor is None:
-            anchor = self._create(run_id, current)
+            anchor = self._create(_canonical(run_id), current)
+            self._anchors.setdefault(run_id, anchor)
         if current.is_valid:
             return None
         return anchor.context
@@ -89,7 +98,10 @@ class RunAnchors:
     def end_run(self, run_id: str, ended_by: str) -> None:
         """End the run's root span, if we own one; its next span starts a new anchor."""
         with self._lock:
-            anchor = self._anchors.pop(run_id, None)
+            anchor = self._anchors.pop(_canonical(run_id), None)
+            if anchor is not None:  # and every spelling of the run id that led to it
+                for alias in [k for k, v in self._anchors.items() if v is anchor]:
+                    del self._anchors[alias]
         if anchor is not None and anchor.root is not None:
             anchor.root.set_attribute(semconv.RUN_ENDED_BY, ended_by)
             anchor.root.end()
@@ -97,13 +109,13 @@ class RunAnchors:
     def end_all(self, ended_by: str) -> None:
         """End every open run (``shutdown()``, interpreter exit)."""
         with self._lock:
-            run_ids = list(self._anchors)
+            run_ids = list(dict.fromkeys(_canonical(k) for k in self._anchors))
         for run_id in run_ids:
             self.end_run(run_id, ended_by)
 
     def open_runs(self) -> list[str]:
         with self._lock:
-            return list(self._anchors)
+            return list(dict.fromkeys(_canonical(k) for k in self._anchors))
 
 
 runs = RunAnchors()
