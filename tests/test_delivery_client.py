@@ -245,3 +245,29 @@ def test_one_client_serves_concurrent_senders(
         t.join()
     for r in result_ids:
         assert [t["sequence"] for t in fake_api.traces_for(r)] == list(range(25))
+
+
+def test_delivery_imports_opentelemetry_only_inside_suppress_instrumentation() -> None:
+    """Design rule: delivery has no OTel imports, except the one suppression helper."""
+    import ast
+    from pathlib import Path
+
+    import hackagent_otel._delivery as delivery
+
+    offenders: list[str] = []
+    for source in Path(delivery.__file__).parent.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        allowed: set[int] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.name == "suppress_instrumentation":
+                allowed |= {id(n) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n.startswith("opentelemetry") for n in names) and id(node) not in allowed:
+                offenders.append(f"{source.name}:{node.lineno}")
+    assert offenders == []

@@ -180,7 +180,7 @@ class DeliveryService:
         self._closed = False
         self._broken = False
         self._ready = False  # senders wait until the outbox has been checked for old rows
-        self._idle_waiters = 0
+        self._flush_targets: list[int] = []  # seqs that force_flush callers wait for
         self._persisted_busy: dict[int, int] = {}
         self._counters = {
             "submitted": 0,
@@ -247,11 +247,11 @@ class DeliveryService:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return False
-                self._idle_waiters += 1
+                self._flush_targets.append(target)
                 try:
                     self._idle_cv.wait(min(remaining, 0.05 if spooling else 0.1))
                 finally:
-                    self._idle_waiters -= 1
+                    self._flush_targets.remove(target)
 
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Deliver what can be delivered within ``timeout``, persist the rest; idempotent.
@@ -402,8 +402,13 @@ class DeliveryService:
             # shutdown already saved it; it arrived after all: drop the saved copy.
             with contextlib.suppress(OutboxError):
                 self._outbox.mark_delivered([row_id])
-        self._coord_cv.notify()
-        if self._idle_waiters:
+        if self._mode == "spooling":
+            self._coord_cv.notify()  # it may be waiting for in-flight records to settle
+        self._wake_flushers_locked()
+
+    def _wake_flushers_locked(self) -> None:
+        """Wake force_flush callers only when one of them can return (keeps senders lean)."""
+        if self._flush_targets and self._flushed_locked(min(self._flush_targets)):
             self._idle_cv.notify_all()
 
     def _hand_back_locked(self, i: int, item: _Item, reason: str) -> None:
@@ -419,7 +424,7 @@ class DeliveryService:
             _log.info("API unavailable (%s); spooling records to the outbox", reason)
             self._mode = "spooling"
         self._coord_cv.notify()
-        if self._idle_waiters:
+        if self._flush_targets:
             self._idle_cv.notify_all()
 
     def _keep_rejected(self, item: _Item, outcome: Rejected) -> None:
@@ -520,7 +525,7 @@ class DeliveryService:
                 self._mode = "direct"
                 for cv in self._part_cv:
                     cv.notify_all()
-                if self._idle_waiters:
+                if self._flush_targets:
                     self._idle_cv.notify_all()
             _log.info("outbox drained; sending directly again")
             with contextlib.suppress(OSError):
@@ -660,7 +665,7 @@ class DeliveryService:
             return False
         with self._lock:
             self._counters["spooled"] += len(everything)
-            if self._idle_waiters:
+            if self._flush_targets:
                 self._idle_cv.notify_all()
         return True
 
