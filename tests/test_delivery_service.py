@@ -453,3 +453,32 @@ def test_push_refuses_while_another_process_drains(
     assert report.stopped == "another process is draining"
     assert report.remaining == 1
     assert fake_api.calls == []
+
+
+def test_rows_other_processes_leave_are_drained_by_a_direct_service(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    service: DeliveryService = make(outbox_poll_interval=0.05)  # type: ignore[operator]
+    (mine, theirs) = keys(2)
+    service.submit(trace(mine, 0))
+    assert service.force_flush(5)
+    with Outbox(outbox_path) as other_process:
+        other_process.put_many([trace(theirs, i) for i in range(5)])
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(theirs)) == 5, timeout=5)
+    assert sequences(fake_api, theirs) == list(range(5))
+
+
+def test_a_backlog_is_drained_in_parallel_and_in_order(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    result_ids = keys(8)
+    with Outbox(outbox_path) as box:
+        box.put_many([trace(r, seq) for seq in range(50) for r in result_ids])
+    service: DeliveryService = make()  # type: ignore[operator]
+    service.submit(trace(result_ids[0], 50))
+    assert fake_api.wait_for(lambda: len(fake_api.traces) == 401, timeout=10)
+    assert sequences(fake_api, result_ids[0]) == list(range(51))
+    for result_id in result_ids[1:]:
+        assert sequences(fake_api, result_id) == list(range(50))
+    stats = settle(service, lambda s: s.mode == "direct")
+    assert (stats.sent, stats.outbox_pending) == (401, 0)

@@ -127,7 +127,9 @@ class DeliveryService:
     ``queue_size`` bounds the records held in memory. ``policy`` shapes retries in
     direct mode (its ``max_elapsed`` is the budget before spooling); ``probe_policy``
     (default: ``policy`` without a time limit) paces probes of a down API while draining.
-    The service owns ``sender`` and closes it at :meth:`shutdown`.
+    Every ``outbox_poll_interval`` seconds in direct mode the outbox is checked for rows
+    other processes left, which are then drained. ``clock`` measures deadlines. The
+    service owns ``sender`` and closes it at :meth:`shutdown`.
     """
 
     def __init__(
@@ -141,6 +143,7 @@ class DeliveryService:
         policy: RetryPolicy | None = None,
         probe_policy: RetryPolicy | None = None,
         drain_batch: int = 256,
+        outbox_poll_interval: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if queue_size < 1 or senders < 1 or drain_batch < 1:
@@ -154,6 +157,7 @@ class DeliveryService:
         self._policy = policy or RetryPolicy()
         self._probe_policy = probe_policy or _unbounded(self._policy)
         self._drain_batch = drain_batch
+        self._poll_interval = outbox_poll_interval
         self._clock = clock
         self._shutdown_result: bool | None = None
         self._init_state()
@@ -472,13 +476,37 @@ class DeliveryService:
                 cv.notify_all()
         while True:
             with self._lock:
-                while self._mode != "spooling" and not self._closing:
-                    self._coord_cv.wait()
+                idle = self._idle_locked()
+                if idle:
+                    self._coord_cv.wait(self._poll_interval)
+                    idle = self._idle_locked()
+            if idle:
+                self._poll_outbox()
+                continue
+            with self._lock:
                 while any(b is not None for b in self._busy) and not self._closing:
                     self._coord_cv.wait()
                 if self._closing:
                     return
             self._drain()
+
+    def _idle_locked(self) -> bool:
+        return self._mode != "spooling" and not self._closing
+
+    def _poll_outbox(self) -> None:
+        """In direct mode, now and then: rows appended by other processes? Drain them."""
+        outbox = self._outbox
+        if outbox is None or self._broken or self._sender is None:
+            return
+        try:
+            pending = outbox.pending_count()
+        except OutboxError:
+            return
+        if pending:
+            with self._lock:
+                if self._mode == "direct" and not self._closing and not self._broken:
+                    _log.info("%d records waiting in the outbox; draining them", pending)
+                    self._mode = "spooling"
 
     def _drain(self) -> None:
         """Spool what is queued and drain the outbox until empty (or closing)."""
