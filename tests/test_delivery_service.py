@@ -482,3 +482,24 @@ def test_a_backlog_is_drained_in_parallel_and_in_order(
         assert sequences(fake_api, result_id) == list(range(50))
     stats = settle(service, lambda s: s.mode == "direct")
     assert (stats.sent, stats.outbox_pending) == (401, 0)
+
+
+def test_shutdown_mid_drain_with_a_hanging_api_loses_nothing(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    (result_id,) = keys(1)
+    with Outbox(outbox_path) as box:
+        box.put_many([trace(result_id, seq) for seq in range(10)])
+    fake_api.inject(Fault.hang(), times=None)
+    draining: DeliveryService = make(timeout=30.0)  # type: ignore[operator]
+    draining.submit(trace(result_id, 10))
+    assert fake_api.wait_for(1, timeout=5)  # the drain batch is stuck on the first row
+    started = time.monotonic()
+    assert draining.shutdown(timeout=1.0)
+    assert time.monotonic() - started < 1.3
+    fake_api.clear_faults()
+    fake_api.reset()
+    successor: DeliveryService = make()  # type: ignore[operator]
+    successor.submit(trace(result_id, 11))
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 12, timeout=10)
+    assert sequences(fake_api, result_id) == list(range(12))

@@ -262,16 +262,17 @@ class DeliveryService:
 
         Returns within ``timeout`` even when the API hangs: in-flight calls are not
         waited for past the deadline (their records are written to the outbox and may
-        be delivered twice, never lost). True when nothing was dropped.
+        be delivered twice, never lost). True when nothing was dropped meanwhile.
         """
         if self._shutdown_result is not None:
             return self._shutdown_result
         started = self._clock()
+        with self._lock:
+            dropped_before = self._counters["dropped"]
         reserve = min(1.0, timeout * 0.2)
         flushed = self.force_flush(max(0.0, timeout - reserve))
         with self._lock:
             self._closing = True
-            dropped_before = self._counters["dropped"]
             self._notify_all_locked()
         remaining = max(0.05, timeout - (self._clock() - started))
         persisted = self._persist_on_shutdown(remaining)
@@ -279,6 +280,9 @@ class DeliveryService:
             self._closed = True
             self._notify_all_locked()
             lost = self._counters["dropped"] > dropped_before
+        # Let the coordinator record what its last drain batch delivered, then close.
+        for thread in self._threads[:1]:
+            thread.join(timeout=max(0.0, timeout - (self._clock() - started)))
         if self._outbox is not None:
             with contextlib.suppress(OutboxError, OSError):
                 self._outbox.drain_lock.release()
@@ -287,7 +291,7 @@ class DeliveryService:
         if self._sender is not None:
             with contextlib.suppress(Exception):
                 self._sender.close()
-        for thread in self._threads:
+        for thread in self._threads[1:]:
             thread.join(timeout=max(0.0, timeout - (self._clock() - started)))
         self._shutdown_result = (flushed or persisted) and not lost
         return self._shutdown_result
@@ -601,7 +605,7 @@ class DeliveryService:
                     self._results[i] = None
                     self._tasks[i] = part_rows
                     self._part_cv[i].notify()
-            while any(t is not None for t in self._tasks) and not self._closing:
+            while any(t is not None for t in self._tasks) and not self._closed:
                 self._coord_cv.wait()
             results = [r for r in self._results if r is not None]
             self._results = [None] * self._n

@@ -161,8 +161,9 @@ class ReceivedCall:
 
     ``body`` is the parsed JSON (``None`` for an empty body, the raw text when it was
     not JSON); ``headers`` has lower-case names. ``status`` is the status answered, or
-    ``None`` when no answer was sent (hang, reset). ``fault`` names the injected fault
-    that shaped the answer, if any.
+    ``None`` when no answer was sent (hang, reset). A call is recorded once its answer is
+    decided; a hung call is recorded as soon as it starts hanging. ``fault`` names the
+    injected fault that shaped the answer, if any.
     """
 
     method: str
@@ -486,8 +487,8 @@ class FakeHackAgentAPI:
             time.sleep(latency)
 
         if fault is not None and fault.kind == "hang":
+            record(None, "hang")  # visible while it hangs, so tests can wait for it
             self._hang(fault)
-            record(None, "hang")
             h.close_connection = True
             return
         if fault is not None and fault.kind == "reset":
