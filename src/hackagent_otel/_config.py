@@ -10,6 +10,7 @@ from pathlib import Path
 DEFAULT_SERVICE_NAME = "hackagent-pipeline"
 DEFAULT_BASE_URL = "https://api.hackagent.dev"
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+RECORDS_MODES = ("auto", "on", "off")
 
 
 def default_outbox_path(env: Mapping[str, str] | None = None) -> Path:
@@ -51,6 +52,20 @@ class Settings:
     hackagent_api_key: str | None = None
     outbox_path: Path = field(default_factory=default_outbox_path)
     redact_keys: tuple[str, ...] = ()
+    #: In-process HackAgent records: ``on``, ``off``, or ``auto`` (see ``delivers_records``).
+    records: str = "auto"
+
+    @property
+    def delivers_default_records(self) -> bool:
+        """Whether runs without a client of their own get records in this process.
+
+        ``auto``: yes when an API is configured, or when spans do not go out over OTLP
+        (then the outbox keeps them); no when spans go out over OTLP and no API is
+        configured, because a Collector and the bridge make the records from them.
+        """
+        if self.records != "auto":
+            return self.records == "on"
+        return bool(self.hackagent_base_url) or not self.otlp_enabled
 
     @classmethod
     def resolve(
@@ -63,6 +78,7 @@ class Settings:
         hackagent_api_key: str | None = None,
         outbox_path: str | os.PathLike[str] | None = None,
         redact_keys: tuple[str, ...] | list[str] | None = None,
+        records: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Resolve every setting; raise ``ValueError`` naming a bad one."""
@@ -89,6 +105,9 @@ class Settings:
             base_url = DEFAULT_BASE_URL
         if base_url and not base_url.startswith(("http://", "https://")):
             raise ValueError(f"HackAgent base URL {base_url!r} must start with http:// or https://")
+        records_mode = (_first(records, env.get("HACKAGENT_RECORDS")) or "auto").lower()
+        if records_mode not in RECORDS_MODES:
+            raise ValueError(f"records mode {records_mode!r} is not one of {RECORDS_MODES}")
         words = redact_keys
         if words is None:
             words = [w for w in env.get("HACKAGENT_REDACT_KEYS", "").split(",") if w.strip()]
@@ -102,4 +121,5 @@ class Settings:
             hackagent_api_key=api_key,
             outbox_path=Path(outbox_path).expanduser() if outbox_path else default_outbox_path(env),
             redact_keys=tuple(w.strip() for w in words),
+            records=records_mode,
         )

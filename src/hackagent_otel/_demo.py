@@ -92,7 +92,7 @@ def run_pipeline(tracker: ho.StepTracker, rng: random.Random) -> None:
 def run_demo(console: Console | None = None) -> DemoRun:
     """Run the example pipeline, print its timeline, and return what it recorded."""
     console = console or Console()
-    telemetry = ho.configure(service_name="hackagent-otel-demo")
+    telemetry = ho.configure(service_name="hackagent-otel-demo", records="on")
     timeline = InMemorySpanExporter()
     telemetry.add_processor(SimpleSpanProcessor(timeline))
 
@@ -113,7 +113,28 @@ def run_demo(console: Console | None = None) -> DemoRun:
     else:
         console.print("set OTEL_EXPORTER_OTLP_ENDPOINT to also send these spans to a Collector")
     ho.shutdown()
+    console.print(records_report(telemetry))
     return DemoRun(run_id, result_id, spans)
+
+
+def records_report(telemetry: ho.Telemetry) -> str:
+    """Where the run's HackAgent records went, after delivery has shut down."""
+    stats = telemetry.stats()
+    made = stats.get("mapping", {}).get("records", 0)
+    settings = telemetry.settings
+    delivery = stats.get("delivery", [])
+    sent = sum(d.get("sent", 0) for d in delivery)
+    if settings.hackagent_base_url:
+        where = f"{sent} delivered to {settings.hackagent_base_url}"
+        rest = made - sent
+        if rest:
+            where += f", {rest} kept in the outbox {settings.outbox_path}"
+    else:
+        where = (
+            f"kept in the outbox {settings.outbox_path} (no HACKAGENT_API_KEY / "
+            "HACKAGENT_BASE_URL: see `hackagent-otel outbox`, deliver with `hackagent-otel push`)"
+        )
+    return f"HackAgent records: {made} made, {where}"
 
 
 def render_timeline(spans: Sequence[ReadableSpan], run_id: str) -> Tree:

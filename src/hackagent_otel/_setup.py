@@ -10,6 +10,7 @@ flushed at interpreter exit and on SIGTERM.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import os
 import signal
@@ -24,7 +25,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from hackagent_otel import _sanitize, _sdk_hooks, _tracer
 from hackagent_otel._config import Settings
+from hackagent_otel._delivery.service import DeliveryService
+from hackagent_otel._processor import HackAgentSpanProcessor
 from hackagent_otel._runs import runs
+from hackagent_otel._sinks import SinkRouter
+from hackagent_otel._tracker import stats as tracking_stats
 
 _logger = logging.getLogger("hackagent_otel")
 
@@ -37,6 +42,8 @@ class Telemetry:
         self.provider = provider
         self.owns_provider = owns_provider
         self.processors: list[SpanProcessor] = []
+        #: The processor that makes HackAgent records in this process, if any.
+        self.records: HackAgentSpanProcessor | None = None
         self._shut_down = False
         self._lock = threading.Lock()
 
@@ -49,6 +56,18 @@ class Telemetry:
         if self.owns_provider:
             return self.provider.force_flush(timeout_millis)
         return all(p.force_flush(timeout_millis) for p in self.processors)
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of everything tracking did, dropped or could not do, for monitoring."""
+        out: dict[str, Any] = {"tracking": tracking_stats.snapshot()}
+        if self.records is not None:
+            out["mapping"] = self.records.stats()
+            out["delivery"] = [
+                dataclasses.asdict(sink.stats())
+                for sink in self.records.sinks()
+                if isinstance(sink, DeliveryService)
+            ]
+        return out
 
     def shutdown(self, ended_by: str = "shutdown") -> None:
         """End open runs, flush and stop what this call set up. Idempotent."""
@@ -79,6 +98,7 @@ def configure(
     hackagent_api_key: str | None = None,
     outbox_path: str | os.PathLike[str] | None = None,
     redact_keys: list[str] | tuple[str, ...] | None = None,
+    records: str | None = None,
     set_global_provider: bool = True,
     handle_sigterm: bool = True,
 ) -> Telemetry:
@@ -106,6 +126,7 @@ def configure(
         hackagent_api_key=hackagent_api_key,
         outbox_path=outbox_path,
         redact_keys=redact_keys,
+        records=records,
     )
     global _current
     with _current_lock:
@@ -116,6 +137,10 @@ def configure(
         telemetry = Telemetry(settings, provider, owned)
         if settings.otlp_enabled and (owned or otlp_endpoint):
             telemetry.add_processor(BatchSpanProcessor(_otlp_exporter(settings)))
+        if settings.records != "off":
+            router = SinkRouter(settings, default_enabled=settings.delivers_default_records)
+            telemetry.records = HackAgentSpanProcessor(router)
+            telemetry.add_processor(telemetry.records)
         _tracer.source.use_provider(provider)
         _current = telemetry
         _register_exit_hook()

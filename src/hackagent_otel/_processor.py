@@ -1,0 +1,230 @@
+"""``HackAgentSpanProcessor``: live HackAgent records from in-process spans.
+
+An exporter only ever sees finished spans, but the original tracker made a step's
+start record as the step began, so a long step showed up in HackAgent at once. This
+processor hands a step's start to delivery from ``on_start`` and the rest from
+``on_end``. It sees every span we record, sampled or not (our sampler hook keeps
+HackAgent spans as RECORD_ONLY), so records do not depend on the user's sampler.
+
+The pipeline's thread only appends the span to a queue; mapping to records and
+delivery happen on a background thread. If that thread falls far behind, the caller
+maps the span itself rather than drop it (backpressure, counted).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from hackagent_otel import _mapping, semconv
+from hackagent_otel._records import Record
+from hackagent_otel._spanview import SpanView, from_sdk_span
+
+_logger = logging.getLogger("hackagent_otel.processor")
+
+_START = 0
+_END = 1
+
+#: Processors not yet shut down; the exporter leaves their spans to them.
+LIVE_PROCESSORS: weakref.WeakSet[HackAgentSpanProcessor] = weakref.WeakSet()
+
+
+class RecordSink(Protocol):
+    """Where records go: delivery to the API, or the outbox."""
+
+    def submit(self, record: Record) -> None: ...
+
+    def force_flush(self, timeout: float) -> bool: ...
+
+    def shutdown(self, timeout: float) -> bool: ...
+
+
+class MappingCounters:
+    """Spans seen and records produced, and every span that could not be mapped."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spans = 0
+        self.records = 0
+        self.unmappable = 0
+        self.inline = 0
+
+    def snapshot(self) -> dict[str, int]:
+        with self.lock:
+            return {
+                "spans": self.spans,
+                "records": self.records,
+                "unmappable": self.unmappable,
+                "mapped_inline": self.inline,
+            }
+
+
+def submit_mapped(mapped: _mapping.Mapped, sink: RecordSink, counters: MappingCounters) -> None:
+    """Hand ``mapped``'s records to ``sink``; log and count what could not be mapped."""
+    for record in mapped.records:
+        sink.submit(record)
+    with counters.lock:
+        counters.records += len(mapped.records)
+        counters.unmappable += len(mapped.problems)
+    for problem in mapped.problems:
+        _logger.warning("hackagent_otel: span left without records: %s", problem)
+
+
+class HackAgentSpanProcessor(SpanProcessor):
+    """Turns our spans into HackAgent records, live, off the pipeline's threads.
+
+    Args:
+        sink_for_run: the sink for a run id (a run's own client, or the default).
+        max_backlog: spans queued for mapping before callers map inline.
+    """
+
+    def __init__(
+        self, sink_for_run: Callable[[str], RecordSink | None], *, max_backlog: int = 100_000
+    ) -> None:
+        self._sink_for_run = sink_for_run
+        self._max_backlog = max_backlog
+        self.counters = MappingCounters()
+        self._queue: deque[tuple[int, Any]] = deque()
+        self._wake = threading.Event()
+        self._idle = True
+        self._enqueued = 0
+        self._done = 0
+        self._progress = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+        self._stopping = False
+        self._pid = os.getpid()
+        LIVE_PROCESSORS.add(self)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    # -- SpanProcessor -------------------------------------------------------------------
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = span.attributes
+        if attributes is None or attributes.get(semconv.KIND) != semconv.KIND_STEP:
+            return
+        self._enqueue(_START, from_sdk_span(span, started_only=True))
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attributes = span.attributes
+        if attributes is None or semconv.KIND not in attributes:
+            return
+        self._enqueue(_END, span)
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        target = self._enqueued
+        with self._progress:
+            while self._done < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._wake.set()
+                self._progress.wait(min(remaining, 0.05))
+        remaining = max(deadline - time.monotonic(), 0.0)
+        return all(sink.force_flush(remaining) for sink in self._sinks())
+
+    def shutdown(self, timeout_millis: int = 10_000) -> None:
+        """Map what is queued, then stop delivery: unsent records go to the outbox."""
+        if self._stopping:
+            return
+        deadline = time.monotonic() + timeout_millis / 1000
+        self.force_flush(timeout_millis)
+        self._stopping = True
+        self._wake.set()
+        LIVE_PROCESSORS.discard(self)
+        for sink in self._sinks():
+            sink.shutdown(max(deadline - time.monotonic(), 0.0))
+
+    # -- the mapping thread ----------------------------------------------------------------
+    def _enqueue(self, phase: int, item: Any) -> None:
+        if self._pid != os.getpid():
+            self._after_fork_in_child()
+        if len(self._queue) >= self._max_backlog:
+            with self.counters.lock:
+                self.counters.inline += 1
+            self._map(phase, item)
+            return
+        self._enqueued += 1
+        self._queue.append((phase, item))
+        if self._worker is None:
+            self._start_worker()
+        if self._idle:
+            self._wake.set()
+
+    def _start_worker(self) -> None:
+        with self._worker_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(
+                    target=self._run, name="hackagent-otel-mapper", daemon=True
+                )
+                self._worker.start()
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            while queue:
+                phase, item = queue.popleft()
+                try:
+                    self._map(phase, item)
+                except Exception:
+                    _logger.exception("hackagent_otel: mapping a span failed")
+                    with self.counters.lock:
+                        self.counters.unmappable += 1
+                with self._progress:
+                    self._done += 1
+                    self._progress.notify_all()
+            if self._stopping:
+                return
+            self._idle = True
+            if not queue:
+                self._wake.wait(0.5)
+                self._wake.clear()
+            self._idle = False
+
+    def _map(self, phase: int, item: Any) -> None:
+        view: SpanView = item if phase == _START else from_sdk_span(item)
+        with self.counters.lock:
+            self.counters.spans += phase == _END
+        run_id = view.attributes.get(semconv.RUN_ID)
+        sink = self._sink_for_run(run_id if isinstance(run_id, str) else "")
+        if sink is None:  # records for this run are made elsewhere (a Collector + bridge)
+            return
+        mapped = (
+            _mapping.map_start(view)
+            if phase == _START
+            else _mapping.map_end(view, include_start=False)
+        )
+        submit_mapped(mapped, sink, self.counters)
+
+    def stats(self) -> dict[str, int]:
+        """Spans mapped, records produced, spans that could not be mapped, backlog."""
+        return {**self.counters.snapshot(), "backlog": len(self._queue)}
+
+    def sinks(self) -> list[RecordSink]:
+        """The sinks records went to so far."""
+        return self._sinks()
+
+    def _sinks(self) -> list[RecordSink]:
+        sinks = getattr(self._sink_for_run, "sinks", None)
+        return list(sinks()) if callable(sinks) else []
+
+    def _after_fork_in_child(self) -> None:
+        # The parent maps and delivers what it had queued; the child starts empty.
+        self._pid = os.getpid()
+        self._queue = deque()
+        self._wake = threading.Event()
+        self._progress = threading.Condition()
+        self._worker_lock = threading.Lock()
+        self._worker = None
+        self._idle = True
+        self._enqueued = self._done = 0

@@ -1,0 +1,98 @@
+"""Where a run's records go: one delivery service per HackAgent API target.
+
+* A run whose ``TrackingContext`` carries its own client is delivered through that
+  client, with its own outbox file beside the default one (so a record spooled for one
+  API is never pushed to another).
+* Other runs go to the default target: the configured API (``HACKAGENT_BASE_URL`` /
+  ``HACKAGENT_API_KEY``), or with none, the local outbox (the embedded default sink)
+  until ``hackagent-otel push`` delivers them. In-process delivery of those runs can be
+  off: with ``records="auto"`` it is off when spans go out over OTLP and no API is
+  configured, because then a Collector and the bridge make the records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hackagent_otel._config import Settings
+from hackagent_otel._delivery.client import HackAgentClient
+from hackagent_otel._delivery.service import DeliveryService
+from hackagent_otel._routing import routes
+
+_logger = logging.getLogger("hackagent_otel.delivery")
+
+
+def default_service(settings: Settings) -> DeliveryService:
+    """Delivery to the configured API, or outbox-only when no API is configured."""
+    sender = (
+        HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
+        if settings.hackagent_base_url
+        else None
+    )
+    return DeliveryService(sender, outbox_path=settings.outbox_path)
+
+
+def outbox_path_for(settings: Settings, sender: HackAgentClient) -> Path:
+    """A client's own outbox beside the default one, named after its API's base URL."""
+    digest = hashlib.sha256(sender.base_url.encode()).hexdigest()[:12]
+    default = settings.outbox_path
+    return default.with_name(f"{default.stem}-{digest}{default.suffix}")
+
+
+class SinkRouter:
+    """Callable run id -> delivery service (or ``None``: no in-process records)."""
+
+    def __init__(self, settings: Settings, *, default_enabled: bool = True) -> None:
+        self._settings = settings
+        self._default_enabled = default_enabled
+        self._default: DeliveryService | None = None
+        self._by_client: dict[int, tuple[Any, DeliveryService]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def default(self) -> DeliveryService:
+        if self._default is None:
+            with self._lock:
+                if self._default is None:
+                    self._default = default_service(self._settings)
+        return self._default
+
+    def __call__(self, run_id: str) -> DeliveryService | None:
+        client = routes.client_for(run_id)
+        if client is None:
+            return self.default if self._default_enabled else None
+        entry = self._by_client.get(id(client))
+        if entry is not None and entry[0] is client:
+            return entry[1]
+        with self._lock:
+            entry = self._by_client.get(id(client))
+            if entry is None or entry[0] is not client:
+                entry = (client, self._service_for(client))
+                self._by_client[id(client)] = entry
+        return entry[1]
+
+    def _service_for(self, client: Any) -> DeliveryService:
+        try:
+            sender = HackAgentClient.from_any(client)
+        except (TypeError, ValueError) as exc:
+            _logger.error("hackagent_otel: %s; this run's records go to the default target", exc)
+            return self.default
+        return DeliveryService(sender, outbox_path=outbox_path_for(self._settings, sender))
+
+    def sinks(self) -> Iterator[DeliveryService]:
+        """Every service built so far (for flush, shutdown and stats)."""
+        with self._lock:
+            services = [service for _, service in self._by_client.values()]
+            if self._default is not None:
+                services.append(self._default)
+        return iter(dict.fromkeys(services))
+
+
+def sink_from_env() -> DeliveryService:
+    """The default service from env vars alone (the exporter's entry point)."""
+    return default_service(Settings.resolve())
