@@ -8,7 +8,10 @@ ever waiting on the network.
 
 from hackagent_otel import semconv
 from hackagent_otel._context import TrackingContext
+from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
+from hackagent_otel._exporter import HackAgentSpanExporter
+from hackagent_otel._processor import HackAgentSpanProcessor
 from hackagent_otel._propagation import ContextPropagatingExecutor, with_current_context
 from hackagent_otel._runs import trace_id_hex_for_run
 from hackagent_otel._setup import Telemetry, configure, force_flush, shutdown
@@ -19,6 +22,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ContextPropagatingExecutor",
     "EvaluationStatusEnum",
+    "HackAgentClient",
+    "HackAgentSpanExporter",
+    "HackAgentSpanProcessor",
     "StatusEnum",
     "StepTracker",
     "StepTypeEnum",
