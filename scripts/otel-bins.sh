@@ -159,7 +159,7 @@ build_jaeger() {
     {
         printf '// Throwaway module that builds Jaeger %s (module tag %s) with its own\n' \
             "$JAEGER_VERSION" "$JAEGER_MODULE_VERSION"
-        printf '// replace directives, which `go install pkg@version` would refuse.\n'
+        printf '// replace directives, which "go install pkg@version" would refuse.\n'
         printf 'module hackagent-otel.local/jaeger-build\n\ngo %s\n\n' "$go_directive"
         printf 'require %s %s\n\n' "$JAEGER_MODULE" "$JAEGER_MODULE_VERSION"
     } >"$tmp/src/go.mod"
