@@ -279,29 +279,34 @@ def test_delivery_imports_opentelemetry_only_inside_suppress_instrumentation() -
     assert offenders == []
 
 
-def test_plain_http_without_proxy_uses_the_stdlib_transport_else_httpx(
+def test_auto_transport_uses_the_stdlib_for_plain_http_without_proxy_else_httpx(
     fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    with HackAgentClient(fake_api.base_url, KEY) as plain:
+    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as plain:
         assert plain.transport == "stdlib"
-    with HackAgentClient("https://api.hackagent.dev", KEY) as tls:
+    with HackAgentClient("https://api.hackagent.dev", KEY, transport="auto") as tls:
         assert tls.transport == "httpx"
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
-    with HackAgentClient(fake_api.base_url, KEY) as proxied:
+    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as proxied:
         assert proxied.transport == "httpx"
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    with HackAgentClient(fake_api.base_url, KEY) as bypassed:
+    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as bypassed:
         assert bypassed.transport == "stdlib"
     with httpx.Client(base_url=fake_api.base_url) as http:
         assert HackAgentClient.from_httpx(http).transport == "httpx"
 
 
+def test_httpx_is_the_default_transport(fake_api: FakeHackAgentAPI) -> None:
+    with HackAgentClient(fake_api.base_url, KEY) as client:
+        assert client.transport == "httpx"
+
+
 def test_stdlib_transport_replaces_a_connection_the_server_closed_while_idle(
     fake_api: FakeHackAgentAPI,
 ) -> None:
-    with HackAgentClient(fake_api.base_url, KEY) as client:
+    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as client:
         assert isinstance(client.send(trace_record()), Delivered)
         fake_api.stop()  # cuts the kept-alive connection
         fake_api.start()
@@ -312,7 +317,7 @@ def test_stdlib_transport_reports_refused_connections_as_transient(
     fake_api: FakeHackAgentAPI,
 ) -> None:
     fake_api.stop()
-    with HackAgentClient(fake_api.base_url, KEY) as client:
+    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as client:
         outcome = client.send(trace_record())
     assert isinstance(outcome, Transient)
     assert "ConnectionRefused" in outcome.reason

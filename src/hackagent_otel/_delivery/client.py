@@ -73,12 +73,13 @@ class HackAgentClient:
     one keep-alive connection each. Fork-safe: a child process never reuses the parent's
     connections (see :meth:`from_httpx` for what a borrowed client becomes there).
 
-    ``transport``: ``"httpx"`` sends every call through the httpx client. ``"auto"``
-    (default) does so too, except for a plain ``http://`` base URL with no proxy in the
-    environment, where a lean standard-library keep-alive transport
+    ``transport``: ``"httpx"`` (default) sends every call through one keep-alive httpx
+    client. ``"auto"`` does so too, except for a plain ``http://`` base URL with no proxy
+    in the environment, where a lean standard-library keep-alive transport
     (:mod:`~hackagent_otel._delivery.fast_http`) carries the calls: on loopback or a LAN
     the client's CPU is the whole cost, and httpx spends about four times as much per
-    call. Clients built with :meth:`from_httpx` always use the given httpx client.
+    call. It is opt-in while its trade-offs are measured. Clients built with
+    :meth:`from_httpx` always use the given httpx client.
     """
 
     def __init__(
@@ -92,7 +93,7 @@ class HackAgentClient:
         auth_header_name: str = "Authorization",
         auth_prefix: str = "Bearer",
         max_connections: int = 32,
-        transport: Literal["auto", "httpx"] = "auto",
+        transport: Literal["auto", "httpx"] = "httpx",
     ) -> None:
         merged: dict[str, str] = {**_JSON_HEADERS, **(headers or {})}
         if api_key:
