@@ -1,4 +1,7 @@
-from hackagent_otel._cli import main
+"""``python -m hackagent_otel``: the ``hackagent-otel`` command."""
+
 import sys
+
+from hackagent_otel._cli import main
 
 sys.exit(main())
