@@ -159,7 +159,7 @@ def test_a_full_traces_url_is_not_given_a_second_path(provider: TracerProvider) 
     )
 
     (exporter,) = otlp_exporters(provider)
-    assert exporter._endpoint == "http://127.0.0.1:9/v1/traces"  # type: ignore[attr-defined]
+    assert exporter._endpoint == "http://127.0.0.1:9/v1/traces"
 
 
 def test_shutdown_forgets_the_extra_secret_words(provider: TracerProvider) -> None:
