@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -262,16 +263,27 @@ def test_outbox_on_a_read_only_file_system_is_an_outbox_error() -> None:
         Outbox("/proc/hackagent-otel/outbox.sqlite3")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_outbox_in_a_read_only_directory_is_an_outbox_error(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
+@contextlib.contextmanager
+def read_only_directory(path: Path) -> Iterator[Path]:
+    """A directory nobody may create files in: immutable for root, mode 0500 otherwise."""
+    path.mkdir()
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(path)], check=True)
+    else:
+        path.chmod(0o500)
     try:
-        with pytest.raises(OutboxError):
-            Outbox(ro / "outbox.sqlite3")
+        yield path
     finally:
-        ro.chmod(0o700)
+        if as_root:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        else:
+            path.chmod(0o700)
+
+
+def test_outbox_in_a_read_only_directory_is_an_outbox_error(tmp_path: Path) -> None:
+    with read_only_directory(tmp_path / "ro") as ro, pytest.raises(OutboxError):
+        Outbox(ro / "outbox.sqlite3")
 
 
 def test_corrupt_file_is_an_outbox_error(tmp_path: Path) -> None:
