@@ -34,6 +34,7 @@ OTELCOL_CONFIG = COLLECTOR_DIR / "otelcol-config.yaml"
 LOOPBACK = "127.0.0.1"
 
 T = TypeVar("T")
+P = TypeVar("P", "Jaeger", "Collector")
 
 
 class ProcessStartError(RuntimeError):
@@ -205,7 +206,7 @@ class Jaeger:
             name="jaeger",
             argv=[str(binary), f"--config={JAEGER_CONFIG}"],
             env=_base_env(self.ports.env()),
-            log_path=log_dir / "jaeger.log",
+            log_path=log_dir / f"jaeger-{self.ports.query_http}.log",
         )
         self.api = JaegerQuery(f"http://{LOOPBACK}:{self.ports.query_http}")
 
@@ -288,7 +289,7 @@ class Collector:
             name="otelcol",
             argv=[str(binary), f"--config={OTELCOL_CONFIG}"],
             env=_base_env(env),
-            log_path=log_dir / "otelcol.log",
+            log_path=log_dir / f"otelcol-{self.ports.otlp_http}.log",
         )
 
     @property
@@ -391,3 +392,19 @@ class JaegerQuery:
             return trace
 
         return wait_until(probe, timeout=timeout, what=f"trace {trace_id} in Jaeger")
+
+
+def start_on_free_ports(make: Callable[[], P], attempts: int = 3) -> P:
+    """Make and start a process on newly chosen free ports, choosing again if one of
+    them was taken in the moment between choosing it and the binary binding it."""
+    for attempt in range(1, attempts + 1):
+        proc = make()
+        try:
+            proc.start()
+        except ProcessStartError as exc:
+            proc.stop()
+            if attempt == attempts or "address already in use" not in str(exc):
+                raise
+        else:
+            return proc
+    raise AssertionError("unreachable")  # pragma: no cover

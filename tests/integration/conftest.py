@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from ._otel_processes import JAEGER_BIN, OTELCOL_BIN, REPO_ROOT, Collector, Jaeger
+from ._otel_processes import (
+    JAEGER_BIN,
+    OTELCOL_BIN,
+    REPO_ROOT,
+    Collector,
+    Jaeger,
+    start_on_free_ports,
+)
 
 PIPELINE_APP = Path(__file__).with_name("_pipeline_app.py")
 
@@ -49,8 +56,7 @@ def otel_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def jaeger(otel_log_dir: Path) -> Iterator[Jaeger]:
     """One Jaeger for the session; tests keep apart by service name and run id."""
     require_binary(JAEGER_BIN)
-    proc = Jaeger(otel_log_dir)
-    proc.start()
+    proc = start_on_free_ports(lambda: Jaeger(otel_log_dir))
     yield proc
     proc.stop()
 
@@ -68,9 +74,10 @@ def start_collector(otel_log_dir: Path, jaeger: Jaeger) -> Iterator[CollectorFac
     started: list[Collector] = []
 
     def start(**kwargs: Any) -> Collector:
-        collector = Collector(otel_log_dir, jaeger_otlp_grpc=jaeger.otlp_grpc_endpoint, **kwargs)
+        collector = start_on_free_ports(
+            lambda: Collector(otel_log_dir, jaeger_otlp_grpc=jaeger.otlp_grpc_endpoint, **kwargs)
+        )
         started.append(collector)
-        collector.start()
         return collector
 
     yield start
