@@ -118,13 +118,16 @@ class ManagedProcess:
         """Whether the process was started and has not exited."""
         return self.process is not None and self.process.poll() is None
 
+    def log_text(self) -> str:
+        """Everything the process wrote so far ("" before it wrote anything)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines the process wrote, for error messages."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "<no log>"
-        return "\n".join(text.splitlines()[-lines:])
+        return "\n".join(self.log_text().splitlines()[-lines:]) or "<no log>"
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float = 30.0) -> None:
         """Poll ``probe`` until it is true; fail early (with the log) if the process exits."""

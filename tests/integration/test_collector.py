@@ -69,6 +69,26 @@ def test_run_timeline_through_collector_to_jaeger(
     assert canary not in jaeger.api.raw_search(service)
 
 
+def test_debug_exporter_prints_spans_only_when_listed(
+    jaeger: Jaeger, start_collector: CollectorFactory
+) -> None:
+    quiet = start_collector()
+    verbose = start_collector(exporters=("otlp_grpc/jaeger", "debug"))
+    for collector in (quiet, verbose):
+        env = app_env(_service(), collector.otlp_http_url, "http/protobuf")
+        [run] = run_pipeline_app(env)
+        # Jaeger has the run, so the Collector's pipeline (every exporter) has handled it.
+        jaeger.api.wait_for_trace(run.trace_id, until=is_complete_run)
+
+    # The debug exporter (verbosity detailed) prints each span's attributes.
+    wait_until(
+        lambda: semconv.RUN_ID in verbose.process.log_text() or None,
+        timeout=30,
+        what="the debug exporter's output",
+    )
+    assert semconv.RUN_ID not in quiet.process.log_text()
+
+
 # -- the HackAgent bridge pipeline ----------------------------------------------------
 
 
