@@ -209,20 +209,3 @@ def test_binaries_accept_the_configs_with_the_compose_environment(
         check=False,
     )
     assert result.returncode == 0, result.stderr
-
-
-def test_docker_compose_accepts_the_file() -> None:
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("docker CLI not installed")
-    if subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode:
-        pytest.skip("the docker compose plugin is not installed")
-    result = subprocess.run(
-        [docker, "compose", "-f", str(COMPOSE_FILE), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO_ROOT,
-    )
-    assert result.returncode == 0, result.stderr
