@@ -34,6 +34,10 @@ _logger = logging.getLogger("hackagent_otel.processor")
 _START = 0
 _END = 1
 
+#: How long ``shutdown()`` (also at interpreter exit) waits for delivery; what is not
+#: delivered by then is written to the outbox and delivered later.
+SHUTDOWN_TIMEOUT_MILLIS = 5_000
+
 #: Processors not yet shut down; the exporter leaves their spans to them.
 LIVE_PROCESSORS: weakref.WeakSet[HackAgentSpanProcessor] = weakref.WeakSet()
 
@@ -101,6 +105,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._progress = threading.Condition()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
+        self._enqueue_lock = threading.Lock()
         self._stopping = False
         self._pid = os.getpid()
         LIVE_PROCESSORS.add(self)
@@ -122,7 +127,34 @@ class HackAgentSpanProcessor(SpanProcessor):
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000
-        target = self._enqueued
+        if not self._wait_mapped(deadline):
+            return False
+        # Every sink gets its flush, even after one has timed out.
+        flushed = [
+            sink.force_flush(max(deadline - time.monotonic(), 0.0)) for sink in self._sinks()
+        ]
+        return all(flushed)
+
+    def shutdown(self, timeout_millis: int = SHUTDOWN_TIMEOUT_MILLIS) -> None:
+        """Map what is queued, then stop delivery within the timeout.
+
+        Each sink gets the time left: it delivers what it can and writes the rest to
+        the outbox (so a hanging API costs at most the timeout, and nothing is lost).
+        """
+        if self._stopping:
+            return
+        deadline = time.monotonic() + timeout_millis / 1000
+        self._wait_mapped(deadline)
+        self._stopping = True
+        self._wake.set()
+        LIVE_PROCESSORS.discard(self)
+        for sink in self._sinks():
+            sink.shutdown(max(deadline - time.monotonic(), 0.0))
+
+    def _wait_mapped(self, deadline: float) -> bool:
+        """Wait until every span enqueued so far has been mapped and handed to its sink."""
+        with self._enqueue_lock:
+            target = self._enqueued
         with self._progress:
             while self._done < target:
                 remaining = deadline - time.monotonic()
@@ -130,32 +162,26 @@ class HackAgentSpanProcessor(SpanProcessor):
                     return False
                 self._wake.set()
                 self._progress.wait(min(remaining, 0.05))
-        remaining = max(deadline - time.monotonic(), 0.0)
-        return all(sink.force_flush(remaining) for sink in self._sinks())
-
-    def shutdown(self, timeout_millis: int = 10_000) -> None:
-        """Map what is queued, then stop delivery: unsent records go to the outbox."""
-        if self._stopping:
-            return
-        deadline = time.monotonic() + timeout_millis / 1000
-        self.force_flush(timeout_millis)
-        self._stopping = True
-        self._wake.set()
-        LIVE_PROCESSORS.discard(self)
-        for sink in self._sinks():
-            sink.shutdown(max(deadline - time.monotonic(), 0.0))
+        return True
 
     # -- the mapping thread ----------------------------------------------------------------
     def _enqueue(self, phase: int, item: Any) -> None:
         if self._pid != os.getpid():
             self._after_fork_in_child()
-        if len(self._queue) >= self._max_backlog:
+        if len(self._queue) >= self._max_backlog or self._stopping:
+            # Backpressure (or shut down: the sink counts what it can no longer take).
             with self.counters.lock:
                 self.counters.inline += 1
-            self._map(phase, item)
+            try:
+                self._map(phase, item)
+            except Exception:  # never into the pipeline's thread
+                _logger.exception("hackagent_otel: mapping a span failed")
+                with self.counters.lock:
+                    self.counters.unmappable += 1
             return
-        self._enqueued += 1
-        self._queue.append((phase, item))
+        with self._enqueue_lock:  # a lost increment would let force_flush return early
+            self._enqueued += 1
+            self._queue.append((phase, item))
         if self._worker is None:
             self._start_worker()
         if self._idle:
@@ -219,12 +245,15 @@ class HackAgentSpanProcessor(SpanProcessor):
         return list(sinks()) if callable(sinks) else []
 
     def _after_fork_in_child(self) -> None:
-        # The parent maps and delivers what it had queued; the child starts empty.
+        # The parent maps and delivers what it had queued; the child starts empty, with
+        # fresh locks (the parent's mapping thread may have held one at the fork).
         self._pid = os.getpid()
+        self.counters.lock = threading.Lock()
         self._queue = deque()
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._worker_lock = threading.Lock()
+        self._enqueue_lock = threading.Lock()
         self._worker = None
         self._idle = True
         self._enqueued = self._done = 0
