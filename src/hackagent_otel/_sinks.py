@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,12 @@ class SinkRouter:
         self._default: DeliveryService | None = None
         self._by_client: dict[int, tuple[Any, DeliveryService]] = {}
         self._lock = threading.Lock()
+        _ROUTERS.add(self)
+        if default_enabled:
+            # Built now, on the thread that configures, not lazily on the mapping thread:
+            # a fork while that thread builds it (importing httpx's transport lazily)
+            # would leave the child a half-imported module and no way to deliver.
+            self._default = default_service(settings)
 
     @property
     def default(self) -> DeliveryService:
@@ -91,6 +99,20 @@ class SinkRouter:
             if self._default is not None:
                 services.append(self._default)
         return iter(dict.fromkeys(services))
+
+
+#: Routers alive in this process; a forked child gets fresh locks for them.
+_ROUTERS: weakref.WeakSet[SinkRouter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A fork while the mapping thread built a service (holding the lock) would leave
+    # the child's copy locked for good: its first record or its exit would hang.
+    for router in list(_ROUTERS):
+        router._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def sink_from_env() -> DeliveryService:
