@@ -8,6 +8,7 @@ test loudly instead of being logged and swallowed.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 
 import hackagent_otel
 from hackagent_otel import StepTracker, TrackingContext, _tracker, semconv
+from hackagent_otel.testing import FakeHackAgentAPI
 
 #: Environment variables configure() reads; tests run with none of them set.
 CONFIG_ENV_VARS = (
@@ -217,3 +219,71 @@ def dump_spans(spans: Iterable[ReadableSpan]) -> str:
             }
         )
     return json.dumps(out, default=repr)
+
+
+# -- delivery to the fake HackAgent API (tests of the processor, exporter, sinks, CLI and
+# -- the end-to-end pipeline) ---------------------------------------------------------
+
+ConfigureAPI = Callable[..., OTel]
+
+
+@pytest.fixture
+def env_outbox_path(clean_env: None) -> Path:
+    """The default outbox file ``configure()`` uses under ``clean_env`` (not created yet)."""
+    return Path(os.environ["HACKAGENT_OUTBOX_PATH"])
+
+
+@pytest.fixture
+def configure_api(
+    clean_env: None, fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ConfigureAPI]:
+    """Like ``configure_otel``, but ``configure()`` delivers to ``fake_api`` (keyword
+    arguments go to ``configure()`` and may override the API). Shut down before the fake
+    API stops, so what is still queued is delivered to it."""
+    monkeypatch.delenv("HACKAGENT_RECORDS", raising=False)
+    made: list[OTel] = []
+
+    def make(
+        sampler: Sampler | None = None, processors: Sequence[SpanProcessor] = (), **kwargs: Any
+    ) -> OTel:
+        provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+        exporter = InMemorySpanExporter()
+        recorder = RecordingProcessor()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(recorder)
+        for processor in processors:
+            provider.add_span_processor(processor)
+        kwargs.setdefault("hackagent_base_url", fake_api.base_url)
+        kwargs.setdefault("hackagent_api_key", fake_api.api_key)
+        telemetry = hackagent_otel.configure(
+            tracer_provider=provider, handle_sigterm=False, **kwargs
+        )
+        otel = OTel(provider, exporter, recorder, telemetry, list(processors))
+        made.append(otel)
+        return otel
+
+    yield make
+    fake_api.clear_faults()
+    hackagent_otel.shutdown()
+    for otel in made:
+        otel.provider.shutdown()
+
+
+@pytest.fixture
+def api_otel(configure_api: ConfigureAPI) -> OTel:
+    """A plain SDK provider; ``configure()`` delivers records to ``fake_api``."""
+    return configure_api()
+
+
+def api_calls(api: FakeHackAgentAPI, prefix: str) -> list[tuple[str, str, Any]]:
+    """Successful calls whose path starts with ``prefix``: (method, path, body without
+    ``content.otel``), in arrival order."""
+    out = []
+    for call in api.calls:
+        if call.path.startswith(prefix) and call.status is not None and call.status < 300:
+            body = call.body
+            if isinstance(body, dict) and isinstance(body.get("content"), dict):
+                content = {k: v for k, v in body["content"].items() if k != "otel"}
+                body = {**body, "content": content}
+            out.append((call.method, call.path, body))
+    return out

@@ -1,0 +1,455 @@
+"""The whole pipeline in process: tracker -> spans -> records -> real HTTP to a fake API.
+
+What the issue promises a user: the calls the original tracker made, with live start
+records, independent of the sampler, through the user's own client, and never lost when
+the API is down, hangs, or the process is killed or forks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+import hackagent_otel
+from apps.scenario import (
+    CANARY,
+    SCENARIO_RECORDS,
+    AuthenticatedClientLike,
+    expected_result_calls,
+    expected_run_calls,
+    run_seed_scenario,
+    without_otel,
+)
+from hackagent_otel import StepTracker, TrackingContext, trace_id_hex_for_run
+from hackagent_otel._delivery.outbox import Outbox
+from hackagent_otel.testing import FakeHackAgentAPI, Fault
+from otel_fixtures import ConfigureAPI, ConfigureOTel, OTel, api_calls
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+def tracker_for(run_id: str, result_id: str, client: Any = None) -> StepTracker:
+    return StepTracker(TrackingContext(client=client, run_id=run_id, parent_result_id=result_id))
+
+
+def assert_scenario_delivered(api: FakeHackAgentAPI, run_id: str, result_id: str) -> None:
+    """Exactly the original's calls, in order per result and per run."""
+    assert api_calls(api, f"/result/{result_id}") == expected_result_calls(result_id)
+    assert api_calls(api, f"/run/{run_id}") == expected_run_calls(run_id)
+
+
+def scenario_arrived(api: FakeHackAgentAPI, run_id: str, result_id: str) -> bool:
+    return len(api_calls(api, f"/result/{result_id}")) >= 6 and (
+        len(api_calls(api, f"/run/{run_id}")) >= 2
+    )
+
+
+def app_env(api: FakeHackAgentAPI, outbox: Path, **extra: str) -> dict[str, str]:
+    """The environment of a subprocess app: no tracing configuration of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HACKAGENT_", "OTEL_"))}
+    env.update(
+        APP_API_URL=api.base_url,
+        APP_API_KEY=api.api_key,
+        HACKAGENT_OUTBOX_PATH=str(outbox),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_app(mode: str, run_id: str, result_id: str, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        [sys.executable, str(APPS / "pipeline.py"), mode, run_id, result_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# -- parity ------------------------------------------------------------------------------
+
+
+def test_the_seed_scenario_reaches_the_api_as_the_calls_the_original_makes(
+    configure_api: ConfigureAPI, fake_api: FakeHackAgentAPI, run_id: str, result_id: str
+) -> None:
+    configure_api(hackagent_base_url=fake_api.base_url, hackagent_api_key=fake_api.api_key)
+
+    run_seed_scenario(tracker_for(run_id, result_id))
+    assert hackagent_otel.force_flush(5_000)
+
+    assert_scenario_delivered(fake_api, run_id, result_id)
+    for call in fake_api.calls:
+        assert call.headers["authorization"] == f"Bearer {fake_api.api_key}"
+        assert call.headers["content-type"] == "application/json"
+    assert CANARY not in json.dumps([c.body for c in fake_api.calls])
+    # The one addition: each trace says which span it came from.
+    traces = fake_api.traces_for(result_id)
+    assert [t["sequence"] for t in traces] == [1, 2, 3, 4]
+    for trace in traces:
+        otel = trace["content"]["otel"]
+        assert otel["trace_id"] == trace_id_hex_for_run(run_id)
+        assert len(otel["span_id"]) == 16
+    assert traces[0]["content"]["otel"]["span_id"] == traces[1]["content"]["otel"]["span_id"]
+    assert "duration_ms" in traces[1]["content"]["otel"]
+
+
+def test_every_record_is_delivered_once(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, run_id: str, result_id: str
+) -> None:
+    run_seed_scenario(tracker_for(run_id, result_id))
+    hackagent_otel.shutdown()
+
+    assert fake_api.duplicate_traces() == []
+    assert len(fake_api.calls) == SCENARIO_RECORDS
+
+
+# -- live records ------------------------------------------------------------------------
+
+
+def test_a_long_steps_start_record_arrives_while_the_step_is_still_running(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, run_id: str, result_id: str
+) -> None:
+    tracker = tracker_for(run_id, result_id)
+    with tracker.track_step("Long", "STEP_LONG", config={"n": 1}):
+        started = time.monotonic()
+        assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 1, timeout=1.0)
+        seen_after = time.monotonic() - started
+        still_running = fake_api.traces_for(result_id)
+    assert seen_after < 1.0
+    assert [t["content"]["step_name"] for t in still_running] == ["Long"]
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 2, timeout=2.0)
+
+
+def test_update_run_status_running_reaches_the_api_before_the_run_ends(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, run_id: str, result_id: str
+) -> None:
+    tracker = tracker_for(run_id, result_id)
+    assert tracker.update_run_status("RUNNING")
+    assert fake_api.wait_for(lambda: (fake_api.run(run_id) or {}).get("status") == "RUNNING", 1.0)
+    with tracker.track_step("Work", "STEP"):
+        pass
+    assert fake_api.run(run_id)["status"] == "RUNNING"  # type: ignore[index]
+    tracker.update_run_status("COMPLETED")
+    assert fake_api.wait_for(lambda: fake_api.run(run_id)["status"] == "COMPLETED", 2.0)  # type: ignore[index]
+
+
+def test_records_arrive_when_the_users_sampler_drops_every_span(
+    configure_api: ConfigureAPI, fake_api: FakeHackAgentAPI, run_id: str, result_id: str
+) -> None:
+    otel = configure_api(sampler=ALWAYS_OFF)
+
+    run_seed_scenario(tracker_for(run_id, result_id))
+    assert hackagent_otel.force_flush(5_000)
+
+    assert otel.spans() == []  # Jaeger sees what the sampler chose: nothing
+    assert_scenario_delivered(fake_api, run_id, result_id)
+
+
+# -- drop-in clients ---------------------------------------------------------------------
+
+
+def test_an_httpx_client_on_the_context_delivers_to_its_base_url_with_its_token(
+    otel: OTel, fake_api: FakeHackAgentAPI, run_id: str, result_id: str, env_outbox_path: Path
+) -> None:
+    headers = {"Authorization": f"Bearer {fake_api.api_key}"}
+    with httpx.Client(base_url=fake_api.base_url, headers=headers) as client:
+        run_seed_scenario(tracker_for(run_id, result_id, client))
+        assert hackagent_otel.force_flush(5_000)
+        assert_scenario_delivered(fake_api, run_id, result_id)
+        assert not env_outbox_path.exists()  # nothing went to the default (no API) target
+
+
+def test_an_authenticated_client_on_the_context_delivers_with_its_token(
+    otel: OTel, fake_api: FakeHackAgentAPI, run_id: str, result_id: str
+) -> None:
+    client = AuthenticatedClientLike(fake_api.base_url, fake_api.api_key)
+
+    run_seed_scenario(tracker_for(run_id, result_id, client))
+    assert hackagent_otel.force_flush(5_000)
+
+    assert_scenario_delivered(fake_api, run_id, result_id)
+    assert {c.headers["authorization"] for c in fake_api.calls} == {f"Bearer {fake_api.api_key}"}
+
+
+def test_a_process_that_never_calls_configure_delivers_before_it_exits(
+    fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
+) -> None:
+    run_app("implicit", run_id, result_id, app_env(fake_api, tmp_path / "outbox.sqlite3"))
+
+    assert fake_api.wait_for(lambda: scenario_arrived(fake_api, run_id, result_id), 2.0)
+    assert_scenario_delivered(fake_api, run_id, result_id)
+
+
+# -- the API down, hanging, a killed process, a fork --------------------------------------
+
+
+def test_records_made_while_the_api_is_down_are_delivered_in_order_when_it_returns(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, run_id: str, result_id: str
+) -> None:
+    fake_api.stop()
+    run_seed_scenario(tracker_for(run_id, result_id))
+    assert hackagent_otel.force_flush(15_000)  # in the outbox now
+    assert fake_api.calls == []
+
+    fake_api.start()
+
+    assert fake_api.wait_for(lambda: scenario_arrived(fake_api, run_id, result_id), 10.0)
+    assert_scenario_delivered(fake_api, run_id, result_id)
+
+
+def test_records_left_in_the_outbox_are_delivered_by_the_next_process(
+    configure_api: ConfigureAPI,
+    fake_api: FakeHackAgentAPI,
+    env_outbox_path: Path,
+    run_id: str,
+    result_id: str,
+) -> None:
+    configure_api()
+    fake_api.stop()
+    run_seed_scenario(tracker_for(run_id, result_id))
+    hackagent_otel.shutdown()
+    with Outbox(env_outbox_path) as outbox:
+        assert outbox.counts().pending == SCENARIO_RECORDS
+
+    fake_api.start()
+    configure_api()  # "the next process": a fresh set-up on the same outbox
+    later = str(uuid.uuid4())
+    with tracker_for(run_id, later).track_step("Next run", "STEP"):
+        pass
+
+    assert fake_api.wait_for(lambda: scenario_arrived(fake_api, run_id, result_id), 5.0)
+    assert_scenario_delivered(fake_api, run_id, result_id)
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(later)) == 2, 5.0)
+
+
+def spool_then_sigkill(
+    api: FakeHackAgentAPI, env: dict[str, str], run_id: str, result_id: str
+) -> Path:
+    """Run the scenario in a process while the API is down, SIGKILL it once its records
+    are in the outbox, and return the outbox."""
+    outbox = Path(env["HACKAGENT_OUTBOX_PATH"])
+    api.stop()
+    app = subprocess.Popen(
+        [sys.executable, str(APPS / "pipeline.py"), "spool", run_id, result_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None
+        assert app.stdout.readline().strip() == "flushed"
+        # force_flush() returned; wait for the last write to be committed (see
+        # test_processor's force_flush test: it can return a moment too early).
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with Outbox(outbox) as box:
+                if box.counts().pending == SCENARIO_RECORDS:
+                    break
+            time.sleep(0.02)
+    finally:
+        app.send_signal(signal.SIGKILL)
+        app.wait(timeout=10)
+    assert app.returncode == -signal.SIGKILL
+    with Outbox(outbox) as box:
+        assert box.counts().pending == SCENARIO_RECORDS
+    api.start()
+    return outbox
+
+
+def test_records_spooled_before_a_sigkill_are_delivered_by_the_next_process(
+    fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
+) -> None:
+    env = app_env(fake_api, tmp_path / "outbox.sqlite3", APP_LINGER="1.5")
+    outbox = spool_then_sigkill(fake_api, env, run_id, result_id)
+
+    next_run, next_result = str(uuid.uuid4()), str(uuid.uuid4())
+    run_app("configured", next_run, next_result, env)
+
+    assert fake_api.wait_for(lambda: scenario_arrived(fake_api, run_id, result_id), 2.0)
+    assert_scenario_delivered(fake_api, run_id, result_id)
+    assert api_calls(fake_api, f"/result/{next_result}") == expected_result_calls(next_result)
+    with Outbox(outbox) as box:
+        assert box.counts().pending == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="delivery: a service that starts with rows in the outbox is in spooling mode, and "
+    "shutdown() in spooling mode only persists (force_flush returns at once) even with the "
+    "API up, so a short-lived next process delivers neither the old rows nor its own",
+)
+def test_a_short_lived_next_process_delivers_the_records_a_killed_one_left(
+    fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
+) -> None:
+    env = app_env(fake_api, tmp_path / "outbox.sqlite3")
+    outbox = spool_then_sigkill(fake_api, env, run_id, result_id)
+
+    # It exits as soon as its run is done.
+    run_app("configured", str(uuid.uuid4()), str(uuid.uuid4()), env)
+
+    with Outbox(outbox) as box:
+        assert box.counts().pending == 0
+    assert_scenario_delivered(fake_api, run_id, result_id)
+
+
+def test_shutdown_returns_within_seconds_while_the_api_hangs_and_keeps_the_records(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, env_outbox_path: Path, run_id: str, result_id: str
+) -> None:
+    fake_api.inject(Fault.hang(), times=None)
+    run_seed_scenario(tracker_for(run_id, result_id))
+    assert fake_api.wait_for(1, 2.0)  # a call is hanging
+
+    started = time.monotonic()
+    hackagent_otel.shutdown()
+    took = time.monotonic() - started
+
+    assert took < 6.0
+    with Outbox(env_outbox_path) as outbox:
+        assert outbox.counts().pending == SCENARIO_RECORDS
+
+
+def test_a_process_exits_in_bounded_time_while_the_api_hangs(
+    fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
+) -> None:
+    fake_api.inject(Fault.hang(), times=None)
+    env = app_env(fake_api, tmp_path / "outbox.sqlite3")
+    app = subprocess.Popen(
+        [sys.executable, str(APPS / "pipeline.py"), "configured", run_id, result_id],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert app.stdout is not None
+    assert app.stdout.readline().strip() == "done"
+    done_at = time.monotonic()
+    app.wait(timeout=20)
+    exit_took = time.monotonic() - done_at
+
+    assert app.returncode == 0
+    assert exit_took < 7.0
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        assert outbox.counts().pending == SCENARIO_RECORDS
+
+
+def run_fork_app(api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str) -> str:
+    """Run the fork app; return the child's result id once both processes have exited."""
+    api.set_latency(20)  # the parent's records are still queued when it forks
+    out = run_app("fork", run_id, result_id, app_env(api, tmp_path / "outbox.sqlite3"))
+    return str(json.loads(out.splitlines()[0])["child_result"])
+
+
+def test_after_a_fork_the_parents_records_arrive_once_and_the_childs_are_kept(
+    fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
+) -> None:
+    child_result = run_fork_app(fake_api, tmp_path, run_id, result_id)
+
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) >= 4, 2.0)
+    assert api_calls(fake_api, f"/result/{result_id}") == expected_result_calls(result_id)
+    sequences = Counter(t["sequence"] for t in fake_api.traces_for(result_id))
+    assert sequences == {1: 1, 2: 1, 3: 1, 4: 1}
+    # The child's records: each delivered once or waiting in the outbox, never lost.
+    delivered = api_calls(fake_api, f"/result/{child_result}")
+    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+        pending: list[tuple[str, str, Any]] = [
+            (r.record.method, r.record.path, without_otel(r.record.body))
+            for r in outbox.list_pending()
+            if r.record is not None and r.record.ordering_key == child_result
+        ]
+    assert sorted(map(repr, delivered + pending)) == sorted(
+        map(repr, expected_result_calls(child_result))
+    )
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="delivery race (about 1 run in 10): the forked child's DeliveryService sends "
+    "nothing, waits its whole shutdown timeout and persists every record to the outbox "
+    "(attempts 0); not strict because it depends on timing",
+)
+def test_a_forked_childs_records_are_delivered_by_the_child(
+    fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
+) -> None:
+    child_result = run_fork_app(fake_api, tmp_path, run_id, result_id)
+
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(child_result)) >= 4, 2.0)
+    assert api_calls(fake_api, f"/result/{child_result}") == expected_result_calls(child_result)
+    assert Counter(t["sequence"] for t in fake_api.traces_for(child_result)) == {
+        1: 1,
+        2: 1,
+        3: 1,
+        4: 1,
+    }
+    assert len(fake_api.calls) == 2 * SCENARIO_RECORDS
+
+
+# -- accounting ----------------------------------------------------------------------------
+
+
+def test_sent_pending_and_rejected_add_up_to_the_records_made(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, env_outbox_path: Path, run_id: str
+) -> None:
+    fake_api.inject(Fault.status(400), times=2, path_prefix="/result/")
+    fake_api.inject(Fault.status(503), times=2, path_prefix="/run/")
+    results = [str(uuid.uuid4()) for _ in range(3)]
+    for result in results:
+        run_seed_scenario(tracker_for(run_id, result))
+    assert hackagent_otel.force_flush(10_000)
+    # The API hangs for the last records: shutdown keeps them pending.
+    fake_api.inject(Fault.hang(), times=None)
+    last = tracker_for(run_id, str(uuid.uuid4()))
+    with last.track_step("Late", "STEP"):
+        assert fake_api.wait_for(lambda: any(c.fault == "hang" for c in fake_api.calls), 2.0)
+    telemetry = api_otel.telemetry
+    hackagent_otel.shutdown()
+
+    stats = telemetry.stats()
+    made = stats["mapping"]["records"]
+    assert made == 3 * SCENARIO_RECORDS + 2
+    assert stats["mapping"]["unmappable"] == 0
+    (delivery,) = stats["delivery"]
+    with Outbox(env_outbox_path) as outbox:
+        counts = outbox.counts()
+    delivered = [c for c in fake_api.calls if c.status is not None and c.status < 300]
+    assert delivery["sent"] == len(delivered)
+    assert delivery["rejected"] == counts.rejected == 2
+    assert delivery["retried"] >= 2
+    assert delivery["dropped"] == 0
+    assert counts.pending == 2
+    assert delivery["sent"] + counts.pending + counts.rejected == made
+    assert stats["tracking"]["internal_errors"] == 0
+
+
+def test_without_an_api_records_wait_in_the_outbox(
+    configure_otel: ConfigureOTel, env_outbox_path: Path, run_id: str, result_id: str
+) -> None:
+    telemetry = configure_otel().telemetry
+    run_seed_scenario(tracker_for(run_id, result_id))
+    hackagent_otel.shutdown()
+
+    with Outbox(env_outbox_path) as outbox:
+        pending = outbox.list_pending()
+    bodies = [
+        (r.record.method, r.record.path, without_otel(r.record.body))
+        for r in pending
+        if r.record is not None and r.record.ordering_key == result_id
+    ]
+    assert bodies == expected_result_calls(result_id)
+    assert telemetry.stats()["mapping"]["records"] == len(pending) == SCENARIO_RECORDS
