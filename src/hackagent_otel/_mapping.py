@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -55,40 +55,32 @@ def map_start(view: SpanView) -> Mapped:
     """The live start record of a step that has just started."""
     if view.attributes.get(semconv.KIND) != semconv.KIND_STEP:
         return NOTHING
-    ids = _ids(view, need_result=True)
-    if isinstance(ids, Mapped):
-        return ids
-    _, result_id = ids
-    return _checked(lambda: (_start_trace(view, result_id),), view)
+    return _map_with_ids(view, True, lambda _, result_id: (_start_trace(view, result_id),))
 
 
 def map_end(view: SpanView, *, include_start: bool) -> Mapped:
     """The records of a finished span; ``include_start`` when no live start was sent."""
     kind = view.attributes.get(semconv.KIND)
     if kind == semconv.KIND_STEP:
-        ids = _ids(view, need_result=True)
-        if isinstance(ids, Mapped):
-            return ids
-        _, result_id = ids
-        return _checked(lambda: _step_end(view, result_id, include_start), view)
+        return _map_with_ids(
+            view, True, lambda _, result_id: _step_end(view, result_id, include_start)
+        )
     if kind == semconv.KIND_RUN_STATUS:
-        ids = _ids(view, need_result=False)
-        if isinstance(ids, Mapped):
-            return ids
-        run_id, _ = ids
-        return _checked(lambda: (_run_update(view, run_id),), view)
+        return _map_with_ids(view, False, lambda run_id, _: (_run_update(view, run_id),))
     if kind == semconv.KIND_RESULT_STATUS:
-        ids = _ids(view, need_result=True)
-        if isinstance(ids, Mapped):
-            return ids
-        _, result_id = ids
-        return _checked(lambda: (_result_update(view, result_id),), view)
+        return _map_with_ids(view, True, lambda _, result_id: (_result_update(view, result_id),))
     return NOTHING
 
 
-def _checked(build: Any, view: SpanView) -> Mapped:
+def _map_with_ids(
+    view: SpanView, need_result: bool, build: Callable[[str, str], Iterable[Record]]
+) -> Mapped:
+    """Check the span's ids, then build its records; problems are reported, not raised."""
+    ids = _ids(view, need_result=need_result)
+    if isinstance(ids, Mapped):
+        return ids
     try:
-        return Mapped(records=tuple(build()))
+        return Mapped(records=tuple(build(*ids)))
     except _Unmappable as exc:
         return Mapped(problems=(f"span {view.span_id_hex} ({view.name!r}): {exc}",))
 

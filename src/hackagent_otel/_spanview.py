@@ -8,7 +8,7 @@ only: ids as ints, times as nanoseconds since the epoch, attributes as a mapping
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 StatusName = Literal["UNSET", "OK", "ERROR"]
@@ -52,24 +52,19 @@ def from_sdk_span(span: Any, *, started_only: bool = False) -> SpanView:
     """
     context = span.get_span_context()
     parent = span.parent
-    attributes = dict(span.attributes or {})
-    if started_only:
-        return SpanView(
-            name=span.name,
-            trace_id=context.trace_id,
-            span_id=context.span_id,
-            start_time_ns=span.start_time or 0,
-            attributes=attributes,
-            parent_span_id=parent.span_id if parent is not None else None,
-        )
-    status = span.status
-    return SpanView(
+    started = SpanView(
         name=span.name,
         trace_id=context.trace_id,
         span_id=context.span_id,
         start_time_ns=span.start_time or 0,
-        attributes=attributes,
+        attributes=dict(span.attributes or {}),
         parent_span_id=parent.span_id if parent is not None else None,
+    )
+    if started_only:
+        return started
+    status = span.status
+    return replace(
+        started,
         end_time_ns=span.end_time,
         events=tuple(
             EventView(event.name, event.timestamp, dict(event.attributes or {}))
