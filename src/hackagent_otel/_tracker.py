@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -32,6 +32,7 @@ from hackagent_otel._enums import (
     EvaluationStatusEnum,
     StatusEnum,
     StepTypeEnum,
+    _ApiEnum,
     enum_value,
 )
 from hackagent_otel._routing import routes
@@ -306,31 +307,21 @@ class StepTracker:
         run id is not a UUID (the API would refuse it), as the original returned False.
         """
         ctx = self.context
-        if not ctx.is_enabled:
+        value = self._status_value(StatusEnum, status, "run")
+        if value is None:
             return False
-        try:
-            value = enum_value(StatusEnum, status)
-        except ValueError as exc:
-            self.logger.error("hackagent_otel: cannot update run status: %s", exc)
+
+        def attributes(run_id: str) -> dict[str, AttributeValue]:
+            return {
+                semconv.KIND: semconv.KIND_RUN_STATUS,
+                semconv.RUN_ID: run_id,
+                semconv.RUN_STATUS: value,
+            }
+
+        if not self._status_span(semconv.SPAN_RUN_STATUS, attributes, "run"):
             return False
-        try:
-            run_id = str(ctx.run_id)
-            if ctx.client is not None:
-                routes.register(run_id, ctx.client)
-            self._status_span(
-                semconv.SPAN_RUN_STATUS,
-                run_id,
-                {
-                    semconv.KIND: semconv.KIND_RUN_STATUS,
-                    semconv.RUN_ID: run_id,
-                    semconv.RUN_STATUS: value,
-                },
-            )
-            if value in TERMINAL_RUN_STATUSES:
-                runs.end_run(run_id, "status")
-        except Exception:
-            self._internal_error("updating run status")
-            return False
+        if value in TERMINAL_RUN_STATUSES:
+            runs.end_run(str(ctx.run_id), "status")
         return ctx.get_run_uuid() is not None
 
     def update_result_status(
@@ -345,21 +336,15 @@ class StepTracker:
         tracking is disabled, there is no valid result id, or the status is unknown.
         """
         ctx = self.context
-        if not ctx.is_enabled:
-            return False
-        if not ctx.parent_result_id:
+        if ctx.is_enabled and not ctx.parent_result_id:
             self.logger.warning("hackagent_otel: cannot update result status: no result id")
             return False
-        try:
-            value = enum_value(EvaluationStatusEnum, evaluation_status)
-        except ValueError as exc:
-            self.logger.error("hackagent_otel: cannot update result status: %s", exc)
+        value = self._status_value(EvaluationStatusEnum, evaluation_status, "result")
+        if value is None:
             return False
-        try:
-            run_id = str(ctx.run_id)
-            if ctx.client is not None:
-                routes.register(run_id, ctx.client)
-            attributes: dict[str, AttributeValue] = {
+
+        def attributes(run_id: str) -> dict[str, AttributeValue]:
+            found: dict[str, AttributeValue] = {
                 semconv.KIND: semconv.KIND_RESULT_STATUS,
                 semconv.RUN_ID: run_id,
                 semconv.RESULT_ID: str(ctx.parent_result_id),
@@ -369,17 +354,40 @@ class StepTracker:
                 ),
             }
             if agent_specific_data is not None:
-                attributes[semconv.RESULT_AGENT_SPECIFIC_DATA] = _sanitize.dumps(
-                    agent_specific_data
-                )
-            self._status_span(semconv.SPAN_RESULT_STATUS, run_id, attributes)
-        except Exception:
-            self._internal_error("updating result status")
+                found[semconv.RESULT_AGENT_SPECIFIC_DATA] = _sanitize.dumps(agent_specific_data)
+            return found
+
+        if not self._status_span(semconv.SPAN_RESULT_STATUS, attributes, "result"):
             return False
         return ctx.get_result_uuid() is not None
 
-    def _status_span(self, name: str, run_id: str, attributes: dict[str, AttributeValue]) -> None:
-        _tracer.start_span(name, runs.parent_for(run_id), attributes).end()
+    def _status_value(self, enum_type: type[_ApiEnum], status: object, what: str) -> str | None:
+        """The API value of a status, or None (logged) when tracking is off or it is bad."""
+        if not self.context.is_enabled:
+            return None
+        try:
+            return enum_value(enum_type, status)
+        except ValueError as exc:
+            self.logger.error("hackagent_otel: cannot update %s status: %s", what, exc)
+            return None
+
+    def _status_span(
+        self,
+        name: str,
+        attributes: Callable[[str], dict[str, AttributeValue]],
+        what: str,
+    ) -> bool:
+        """Emit a zero-length status span for this context's run; False on internal error."""
+        ctx = self.context
+        try:
+            run_id = str(ctx.run_id)
+            if ctx.client is not None:
+                routes.register(run_id, ctx.client)
+            _tracer.start_span(name, runs.parent_for(run_id), attributes(run_id)).end()
+        except Exception:
+            self._internal_error("updating %s status", what)
+            return False
+        return True
 
     def _internal_error(self, what: str, *args: Any) -> None:
         stats.add("internal_errors")
