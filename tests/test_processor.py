@@ -1,0 +1,304 @@
+"""HackAgentSpanProcessor: live start records, off the pipeline's thread, never lost."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
+
+from hackagent_otel import HackAgentClient, StepTracker, TrackingContext, _tracer
+from hackagent_otel._delivery.outbox import Outbox
+from hackagent_otel._delivery.outcome import Transient
+from hackagent_otel._delivery.retry import RetryPolicy
+from hackagent_otel._delivery.service import DeliveryService
+from hackagent_otel._processor import LIVE_PROCESSORS, HackAgentSpanProcessor, RecordSink
+from hackagent_otel._records import Record
+from hackagent_otel.testing import FakeHackAgentAPI, Fault
+
+
+class ListSink:
+    """Keeps what it is given, in order; thread-safe."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.lock = threading.Lock()
+        self.shut_down_with: float | None = None
+
+    def submit(self, record: Record) -> None:
+        with self.lock:
+            self.records.append(record)
+
+    def force_flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self, timeout: float) -> bool:
+        self.shut_down_with = timeout
+        return True
+
+    def sinks(self) -> list[RecordSink]:
+        return [self]
+
+    def __call__(self, run_id: str) -> RecordSink | None:
+        return self
+
+    def contents(self) -> list[str]:
+        with self.lock:
+            return [r.body["content"]["step_name"] for r in self.records if r.kind == "trace"]
+
+
+class Route:
+    """Every run to one sink (what SinkRouter does for a single target)."""
+
+    def __init__(self, sink: RecordSink) -> None:
+        self.sink = sink
+
+    def __call__(self, run_id: str) -> RecordSink:
+        return self.sink
+
+    def sinks(self) -> list[RecordSink]:
+        return [self.sink]
+
+
+MakeProcessor = Callable[..., HackAgentSpanProcessor]
+
+
+@pytest.fixture
+def make_processor(clean_env: None) -> Iterator[MakeProcessor]:
+    """A processor on a fresh provider that our tracker draws its spans from."""
+    made: list[tuple[TracerProvider, HackAgentSpanProcessor]] = []
+
+    def make(
+        sink_for_run: Callable[[str], RecordSink | None],
+        sampler: Sampler | None = None,
+        **kwargs: int,
+    ) -> HackAgentSpanProcessor:
+        provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
+        processor = HackAgentSpanProcessor(sink_for_run, **kwargs)
+        provider.add_span_processor(processor)
+        _tracer.source.use_provider(provider)
+        made.append((provider, processor))
+        return processor
+
+    yield make
+    for provider, processor in made:
+        processor.shutdown(1_000)
+        provider.shutdown()
+    _tracer.source.reset()
+
+
+def new_tracker(result_id: str | None = None) -> StepTracker:
+    return StepTracker(
+        TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=result_id or str(uuid.uuid4()))
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def test_a_steps_start_record_is_submitted_while_the_step_runs(
+    make_processor: MakeProcessor,
+) -> None:
+    sink = ListSink()
+    make_processor(sink)
+    tracker = new_tracker()
+
+    with tracker.track_step("Long", "STEP", config={"k": 1}):
+        assert wait_until(lambda: sink.contents() == ["Long"], timeout=1.0)
+
+    assert wait_until(lambda: sink.contents() == ["Long", "Long (Summary)"])
+    assert [r.body["sequence"] for r in sink.records] == [1, 2]
+
+
+def test_records_of_one_result_are_submitted_in_sequence_order(
+    make_processor: MakeProcessor,
+) -> None:
+    sink = ListSink()
+    processor = make_processor(sink)
+    tracker = new_tracker()
+    with tracker.track_step("Outer", "STEP"):
+        for i in range(20):
+            with tracker.track_step(f"Inner {i}", "STEP"):
+                pass
+    assert processor.force_flush(2_000)
+
+    sequences = [r.body["sequence"] for r in sink.records]
+    assert sequences == sorted(sequences) == list(range(1, 43))
+
+
+def test_records_do_not_depend_on_the_users_sampler(make_processor: MakeProcessor) -> None:
+    sink = ListSink()
+    processor = make_processor(sink, sampler=ALWAYS_OFF)
+
+    with new_tracker().track_step("Dropped by the sampler", "STEP"):
+        pass
+    assert processor.force_flush(2_000)
+
+    assert sink.contents() == ["Dropped by the sampler", "Dropped by the sampler (Summary)"]
+
+
+def test_spans_that_are_not_ours_are_ignored(make_processor: MakeProcessor) -> None:
+    sink = ListSink()
+    processor = make_processor(sink)
+
+    with _tracer.source.provider.get_tracer("user").start_as_current_span("user work"):
+        pass
+    assert processor.force_flush(2_000)
+
+    assert sink.records == []
+    assert processor.stats()["spans"] == 0
+
+
+def test_a_run_routed_to_no_sink_makes_no_records(make_processor: MakeProcessor) -> None:
+    processor = make_processor(lambda run_id: None)
+
+    with new_tracker().track_step("Elsewhere", "STEP"):
+        pass
+    assert processor.force_flush(2_000)
+
+    assert processor.stats()["records"] == 0
+    assert processor.stats()["spans"] == 1
+
+
+def test_a_span_that_cannot_be_mapped_is_counted_not_raised(
+    make_processor: MakeProcessor,
+) -> None:
+    sink = ListSink()
+    processor = make_processor(sink)
+    tracker = StepTracker(TrackingContext(run_id=str(uuid.uuid4()), parent_result_id="not-a-uuid"))
+
+    with tracker.track_step("Bad result id", "STEP"):
+        pass
+    assert processor.force_flush(2_000)
+
+    assert sink.records == []
+    assert processor.stats()["unmappable"] == 2  # its start and its end
+
+
+def test_a_full_backlog_maps_on_the_callers_thread_without_losing_records(
+    make_processor: MakeProcessor,
+) -> None:
+    sink = ListSink()
+    processor = make_processor(sink, max_backlog=0)
+
+    with new_tracker().track_step("Inline", "STEP"):
+        pass
+
+    assert sink.contents() == ["Inline", "Inline (Summary)"]  # no flush needed
+    assert processor.stats()["mapped_inline"] == 2
+
+
+def test_steps_in_many_threads_all_reach_the_sink_before_shutdown_returns(
+    make_processor: MakeProcessor,
+) -> None:
+    sink = ListSink()
+    processor = make_processor(sink)
+
+    def work() -> None:
+        tracker = new_tracker()
+        for i in range(50):
+            with tracker.track_step(f"Step {i}", "STEP"):
+                pass
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    processor.shutdown(5_000)
+
+    assert len(sink.records) == 8 * 50 * 2
+    assert processor.stats()["backlog"] == 0
+
+
+def test_shutdown_hands_the_time_left_to_the_sinks(make_processor: MakeProcessor) -> None:
+    sink = ListSink()
+    processor = make_processor(sink)
+    with new_tracker().track_step("Step", "STEP"):
+        pass
+
+    processor.shutdown(2_000)
+
+    assert sink.shut_down_with is not None
+    assert sink.shut_down_with > 1.5
+    assert processor not in LIVE_PROCESSORS
+
+
+def test_shutdown_with_a_hanging_api_returns_within_its_timeout_and_keeps_the_records(
+    make_processor: MakeProcessor, fake_api: FakeHackAgentAPI, outbox_path: Path
+) -> None:
+    fake_api.inject(Fault.hang(), times=None)
+    service = DeliveryService(
+        HackAgentClient(fake_api.base_url, fake_api.api_key), outbox_path=outbox_path
+    )
+    processor = make_processor(Route(service))
+    tracker = new_tracker()
+    for i in range(3):
+        with tracker.track_step(f"Step {i}", "STEP"):
+            pass
+    assert fake_api.wait_for(1, 2.0)
+
+    started = time.monotonic()
+    processor.shutdown(1_000)
+    took = time.monotonic() - started
+
+    assert took < 1.5
+    with Outbox(outbox_path) as outbox:
+        assert outbox.counts().pending == 6
+    fake_api.clear_faults()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="delivery: DeliveryService.force_flush() can return True while records handed "
+    "back by a sender are between the queue and the outbox (taken by the coordinator, "
+    "not yet committed), so force_flush() then SIGKILL loses them (seen 2 in 8 runs of "
+    "the spool app); here a slow outbox write makes the window wide",
+)
+def test_force_flush_returns_only_once_records_are_in_the_outbox_when_the_api_is_down(
+    make_processor: MakeProcessor, outbox_path: Path
+) -> None:
+    writing = threading.Event()
+
+    class Down:
+        def send(self, record: Record) -> Transient:
+            time.sleep(0.1)  # the summary record queues up behind the start meanwhile
+            return Transient("connection refused")
+
+        def close(self) -> None:
+            pass
+
+    class SlowOutbox(Outbox):
+        def put_many(self, records: Any, *args: Any, **kwargs: Any) -> list[int]:
+            if len(records) == 2:
+                writing.set()
+            time.sleep(0.3)
+            return super().put_many(records, *args, **kwargs)
+
+    outbox = SlowOutbox(outbox_path)
+    service = DeliveryService(Down(), outbox, policy=RetryPolicy(max_elapsed=0.0))
+    processor = make_processor(Route(service))
+    with new_tracker().track_step("Step", "STEP"):
+        pass
+    assert writing.wait(2.0)  # both records are on their way to the outbox now
+
+    assert processor.force_flush(5_000)
+    committed = Outbox(outbox_path)
+    try:
+        assert committed.counts().pending == 2
+    finally:
+        committed.close()
+        service.shutdown(2.0)
+        outbox.close()
