@@ -27,6 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--path", type=Path, help="the outbox file (default: the default one)")
     push.add_argument("--base-url", help="HackAgent API root (default: $HACKAGENT_BASE_URL)")
     push.add_argument("--api-key", help="API key (default: $HACKAGENT_API_KEY)")
+    push.add_argument(
+        "--max-wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="give up after this long without progress while the API is unreachable (default: 60)",
+    )
     return parser
 
 
@@ -45,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "outbox":
         return _outbox_commands.show_outbox(args.path, limit=args.limit, console=console)
     if args.command == "push":
-        return _outbox_commands.push_outbox(args.path, args.base_url, args.api_key, console=console)
+        return _outbox_commands.push_outbox(
+            args.path, args.base_url, args.api_key, console=console, max_wait=args.max_wait
+        )
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

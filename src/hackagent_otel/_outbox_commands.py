@@ -18,6 +18,10 @@ from hackagent_otel._config import Settings
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow
 from hackagent_otel._delivery.push import PushReport, push
+from hackagent_otel._delivery.retry import RetryPolicy
+
+#: How long ``push`` keeps retrying an unreachable API without progress, by default.
+DEFAULT_MAX_WAIT = 60.0
 
 
 def outbox_files(default: Path) -> list[Path]:
@@ -72,9 +76,17 @@ def _rows_table(title: str, rows: list[OutboxRow]) -> Table:
 
 
 def push_outbox(
-    path: Path | None, base_url: str | None, api_key: str | None, *, console: Console
+    path: Path | None,
+    base_url: str | None,
+    api_key: str | None,
+    *,
+    console: Console,
+    max_wait: float = DEFAULT_MAX_WAIT,
 ) -> int:
-    """Deliver the outbox's pending rows; exit status 0 when all went, else 1."""
+    """Deliver the outbox's pending rows; exit status 0 when all went, else 1.
+
+    ``max_wait``: seconds to keep retrying an unreachable API without progress.
+    """
     settings = Settings.resolve(hackagent_base_url=base_url, hackagent_api_key=api_key)
     if not settings.hackagent_base_url:
         console.print(
@@ -94,7 +106,9 @@ def push_outbox(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = push(outbox, sender, progress=progress)
+            report = push(
+                outbox, sender, progress=progress, policy=RetryPolicy(max_elapsed=max_wait)
+            )
     except OutboxError as exc:
         console.print(f"[red]{file}: {exc}[/]")
         return 1
