@@ -287,3 +287,24 @@ def api_calls(api: FakeHackAgentAPI, prefix: str) -> list[tuple[str, str, Any]]:
                 body = {**body, "content": content}
             out.append((call.method, call.path, body))
     return out
+
+
+@dataclass(frozen=True)
+class FilledOutbox:
+    """An outbox holding the records of one run of the seed scenario, not delivered."""
+
+    path: Path
+    run_id: str
+    result_id: str
+
+
+@pytest.fixture
+def filled_outbox(configure_otel: ConfigureOTel, env_outbox_path: Path) -> FilledOutbox:
+    """The seed scenario run with no API configured: its 8 records wait in the outbox."""
+    from apps.scenario import run_seed_scenario
+
+    configure_otel()
+    run_id, result_id = str(uuid.uuid4()), str(uuid.uuid4())
+    run_seed_scenario(StepTracker(TrackingContext(run_id=run_id, parent_result_id=result_id)))
+    hackagent_otel.shutdown()
+    return FilledOutbox(env_outbox_path, run_id, result_id)
