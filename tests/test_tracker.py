@@ -875,7 +875,7 @@ class FakeAuthenticatedClient:
 
     def __init__(self, token: str) -> None:
         self.token = token
-        self._base_url = "https://api.hackagent.dev"
+        self._base_url = "http://127.0.0.1:9"  # nothing listens: fails fast, never leaves the host
 
     def __repr__(self) -> str:
         return f"FakeAuthenticatedClient(token={self.token!r})"
