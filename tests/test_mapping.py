@@ -307,3 +307,22 @@ def test_records_round_trip_through_json() -> None:
     (record,) = map_end(view, include_start=False).records
     assert record.body["evaluation_notes"] == "Status updated"
     assert Record.from_json(record.to_json()) == record
+
+
+def test_spans_of_other_tracers_are_sanitized_again(otel: OTel) -> None:
+    """Only our tracker's own spans skip re-sanitizing; a user's look-alike does not."""
+    attributes = {
+        semconv.KIND: semconv.KIND_STEP,
+        semconv.RUN_ID: str(uuid.uuid4()),
+        semconv.RESULT_ID: str(uuid.uuid4()),
+        semconv.STEP_SEQUENCE_START: 1,
+        semconv.STEP_CONFIG: json.dumps({"password": CANARY}),
+    }
+    otel.provider.get_tracer("someone-else").start_span("look-alike", attributes=attributes).end()
+    (span,) = [s for s in otel.recorder.ended if s.name == "look-alike"]
+
+    view = from_sdk_span(span, started_only=True)
+    (record,) = map_start(view).records
+
+    assert view.sanitized is False
+    assert CANARY not in json.dumps(record.body)

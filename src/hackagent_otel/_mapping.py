@@ -13,8 +13,9 @@ For a step on a result (``hackagent.kind = step``):
 
 Run and result status spans become ``PATCH /run/{run}`` and ``PATCH /result/{result}``.
 Every trace's content also carries an ``otel`` object (trace and span ids, times,
-duration) that the original did not have. Values read back from span attributes are
-sanitized again, so spans from elsewhere (the bridge) cannot smuggle secrets through.
+duration) that the original did not have. Values read back from span attributes of
+spans from elsewhere (the bridge) are sanitized again, so they cannot smuggle secrets
+through.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def _start_trace(view: SpanView, result_id: str) -> Record:
         (semconv.STEP_CONTEXT_METADATA, "context_metadata"),
     ):
         if attribute in attrs:
-            content[key] = _json_value(attrs[attribute])
+            content[key] = _json_value(view, attrs[attribute])
     content["otel"] = _otel(view, ended=False)
     return _trace(view, result_id, _sequence(attrs, semconv.STEP_SEQUENCE_START), content)
 
@@ -175,14 +176,14 @@ def _collected(view: SpanView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             key = event.attributes.get(semconv.METADATA_KEY)
             if isinstance(key, str):
                 metadata.pop(key, None)
-                metadata[key] = _json_value(event.attributes.get(semconv.METADATA_VALUE))
+                metadata[key] = _json_value(view, event.attributes.get(semconv.METADATA_VALUE))
         elif event.name == semconv.EVENT_PROGRESS:
-            metrics = _json_value(event.attributes.get(semconv.PROGRESS_METRICS, "{}"))
+            metrics = _json_value(view, event.attributes.get(semconv.PROGRESS_METRICS, "{}"))
             entry = {"message": _text(event.attributes.get(semconv.PROGRESS_MESSAGE, ""))}
             if isinstance(metrics, dict):
                 entry.update((k, v) for k, v in metrics.items() if k != "message")
             progress.append(entry)
-    return sanitize(metadata), progress[-20:]
+    return (metadata if view.sanitized else sanitize(metadata)), progress[-20:]
 
 
 def _run_update(view: SpanView, run_id: str) -> Record:
@@ -209,7 +210,7 @@ def _result_update(view: SpanView, result_id: str) -> Record:
         "evaluation_notes": _text(attrs.get(semconv.RESULT_EVALUATION_NOTES) or "Status updated"),
     }
     if semconv.RESULT_AGENT_SPECIFIC_DATA in attrs:
-        body["agent_specific_data"] = _json_value(attrs[semconv.RESULT_AGENT_SPECIFIC_DATA])
+        body["agent_specific_data"] = _json_value(view, attrs[semconv.RESULT_AGENT_SPECIFIC_DATA])
     return _result_patch(view, result_id, body)
 
 
@@ -267,12 +268,16 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) and len(value) <= 4096 else sanitize_text(value)
 
 
-def _json_value(value: Any) -> Any:
-    """A JSON attribute read back, sanitized; text that is not JSON is kept as text."""
+def _json_value(view: SpanView, value: Any) -> Any:
+    """A JSON attribute read back; text that is not JSON is kept as text.
+
+    Values from spans of another process (the bridge) are sanitized again; this
+    process's own tracker already sanitized what it wrote.
+    """
     if isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = json.loads(value)
-    return sanitize(value)
+    return value if view.sanitized else sanitize(value)
 
 
 def _iso(ns: int) -> str:

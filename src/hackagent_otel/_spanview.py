@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from hackagent_otel.semconv import TRACER_NAME
+
 StatusName = Literal["UNSET", "OK", "ERROR"]
 
 
@@ -34,6 +36,8 @@ class SpanView:
     events: Sequence[EventView] = ()
     status: StatusName = "UNSET"
     status_description: str | None = None
+    #: Made by this process's tracker, whose attribute values are already sanitized.
+    sanitized: bool = False
 
     @property
     def trace_id_hex(self) -> str:
@@ -59,6 +63,7 @@ def from_sdk_span(span: Any, *, started_only: bool = False) -> SpanView:
         start_time_ns=span.start_time or 0,
         attributes=dict(span.attributes or {}),
         parent_span_id=parent.span_id if parent is not None else None,
+        sanitized=getattr(span.instrumentation_scope, "name", None) == TRACER_NAME,
     )
     if started_only:
         return started
