@@ -447,3 +447,22 @@ def test_float_subclasses_and_bools_keep_their_meaning() -> None:
         pass
 
     assert sanitize([True, False, Score(0.5), Score(math.inf)]) == [True, False, 0.5, "Infinity"]
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_scalars, st.dictionaries(st.text(max_size=12), _scalars, max_size=12)))
+def test_the_flat_fast_path_encodes_exactly_as_the_full_walk(value: Any) -> None:
+    """Small flat values skip the walker; what they encode to must not change."""
+    full = json.dumps(
+        _sanitize.sanitize(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    assert _sanitize.dumps(value) == full

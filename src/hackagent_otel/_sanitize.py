@@ -367,8 +367,41 @@ def sanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
         return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
 
 
+def _is_flat_and_plain(value: Any, limits: Limits) -> bool:
+    """A scalar, or a small dict of non-secret str keys to scalars, that needs no change.
+
+    The common case (metrics, counts, small configs without secrets) then skips the
+    walker and goes straight to the C encoder; anything else takes the full path.
+    """
+    kind = type(value)
+    if kind is dict:
+        if len(value) > limits.max_items:
+            return False
+        policy = _policy
+        for key, item in value.items():
+            if type(key) is not str or key in CLIENT_KEYS or policy.is_secret(key):
+                return False
+            if not _is_plain_scalar(item, limits):
+                return False
+        return True
+    return _is_plain_scalar(value, limits)
+
+
+def _is_plain_scalar(value: Any, limits: Limits) -> bool:
+    kind = type(value)
+    if kind is str:
+        return len(value) <= limits.max_string
+    if kind is int:
+        return -(2**63) <= value < 2**63
+    if kind is float:
+        return math.isfinite(value)
+    return kind is bool or value is None
+
+
 def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     """Sanitize ``value`` and encode it as compact JSON text. Never raises."""
+    if _is_flat_and_plain(value, limits):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     return json.dumps(
         sanitize(value, limits), separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
