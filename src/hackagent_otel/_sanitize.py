@@ -378,24 +378,26 @@ def _is_flat_and_plain(value: Any, limits: Limits) -> bool:
         if len(value) > limits.max_items:
             return False
         policy = _policy
+        size = 0
         for key, item in value.items():
             if type(key) is not str or key in CLIENT_KEYS or policy.is_secret(key):
                 return False
-            if not _is_plain_scalar(item, limits):
+            if len(key) > limits.max_string or not _is_plain_scalar(item, limits):
                 return False
-        return True
+            size += len(key) + (len(item) if type(item) is str else 8)
+        return size <= limits.max_total // 2
     return _is_plain_scalar(value, limits)
 
 
 def _is_plain_scalar(value: Any, limits: Limits) -> bool:
     kind = type(value)
     if kind is str:
-        return len(value) <= limits.max_string
+        return bool(len(value) <= limits.max_string)
     if kind is int:
-        return -(2**63) <= value < 2**63
+        return bool(value.bit_length() <= _MAX_INT_BITS)
     if kind is float:
         return math.isfinite(value)
-    return kind is bool or value is None
+    return bool(kind is bool or value is None)
 
 
 def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
