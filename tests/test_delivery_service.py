@@ -337,6 +337,34 @@ def test_forked_child_delivers_its_records_and_not_the_parents(
     assert fake_api.duplicate_traces() == []
 
 
+def test_a_senders_first_call_imports_no_module(
+    fake_api: FakeHackAgentAPI, outbox_path: Path
+) -> None:
+    # A fork while a sender thread imports a module leaves the child that module's import
+    # lock, held by a thread it does not have: the child's senders would hang on it.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from hackagent_otel._delivery.client import HackAgentClient
+        from hackagent_otel._delivery.service import DeliveryService
+        from hackagent_otel._records import Record
+        service = DeliveryService(
+            HackAgentClient({fake_api.base_url!r}, {KEY!r}), outbox_path={str(outbox_path)!r}
+        )
+        before = set(sys.modules)
+        body = {{"sequence": 0, "step_type": "OTHER", "content": {{}}}}
+        service.submit(Record("trace", "POST", "/result/k/trace", body, "k"))
+        assert service.force_flush(5)
+        print(sorted(set(sys.modules) - before))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.strip() == "[]"
+    assert len(fake_api.calls) == 1
+
+
 def test_unusable_outbox_leaves_the_caller_unaffected(
     fake_api: FakeHackAgentAPI, make: object
 ) -> None:

@@ -378,12 +378,6 @@ def test_after_a_fork_the_parents_records_arrive_once_and_the_childs_are_kept(
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="delivery race (1 run in 10 alone, more often under load): the forked child's "
-    "DeliveryService sends nothing, waits its whole shutdown timeout and persists every "
-    "record to the outbox (attempts 0); not strict because it depends on timing",
-)
 def test_a_forked_childs_records_are_delivered_by_the_child(
     fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
 ) -> None:

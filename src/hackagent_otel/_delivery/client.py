@@ -14,6 +14,12 @@ otherwise feed back into the exporter in a loop).
 from __future__ import annotations
 
 import contextlib
+
+# The IDNA codec, which getaddrinfo looks up when a process makes its first connection,
+# is imported now instead of lazily on a sender thread: a fork while a sender is in the
+# middle of that import would give the child the module's import lock, held by a thread
+# that does not exist there, and every connection the child tries would hang on it.
+import encodings.idna  # noqa: F401
 import http.client
 import json
 import logging
@@ -71,7 +77,9 @@ class HackAgentClient:
     it with no extra prefix (a base URL with a path, such as ``https://host/api``, keeps
     that path). Thread-safe: the underlying connection pool serves concurrent senders,
     one keep-alive connection each. Fork-safe: a child process never reuses the parent's
-    connections (see :meth:`from_httpx` for what a borrowed client becomes there).
+    connections (see :meth:`from_httpx` for what a borrowed client becomes there), and
+    a call imports nothing lazily (a fork in the middle of an import on a sender thread
+    would leave the child a module lock that no thread there ever releases).
 
     ``transport``: ``"httpx"`` (default) sends every call through one keep-alive httpx
     client. ``"auto"`` does so too, except for a plain ``http://`` base URL with no proxy
