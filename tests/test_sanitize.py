@@ -6,6 +6,8 @@ import dataclasses
 import datetime
 import json
 import math
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -133,6 +135,22 @@ def test_redacted_values_are_removed_from_later_free_text() -> None:
     assert scrub_known_secrets(f"login failed: {CANARY}") == f"login failed: {REDACTED}"
     assert sanitize_text(f"error {CANARY}!") == f"error {REDACTED}!"
     assert sanitize_text("nothing to hide") == "nothing to hide"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_the_secret_memory_is_locked_can_still_scrub() -> None:
+    sanitize({"password": CANARY})
+    with _sanitize._memory._lock:  # as if another thread were remembering a secret
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            code = 1
+            try:
+                signal.alarm(10)  # a hang kills the child instead of the test run
+                code = 0 if scrub_known_secrets(CANARY) == REDACTED else 2
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_short_redacted_values_are_not_scrubbed_from_text() -> None:

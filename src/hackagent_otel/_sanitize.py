@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 import json
 import math
+import os
 import re
 import threading
 import uuid
@@ -147,6 +148,8 @@ class _SecretMemory:
 
 _policy = _KeyPolicy()
 _memory = _SecretMemory()
+# A fork while another thread held the lock would leave the child's copy locked for good.
+os.register_at_fork(after_in_child=lambda: setattr(_memory, "_lock", threading.Lock()))
 
 
 def set_extra_secret_words(words: Iterable[str]) -> None:
