@@ -260,13 +260,6 @@ def test_shutdown_with_a_hanging_api_returns_within_its_timeout_and_keeps_the_re
     fake_api.clear_faults()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="delivery: DeliveryService.force_flush() can return True while records handed "
-    "back by a sender are between the queue and the outbox (taken by the coordinator, "
-    "not yet committed), so force_flush() then SIGKILL loses them (seen 2 in 8 runs of "
-    "the spool app); here a slow outbox write makes the window wide",
-)
 def test_force_flush_returns_only_once_records_are_in_the_outbox_when_the_api_is_down(
     make_processor: MakeProcessor, outbox_path: Path
 ) -> None:

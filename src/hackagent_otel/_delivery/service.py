@@ -185,6 +185,9 @@ class DeliveryService:
         self._broken = False
         self._ready = False  # senders wait until the outbox has been checked for old rows
         self._flush_targets: list[int] = []  # seqs that force_flush callers wait for
+        # Records taken from the queue and not yet committed to the outbox, one entry
+        # (the lowest seq) per batch: force_flush waits for them as for queued ones.
+        self._transit: list[int] = []
         self._persisted_busy: dict[int, int] = {}
         self._counters = {
             "submitted": 0,
@@ -226,10 +229,12 @@ class DeliveryService:
             if self._broken:
                 self._drop_locked(1, "the queue is full and the outbox is not usable")
                 return
+            self._transit.append(item.seq)
         self._spill(extra=[item])
 
     def force_flush(self, timeout: float = 30.0) -> bool:
-        """Wait until everything submitted so far is delivered, rejected or in the outbox.
+        """Wait until everything submitted so far is delivered, rejected or committed to
+        the outbox (a SIGKILL right after the call loses none of it).
 
         While the API is down (spooling), queued records are written to the outbox and
         the call returns at once instead of waiting for the API. False on timeout.
@@ -662,15 +667,21 @@ class DeliveryService:
         """Write every queued record to the outbox (caller holds the spill lock)."""
         with self._lock:
             items = self._take_all_locked()
-        if not items:
-            return True
+            if not items:
+                return True
+            self._transit.append(items[0].seq)
         return self._write_items(items, extra=[])
 
     def _spill(self, extra: list[_Item]) -> None:
-        """Move the queue (and ``extra``, newer) to the outbox from the calling thread."""
+        """Move the queue (and ``extra``, newer) to the outbox from the calling thread.
+
+        ``extra`` is one record the caller has already counted in transit.
+        """
         with self._spill_lock:
             with self._lock:
                 items = self._take_all_locked()
+                if items:
+                    self._transit.append(items[0].seq)
                 if not self._broken and self._mode == "direct" and (items or extra):
                     _log.info("delivery queue full; spooling records to the outbox")
                     self._mode = "spooling"
@@ -679,6 +690,10 @@ class DeliveryService:
                 self._write_items(items, extra)
 
     def _write_items(self, items: list[_Item], extra: list[_Item]) -> bool:
+        """Commit ``items`` and ``extra`` to the outbox; on failure put ``items`` back.
+
+        Either way both leave the transit list (see ``_transit``) once settled.
+        """
         outbox = self._get_outbox()
         everything = items + extra
         try:
@@ -694,12 +709,19 @@ class DeliveryService:
             with self._lock:
                 self._put_back_locked(items)
                 self._drop_locked(len(extra), f"the queue is full and the outbox failed: {exc}")
+                self._end_transit_locked(items, extra)
             return False
         with self._lock:
             self._counters["spooled"] += len(everything)
-            if self._flush_targets:
-                self._idle_cv.notify_all()
+            self._end_transit_locked(items, extra)
         return True
+
+    def _end_transit_locked(self, *batches: list[_Item]) -> None:
+        for batch in batches:
+            if batch:
+                self._transit.remove(batch[0].seq)
+        if self._flush_targets:
+            self._idle_cv.notify_all()
 
     def _persist_on_shutdown(self, timeout: float) -> bool:
         """Write what is still in memory, in flight included, to the outbox."""
@@ -712,6 +734,8 @@ class DeliveryService:
             with self._lock:
                 items = self._take_all_locked()
                 busy = [b for b in self._busy if b is not None]
+                if items:
+                    self._transit.append(items[0].seq)
             everything = sorted(items + busy, key=lambda it: it.seq)
             if not everything:
                 return True
@@ -728,10 +752,12 @@ class DeliveryService:
                 self._mark_broken(exc)
                 with self._lock:
                     self._drop_locked(len(everything), f"could not persist at shutdown: {exc}")
+                    self._end_transit_locked(items)
                 return False
             busy_seqs = {b.seq for b in busy}
             with self._lock:
                 self._counters["spooled"] += len(everything)
+                self._end_transit_locked(items)
                 for item, row_id in zip(everything, ids, strict=True):
                     if item.seq in busy_seqs:
                         self._persisted_busy[item.seq] = row_id
@@ -767,8 +793,11 @@ class DeliveryService:
         )
 
     def _flushed_locked(self, target: int) -> bool:
+        """Whether no record up to ``target`` is queued, in flight or on its way to the outbox."""
         lowest = min(
-            [p[0].seq for p in self._parts if p] + [b.seq for b in self._busy if b is not None],
+            [p[0].seq for p in self._parts if p]
+            + [b.seq for b in self._busy if b is not None]
+            + self._transit,
             default=None,
         )
         return lowest is None or lowest > target
