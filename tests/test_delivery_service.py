@@ -512,6 +512,56 @@ def test_a_backlog_is_drained_in_parallel_and_in_order(
     assert (stats.sent, stats.outbox_pending) == (401, 0)
 
 
+def test_a_short_lived_service_delivers_old_rows_then_its_own_before_shutdown_returns(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    result_ids = keys(2)
+    with Outbox(outbox_path) as box:  # left by a process that was killed
+        box.put_many([trace(r, seq) for seq in range(10) for r in result_ids])
+    service: DeliveryService = make()  # type: ignore[operator]
+    for seq in range(10, 15):
+        service.submit(trace(result_ids[0], seq))
+    assert service.force_flush(5)
+    assert sequences(fake_api, result_ids[0]) == list(range(15))
+    assert sequences(fake_api, result_ids[1]) == list(range(10))
+    service.submit(trace(result_ids[1], 10))
+    assert service.shutdown(timeout=5)
+    assert sequences(fake_api, result_ids[1]) == list(range(11))
+    with Outbox(outbox_path) as box:
+        assert box.counts().pending == 0
+
+
+def test_with_old_rows_and_the_api_down_force_flush_returns_once_records_are_committed(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    fake_api.stop()
+    (result_id,) = keys(1)
+    with Outbox(outbox_path) as box:
+        box.put_many([trace(result_id, seq) for seq in range(10)])
+    service: DeliveryService = make()  # type: ignore[operator]
+    service.submit(trace(result_id, 10))
+    started = time.monotonic()
+    assert service.force_flush(10)
+    assert time.monotonic() - started < 2.0
+    assert service.stats().outbox_pending == 11
+
+
+def test_force_flush_does_not_wait_for_a_drain_another_process_holds(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    (result_id,) = keys(1)
+    with Outbox(outbox_path) as holder:
+        holder.put_many([trace(result_id, seq) for seq in range(10)])
+        assert holder.drain_lock.try_acquire()  # another process drains (or will)
+        service: DeliveryService = make()  # type: ignore[operator]
+        service.submit(trace(result_id, 10))
+        started = time.monotonic()
+        assert service.force_flush(10)
+        assert time.monotonic() - started < 2.0
+        assert service.stats().outbox_pending == 11
+        assert fake_api.calls == []
+
+
 def test_shutdown_mid_drain_with_a_hanging_api_loses_nothing(
     fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
 ) -> None:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import hackagent_otel
@@ -281,12 +280,6 @@ def test_records_spooled_before_a_sigkill_are_delivered_by_the_next_process(
         assert box.counts().pending == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="delivery: a service that starts with rows in the outbox is in spooling mode, and "
-    "shutdown() in spooling mode only persists (force_flush returns at once) even with the "
-    "API up, so a short-lived next process delivers neither the old rows nor its own",
-)
 def test_a_short_lived_next_process_delivers_the_records_a_killed_one_left(
     fake_api: FakeHackAgentAPI, tmp_path: Path, run_id: str, result_id: str
 ) -> None:
@@ -294,11 +287,13 @@ def test_a_short_lived_next_process_delivers_the_records_a_killed_one_left(
     outbox = spool_then_sigkill(fake_api, env, run_id, result_id)
 
     # It exits as soon as its run is done.
-    run_app("configured", str(uuid.uuid4()), str(uuid.uuid4()), env)
+    next_result = str(uuid.uuid4())
+    run_app("configured", str(uuid.uuid4()), next_result, env)
 
     with Outbox(outbox) as box:
         assert box.counts().pending == 0
     assert_scenario_delivered(fake_api, run_id, result_id)
+    assert api_calls(fake_api, f"/result/{next_result}") == expected_result_calls(next_result)
 
 
 def test_shutdown_returns_within_seconds_while_the_api_hangs_and_keeps_the_records(

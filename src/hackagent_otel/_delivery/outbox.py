@@ -343,18 +343,27 @@ class Outbox:
             delivered=int(delivered[0]) if delivered else 0,
         )
 
-    def pending_count(self, session: int | None = None) -> int:
-        """Pending and inflight rows, all or only those written by ``session``."""
+    def pending_count(self, session: int | None = None, *, up_to_seq: int | None = None) -> int:
+        """Pending and inflight rows, all or only those written by ``session``.
+
+        With ``session``, ``up_to_seq`` counts only its rows whose ``seq`` is at most that.
+        """
         with self._connection() as conn:
             if session is None:
                 found = conn.execute(
                     "SELECT COUNT(*) FROM records WHERE state IN ('pending', 'inflight')"
                 )
-            else:
+            elif up_to_seq is None:
                 found = conn.execute(
                     "SELECT COUNT(*) FROM records"
                     " WHERE state IN ('pending', 'inflight') AND session = ?",
                     (session,),
+                )
+            else:
+                found = conn.execute(
+                    "SELECT COUNT(*) FROM records"
+                    " WHERE state IN ('pending', 'inflight') AND session = ? AND seq <= ?",
+                    (session, up_to_seq),
                 )
             return int(found.fetchone()[0])
 

@@ -20,6 +20,10 @@ Two modes.
   the in-flight ones are settled, the coordinator moves everything queued to the outbox
   and drains it in claim order, in batches spread over the senders by key, probing with
   backoff while the API is down. When the outbox is empty it returns to ``direct``.
+  While that drain is delivering, ``force_flush`` and ``shutdown`` wait for it (within
+  their timeout) to deliver their records after the older rows, so a short-lived process
+  that finds rows left behind delivers them and its own; while the API is down they only
+  make sure the records are committed to the outbox.
 
 Order per key holds across retries and spills because each record gets a submission
 number when submitted and the outbox hands rows back by that number; draining starts
@@ -188,6 +192,10 @@ class DeliveryService:
         # Records taken from the queue and not yet committed to the outbox, one entry
         # (the lowest seq) per batch: force_flush waits for them as for queued ones.
         self._transit: list[int] = []
+        # What the last call to the API showed: it failed (transient) / the drain lock is
+        # another process's. Either way force_flush does not wait for the outbox's drain.
+        self._api_down = False
+        self._drain_refused = False
         self._persisted_busy: dict[int, int] = {}
         self._counters = {
             "submitted": 0,
@@ -236,31 +244,56 @@ class DeliveryService:
         """Wait until everything submitted so far is delivered, rejected or committed to
         the outbox (a SIGKILL right after the call loses none of it).
 
-        While the API is down (spooling), queued records are written to the outbox and
-        the call returns at once instead of waiting for the API. False on timeout.
+        In spooling mode records go through the outbox. While its drain is delivering
+        (the API answers), the call waits, within ``timeout``, for them to be delivered
+        after the older rows; when the time is up they are in the outbox and the call
+        returns True. While the API is down, while another process drains the outbox, or
+        without an API, it returns as soon as they are committed instead of waiting for
+        the API. False on timeout with records still in memory.
         """
         deadline = self._clock() + max(0.0, timeout)
         with self._lock:
             target = self._seq - 1
         while True:
             with self._lock:
-                if self._flushed_locked(target):
-                    return True
+                flushed = self._flushed_locked(target)
                 spooling = self._mode == "spooling" and not self._broken
-            if spooling:
+            if spooling and not flushed:
                 # Records handed back by senders reach the queue; write them out.
                 self._spill(extra=[])
+                with self._lock:
+                    flushed = self._flushed_locked(target)
+            if flushed and not self._draining_toward(target):
+                return True
             with self._lock:
-                if self._flushed_locked(target):
-                    return True
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    return False
+                    return self._flushed_locked(target)  # if so, the rest is in the outbox
                 self._flush_targets.append(target)
                 try:
                     self._idle_cv.wait(min(remaining, 0.05 if spooling else 0.1))
                 finally:
                     self._flush_targets.remove(target)
+
+    def _draining_toward(self, target: int) -> bool:
+        """Whether own rows up to ``target`` wait in the outbox for a drain now delivering."""
+        with self._lock:
+            if (
+                self._mode != "spooling"
+                or self._broken
+                or self._closing
+                or self._sender is None
+                or self._api_down
+                or self._drain_refused
+            ):
+                return False
+            outbox = self._outbox
+        if outbox is None:
+            return False
+        try:
+            return outbox.pending_count(self._session, up_to_seq=target) > 0
+        except OutboxError:
+            return False
 
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Deliver what can be delivered within ``timeout``, persist the rest; idempotent.
@@ -408,6 +441,7 @@ class DeliveryService:
                 return
 
     def _settle_busy_locked(self, i: int, item: _Item, *, delivered: bool) -> None:
+        self._api_down = False  # it answered
         if self._busy[i] is item:
             self._busy[i] = None
         row_id = self._persisted_busy.pop(item.seq, None)
@@ -433,6 +467,7 @@ class DeliveryService:
         else:
             self._parts[i].appendleft(item)
             self._size += 1
+        self._api_down = True
         if self._mode == "direct" and not self._broken:
             _log.info("API unavailable (%s); spooling records to the outbox", reason)
             self._mode = "spooling"
@@ -558,6 +593,8 @@ class DeliveryService:
                 return outbox, rows
             with self._lock:
                 if self._size or own_pending or self._sender is None:
+                    if self._flush_targets:
+                        self._idle_cv.notify_all()  # nothing is being delivered now
                     return "idle"
                 self._mode = "direct"
                 for cv in self._part_cv:
@@ -589,10 +626,13 @@ class DeliveryService:
             return []
         held = outbox.drain_lock.held
         try:
-            if not outbox.drain_lock.try_acquire():
-                return []
+            acquired = outbox.drain_lock.try_acquire()
         except OSError as exc:
             raise OutboxError(f"cannot take the drain lock: {exc}") from exc
+        with self._lock:
+            self._drain_refused = not acquired
+        if not acquired:
+            return []
         if not held:
             recovered = outbox.recover_inflight()
             if recovered:
@@ -614,6 +654,8 @@ class DeliveryService:
                 self._coord_cv.wait()
             results = [r for r in self._results if r is not None]
             self._results = [None] * self._n
+            if any(r.delivered or r.rejected or r.failed for r in results):
+                self._api_down = any(r.failed for r in results)
         failure: tuple[str, float | None] | None = None
         try:
             delivered = [d for r in results for d in r.delivered]
@@ -632,6 +674,9 @@ class DeliveryService:
                 outbox.release(result.unsent)
         except OutboxError as exc:
             self._mark_broken(exc)
+        with self._lock:
+            if self._flush_targets:
+                self._idle_cv.notify_all()  # their rows may be delivered, or the API down
         return failure
 
     def _run_drain_task(self, i: int, rows: list[OutboxRow]) -> None:
