@@ -125,7 +125,7 @@ def main(n: int = 20_000, n_sync: int = 400) -> None:
     provider = TracerProvider()
     sink = CountingSink()
     provider.add_span_processor(HackAgentSpanProcessor(sink))
-    ho.configure(tracer_provider=provider, handle_sigterm=False)
+    ho.configure(tracer_provider=provider, records="off", handle_sigterm=False)
     tracker = ho.StepTracker(
         ho.TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=str(uuid.uuid4()))
     )

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import EvaluationStatusEnum, StatusEnum, StepTracker, semconv
 from hackagent_otel._mapping import map_end, map_start
@@ -311,7 +312,7 @@ def test_records_round_trip_through_json() -> None:
 
 def test_spans_of_other_tracers_are_sanitized_again(otel: OTel) -> None:
     """Only our tracker's own spans skip re-sanitizing; a user's look-alike does not."""
-    attributes = {
+    attributes: dict[str, AttributeValue] = {
         semconv.KIND: semconv.KIND_STEP,
         semconv.RUN_ID: str(uuid.uuid4()),
         semconv.RESULT_ID: str(uuid.uuid4()),
