@@ -6,10 +6,16 @@ import json
 import uuid
 from typing import Any
 
-import pytest
 from opentelemetry.util.types import AttributeValue
 
-from hackagent_otel import EvaluationStatusEnum, StatusEnum, StepTracker, semconv
+from apps.scenario import CANARY as SCENARIO_CANARY
+from apps.scenario import (
+    expected_result_calls,
+    expected_run_calls,
+    run_seed_scenario,
+    without_otel,
+)
+from hackagent_otel import StepTracker, semconv
 from hackagent_otel._mapping import map_end, map_start
 from hackagent_otel._records import Record
 from hackagent_otel._spanview import EventView, SpanView, from_sdk_span
@@ -28,12 +34,6 @@ def records_of(otel: OTel, *, include_start: bool) -> list[Record]:
     return out
 
 
-def without_otel(body: dict[str, Any]) -> dict[str, Any]:
-    if "content" in body:
-        return {**body, "content": {k: v for k, v in body["content"].items() if k != "otel"}}
-    return body
-
-
 def by_sequence(records: list[Record]) -> list[Record]:
     traces = [r for r in records if r.kind == "trace"]
     return sorted(traces, key=lambda r: r.body["sequence"])
@@ -42,102 +42,13 @@ def by_sequence(records: list[Record]) -> list[Record]:
 def test_seed_scenario_maps_to_the_calls_the_original_makes(
     otel: OTel, tracker: StepTracker, run_id: str, result_id: str
 ) -> None:
-    tracker.add_step_metadata("warmup", True)
-    with tracker.track_step(
-        "Generate Prefixes",
-        "STEP1_GENERATE",
-        input_data={"goals": ["g1"]},
-        config={"model": "m", "api_key": CANARY},
-    ):
-        tracker.add_step_metadata("prefixes_generated", 150)
-        tracker.record_progress("Processing batch 1/10", items=50, errors=0)
-    with pytest.raises(RuntimeError), tracker.track_step("Evaluate", "STEP2_EVALUATE"):
-        raise RuntimeError("judge down")
-    tracker.update_result_status(EvaluationStatusEnum.PASSED_CRITERIA, "done", {"score": 1})
-    tracker.update_run_status(StatusEnum.COMPLETED)
+    run_seed_scenario(tracker)
 
-    calls = [
-        (r.method, r.path, without_otel(r.body)) for r in records_of(otel, include_start=False)
-    ]
-    trace_path = f"/result/{result_id}/trace"
-    result_path = f"/result/{result_id}"
-    expected = [
-        (
-            "POST",
-            trace_path,
-            {
-                "sequence": 1,
-                "step_type": "OTHER",
-                "content": {
-                    "step_name": "Generate Prefixes",
-                    "step_type_identifier": "STEP1_GENERATE",
-                    "config_snapshot": {"model": "m", "api_key": "***REDACTED***"},
-                    "input_data_sample": {"goals": ["g1"]},
-                    "context_metadata": {"step_metadata": {"warmup": True}},
-                },
-            },
-        ),
-        (
-            "POST",
-            trace_path,
-            {
-                "sequence": 2,
-                "step_type": "OTHER",
-                "content": {
-                    "step_name": "Generate Prefixes (Summary)",
-                    "step_type_identifier": "STEP1_GENERATE",
-                    "status": "completed",
-                    "step_metadata": {"warmup": True, "prefixes_generated": 150},
-                    "progress_log": [
-                        {"message": "Processing batch 1/10", "items": 50, "errors": 0}
-                    ],
-                },
-            },
-        ),
-        (
-            "POST",
-            trace_path,
-            {
-                "sequence": 3,
-                "step_type": "OTHER",
-                "content": {"step_name": "Evaluate", "step_type_identifier": "STEP2_EVALUATE"},
-            },
-        ),
-        (
-            "PATCH",
-            result_path,
-            {
-                "evaluation_status": "ERROR_TEST_FRAMEWORK",
-                "evaluation_notes": "Pipeline failed at 'Evaluate': judge down",
-            },
-        ),
-        (
-            "POST",
-            trace_path,
-            {
-                "sequence": 4,
-                "step_type": "OTHER",
-                "content": {
-                    "step_name": "Evaluate (Summary)",
-                    "step_type_identifier": "STEP2_EVALUATE",
-                    "status": "failed",
-                    "error_message": "judge down",
-                },
-            },
-        ),
-        (
-            "PATCH",
-            result_path,
-            {
-                "evaluation_status": "PASSED_CRITERIA",
-                "evaluation_notes": "done",
-                "agent_specific_data": {"score": 1},
-            },
-        ),
-        ("PATCH", f"/run/{run_id}", {"status": "COMPLETED"}),
-    ]
-    assert calls == expected
-    assert CANARY not in json.dumps([r.body for r in records_of(otel, include_start=False)])
+    records = records_of(otel, include_start=False)
+    calls = [(r.method, r.path, without_otel(r.body)) for r in records]
+    assert [c for c in calls if c[1].startswith("/result/")] == expected_result_calls(result_id)
+    assert [c for c in calls if c[1].startswith("/run/")] == expected_run_calls(run_id)
+    assert SCENARIO_CANARY not in json.dumps([r.body for r in records])
 
 
 def test_exporter_mode_makes_start_and_summary_from_the_finished_span(
