@@ -739,16 +739,9 @@ class DeliveryService:
 
         Either way both leave the transit list (see ``_transit``) once settled.
         """
-        outbox = self._get_outbox()
         everything = items + extra
         try:
-            if outbox is None:
-                raise OutboxError("no usable outbox")
-            outbox.put_many(
-                [it.record for it in everything],
-                session=self._session,
-                seqs=[it.seq for it in everything],
-            )
+            self._store(everything)
         except OutboxError as exc:
             self._mark_broken(exc)
             with self._lock:
@@ -760,6 +753,15 @@ class DeliveryService:
             self._counters["spooled"] += len(everything)
             self._end_transit_locked(items, extra)
         return True
+
+    def _store(self, items: list[_Item]) -> list[int]:
+        """Commit ``items`` to the outbox as pending rows, under their submission numbers."""
+        outbox = self._get_outbox()
+        if outbox is None:
+            raise OutboxError("no usable outbox")
+        return outbox.put_many(
+            [it.record for it in items], session=self._session, seqs=[it.seq for it in items]
+        )
 
     def _end_transit_locked(self, *batches: list[_Item]) -> None:
         for batch in batches:
@@ -784,15 +786,8 @@ class DeliveryService:
             everything = sorted(items + busy, key=lambda it: it.seq)
             if not everything:
                 return True
-            outbox = self._get_outbox()
             try:
-                if outbox is None:
-                    raise OutboxError("no usable outbox")
-                ids = outbox.put_many(
-                    [it.record for it in everything],
-                    session=self._session,
-                    seqs=[it.seq for it in everything],
-                )
+                ids = self._store(everything)
             except OutboxError as exc:
                 self._mark_broken(exc)
                 with self._lock:
