@@ -1,0 +1,1 @@
+"""The bridge: OTLP/HTTP traces in, HackAgent records out."""
