@@ -322,3 +322,27 @@ def test_http_date_retry_after_in_the_past_is_passed_through(
 ) -> None:
     fake_api.inject(Fault.status(503, retry_after=datetime.now(timezone.utc) - timedelta(1)))
     assert http.get("/x").headers["retry-after"].endswith("GMT")
+
+
+def test_control_endpoints_report_counts_and_each_call_with_its_arrival_time() -> None:
+    result_id = str(uuid.uuid4())
+    with (
+        FakeHackAgentAPI("k", control_endpoints=True) as api,
+        httpx.Client(base_url=api.base_url, headers={"Authorization": "Bearer k"}) as client,
+    ):
+        before = time.time()
+        client.post(
+            f"/result/{result_id}/trace",
+            json={"sequence": 7, "step_type": "OTHER", "content": {}},
+        )
+        stats = client.get("/_fake/stats").json()
+        (call,) = client.get("/_fake/calls").json()
+
+    assert stats == {"calls": 1, "traces": 1}
+    assert call["path"] == f"/result/{result_id}/trace"
+    assert (call["method"], call["status"], call["sequence"]) == ("POST", 201, 7)
+    assert before <= call["received_at"] <= time.time()
+
+
+def test_control_endpoints_are_off_by_default(fake_api: FakeHackAgentAPI) -> None:
+    assert httpx.get(f"{fake_api.base_url}/_fake/calls").status_code == 404

@@ -2,7 +2,8 @@
 
 Useful for benchmarks (the server then does not share the client's interpreter lock)
 and for trying a pipeline by hand. Prints the base URL on its first line, then serves
-until interrupted. ``GET /_fake/stats`` reports call and trace counts.
+until interrupted. ``GET /_fake/stats`` reports call and trace counts, ``GET /_fake/calls``
+each call with its arrival time.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     parser.add_argument("--api-key", default="test-key")
     parser.add_argument("--unique-sequences", action="store_true")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every call")
     parser.add_argument(
         "--until-stdin-closes",
         action="store_true",
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         control_endpoints=True,
     )
     with api:
+        api.set_latency(args.latency_ms)
         print(api.base_url, flush=True)
         try:
             if args.until_stdin_closes:

@@ -96,6 +96,7 @@ _ROUTES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(rf"^/result/{_UUID}/?$"), "PATCH", "update_result"),
 ]
 _CONTROL_PATH = "/_fake/stats"
+_CONTROL_CALLS_PATH = "/_fake/calls"
 _UNIQUE_MESSAGE = "The fields result, sequence must make a unique set."
 
 FaultKind = Literal["status", "latency", "hang", "reset", "malformed"]
@@ -271,8 +272,9 @@ class FakeHackAgentAPI:
     ``unique_sequences=True`` makes a second trace with the same ``(result, sequence)``
     a 400, like the real backend's unique constraint; by default it is accepted and
     listed in :meth:`duplicate_traces`. ``control_endpoints=True`` adds
-    ``GET /_fake/stats`` (call and trace counts as JSON), for a fake running in another
-    process (``python -m hackagent_otel.testing``).
+    ``GET /_fake/stats`` (call and trace counts as JSON) and ``GET /_fake/calls`` (each
+    call's method, path, status, sequence and arrival time), for a fake running in
+    another process (``python -m hackagent_otel.testing``).
     """
 
     def __init__(
@@ -534,6 +536,9 @@ class FakeHackAgentAPI:
             return
 
         reply = self._route(method, path, headers, body, body_ok)
+        if self.control_endpoints and path.startswith("/_fake/"):
+            self._send(h, reply)  # inspection is not part of the API's traffic
+            return
         kind: FaultKind | None = "latency" if fault is not None else None
         if fault is not None and fault.kind == "malformed" and 200 <= reply.status < 300:
             kind = "malformed"
@@ -577,6 +582,19 @@ class FakeHackAgentAPI:
             with self._lock:
                 stats = {"calls": len(self._calls), "traces": len(self._traces)}
             return _Reply(200, _dumps(stats))
+        if self.control_endpoints and path == _CONTROL_CALLS_PATH and method == "GET":
+            with self._lock:
+                calls = [
+                    {
+                        "method": c.method,
+                        "path": c.path,
+                        "status": c.status,
+                        "received_at": c.received_at,
+                        "sequence": c.body.get("sequence") if isinstance(c.body, dict) else None,
+                    }
+                    for c in self._calls
+                ]
+            return _Reply(200, _dumps(calls))
         for pattern, route_method, name in _ROUTES:
             match = pattern.match(path)
             if match is None:
