@@ -581,3 +581,54 @@ def test_shutdown_mid_drain_with_a_hanging_api_loses_nothing(
     successor.submit(trace(result_id, 11))
     assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 12, timeout=10)
     assert sequences(fake_api, result_id) == list(range(12))
+
+
+# -- accept_durably and start (the bridge's way in) --------------------------------------
+
+
+def test_accepted_records_are_in_the_outbox_when_accept_durably_returns(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    fake_api.stop()
+    service: DeliveryService = make()  # type: ignore[operator]
+    (result_id,) = keys(1)
+    service.accept_durably([trace(result_id, i) for i in range(5)])
+    with Outbox(outbox_path) as other_process:
+        assert [r.sendable.body["sequence"] for r in other_process.list_pending()] == list(range(5))
+
+
+def test_accepted_records_are_delivered_at_once_and_in_order_per_key(
+    fake_api: FakeHackAgentAPI, make: object
+) -> None:
+    # The poll interval is an hour: only accept_durably's wake-up can start the drain.
+    service: DeliveryService = make(outbox_poll_interval=3600)  # type: ignore[operator]
+    result_ids = keys(3)
+    for batch in range(4):
+        service.accept_durably([trace(r, batch * 10 + i) for r in result_ids for i in range(10)])
+    assert fake_api.wait_for(lambda: len(fake_api.traces) == 120, timeout=5)
+    for result_id in result_ids:
+        assert sequences(fake_api, result_id) == list(range(40))
+    stats = settle(service, lambda s: s.mode == "direct" and s.sent == 120)
+    assert (stats.submitted, stats.spooled, stats.sent, stats.outbox_pending) == (120, 120, 120, 0)
+
+
+def test_accept_durably_after_shutdown_raises_outbox_error(make: object) -> None:
+    from hackagent_otel._delivery.outbox import OutboxError
+
+    service: DeliveryService = make()  # type: ignore[operator]
+    service.shutdown(timeout=1)
+    with pytest.raises(OutboxError, match="shut down"):
+        service.accept_durably([trace(keys(1)[0], 0)])
+
+
+def test_start_drains_rows_left_in_the_outbox_without_a_new_record(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    (result_id,) = keys(1)
+    with Outbox(outbox_path) as killed_process:
+        killed_process.put_many([trace(result_id, i) for i in range(7)])
+    service: DeliveryService = make(outbox_poll_interval=3600)  # type: ignore[operator]
+    service.start()
+    service.start()  # idempotent
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 7, timeout=5)
+    assert sequences(fake_api, result_id) == list(range(7))

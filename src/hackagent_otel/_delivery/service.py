@@ -50,7 +50,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -239,6 +239,44 @@ class DeliveryService:
                 return
             self._transit.append(item.seq)
         self._spill(extra=[item])
+
+    def start(self) -> None:
+        """Start the background threads now instead of at the first record; idempotent.
+
+        A long-running process (the bridge) calls it at start-up so rows an earlier
+        process left in the outbox are delivered without waiting for new records.
+        """
+        with self._lock:
+            if not self._started and not (self._closed or self._closing):
+                self._start_locked()
+
+    def accept_durably(self, records: Sequence[Record]) -> None:
+        """Commit ``records`` to the outbox in one transaction, then have them drained now.
+
+        For callers that must know records are durable before they answer someone (the
+        bridge answers 200 only after this returns): when it returns, a SIGKILL loses
+        none of them. They are delivered per key after everything submitted or accepted
+        before them, in the order given. Raises :class:`OutboxError` when they could not
+        be committed (then none of them is stored), also after shutdown.
+        """
+        if not records:
+            return
+        with self._spill_lock:
+            with self._lock:
+                if self._closed or self._closing:
+                    raise OutboxError("the delivery service is shut down")
+                if not self._started:
+                    self._start_locked()
+                first = self._seq
+                self._seq += len(records)
+            items = [_Item(first + i, record) for i, record in enumerate(records)]
+            self._store(items)  # raises OutboxError; the numbers taken are simply unused
+        with self._lock:
+            self._counters["submitted"] += len(items)
+            self._counters["spooled"] += len(items)
+            if self._mode == "direct" and not self._broken:
+                self._mode = "spooling"  # the coordinator drains the outbox right away
+            self._coord_cv.notify()
 
     def force_flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is delivered, rejected or committed to
