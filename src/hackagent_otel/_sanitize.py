@@ -370,26 +370,50 @@ def sanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
         return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
 
 
-def _is_flat_and_plain(value: Any, limits: Limits) -> bool:
-    """A scalar, or a small dict of non-secret str keys to scalars, that needs no change.
+_NOT_SHALLOW: Final = object()
 
-    The common case (metrics, counts, small configs without secrets) then skips the
-    walker and goes straight to the C encoder; anything else takes the full path.
+
+def _shallow(value: Any, limits: Limits) -> Any:
+    """``sanitize(value)`` for the common shallow shapes, or ``_NOT_SHALLOW``.
+
+    Scalars, and dicts of str keys to scalars or to lists of scalars (metrics, counts,
+    configs, input samples), need at most their secret keys redacted; they then skip
+    the walker and go straight to the C encoder. Anything else takes the full path.
     """
     kind = type(value)
-    if kind is dict:
-        if len(value) > limits.max_items:
-            return False
-        policy = _policy
-        size = 0
-        for key, item in value.items():
-            if type(key) is not str or key in CLIENT_KEYS or policy.is_secret(key):
-                return False
-            if len(key) > limits.max_string or not _is_plain_scalar(item, limits):
-                return False
-            size += len(key) + (len(item) if type(item) is str else 8)
-        return size <= limits.max_total // 2
-    return _is_plain_scalar(value, limits)
+    if kind is not dict:
+        return value if _is_plain_scalar(value, limits) else _NOT_SHALLOW
+    if len(value) > limits.max_items:
+        return _NOT_SHALLOW
+    policy = _policy
+    size = 0
+    out: dict[str, Any] | None = None
+    for key, item in value.items():
+        if type(key) is not str or len(key) > limits.max_string or key in CLIENT_KEYS:
+            return _NOT_SHALLOW
+        if policy.is_secret(key):
+            if out is None:
+                out = dict(value)
+            out[key] = REDACTED
+            _memory.remember_within(item)
+            size += len(key) + 16
+            continue
+        item_kind = type(item)
+        if item_kind is list or item_kind is tuple:
+            if len(item) > limits.max_items or not all(_is_plain_scalar(x, limits) for x in item):
+                return _NOT_SHALLOW
+            if item_kind is tuple:
+                if out is None:
+                    out = dict(value)
+                out[key] = list(item)
+            size += len(key) + sum(len(x) if type(x) is str else 8 for x in item)
+        elif _is_plain_scalar(item, limits):
+            size += len(key) + (len(item) if item_kind is str else 8)
+        else:
+            return _NOT_SHALLOW
+    if size > limits.max_total // 2:
+        return _NOT_SHALLOW
+    return value if out is None else out
 
 
 def _is_plain_scalar(value: Any, limits: Limits) -> bool:
@@ -405,8 +429,9 @@ def _is_plain_scalar(value: Any, limits: Limits) -> bool:
 
 def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     """Sanitize ``value`` and encode it as compact JSON text. Never raises."""
-    if _is_flat_and_plain(value, limits):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    shallow = _shallow(value, limits)
+    if shallow is not _NOT_SHALLOW:
+        return json.dumps(shallow, separators=(",", ":"), ensure_ascii=False)
     return json.dumps(
         sanitize(value, limits), separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
