@@ -113,14 +113,21 @@ class _SecretMemory:
     def __init__(self) -> None:
         self._values: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
+        #: One alternation of the remembered literals (escaped; longest first), rebuilt
+        #: only when the set changes, so scrubbing is one pass however many there are.
+        self._pattern: re.Pattern[str] | None = None
 
     def remember(self, value: object) -> None:
-        if isinstance(value, str) and len(value) >= self._MIN_LENGTH:
-            with self._lock:
-                self._values[value] = None
-                self._values.move_to_end(value)
-                while len(self._values) > self._CAPACITY:
-                    self._values.popitem(last=False)
+        if not isinstance(value, str) or len(value) < self._MIN_LENGTH:
+            return
+        if value in self._values:  # the common case: the same key, step after step
+            return
+        with self._lock:
+            self._values[value] = None
+            while len(self._values) > self._CAPACITY:
+                self._values.popitem(last=False)
+            literals = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in literals))
 
     def remember_within(self, value: object, depth: int = 0) -> None:
         """Remember ``value`` if it is a string, else the strings inside it (bounded)."""
@@ -134,16 +141,13 @@ class _SecretMemory:
                 self.remember_within(item, depth + 1)
 
     def scrub(self, text: str) -> str:
-        with self._lock:
-            secrets = list(self._values)
-        for secret in secrets:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        pattern = self._pattern
+        return text if pattern is None else pattern.sub(REDACTED, text)
 
     def clear(self) -> None:
         with self._lock:
             self._values.clear()
+            self._pattern = None
 
 
 _policy = _KeyPolicy()

@@ -163,7 +163,9 @@ class StepTracker:
                 semconv.KIND: semconv.KIND_STEP,
                 semconv.RUN_ID: run_id,
                 semconv.STEP_NAME: name,
-                semconv.STEP_TYPE: _sanitize.sanitize_text(step_type, 256),
+                semconv.STEP_TYPE: step_type
+                if type(step_type) is str and len(step_type) <= 256
+                else _sanitize.sanitize_text(step_type, 256),
                 semconv.STEP_TRACE_TYPE: StepTypeEnum.OTHER.value,
                 semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
             }
