@@ -375,6 +375,8 @@ def sanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
 
 
 _NOT_SHALLOW: Final = object()
+#: One encoder for every value: ``json.dumps`` with options builds a new one per call.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def _shallow(value: Any, limits: Limits) -> Any:
@@ -435,10 +437,8 @@ def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     """Sanitize ``value`` and encode it as compact JSON text. Never raises."""
     shallow = _shallow(value, limits)
     if shallow is not _NOT_SHALLOW:
-        return json.dumps(shallow, separators=(",", ":"), ensure_ascii=False)
-    return json.dumps(
-        sanitize(value, limits), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+        return _ENCODER.encode(shallow)
+    return _ENCODER.encode(sanitize(value, limits))
 
 
 def dumps_keyed(key: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
