@@ -298,7 +298,15 @@ def test_auto_transport_uses_the_stdlib_for_plain_http_without_proxy_else_httpx(
         assert HackAgentClient.from_httpx(http).transport == "httpx"
 
 
-def test_httpx_is_the_default_transport(fake_api: FakeHackAgentAPI) -> None:
+def test_plain_http_defaults_to_the_lean_transport_unless_the_env_asks_for_httpx(
+    fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("HACKAGENT_HTTP_TRANSPORT", raising=False)
+    with HackAgentClient(fake_api.base_url, KEY) as client:
+        assert client.transport == "stdlib"
+    monkeypatch.setenv("HACKAGENT_HTTP_TRANSPORT", "httpx")
     with HackAgentClient(fake_api.base_url, KEY) as client:
         assert client.transport == "httpx"
 

@@ -70,6 +70,10 @@ def suppress_instrumentation() -> Iterator[None]:
         otel_context.detach(token)
 
 
+#: ``httpx`` makes every client use httpx even for plain http (see HackAgentClient).
+TRANSPORT_ENV = "HACKAGENT_HTTP_TRANSPORT"
+
+
 class HackAgentClient:
     """Makes HackAgent API calls for :class:`~hackagent_otel._records.Record` objects.
 
@@ -81,13 +85,15 @@ class HackAgentClient:
     a call imports nothing lazily (a fork in the middle of an import on a sender thread
     would leave the child a module lock that no thread there ever releases).
 
-    ``transport``: ``"httpx"`` (default) sends every call through one keep-alive httpx
-    client. ``"auto"`` does so too, except for a plain ``http://`` base URL with no proxy
-    in the environment, where a lean standard-library keep-alive transport
-    (:mod:`~hackagent_otel._delivery.fast_http`) carries the calls: on loopback or a LAN
-    the client's CPU is the whole cost, and httpx spends about four times as much per
-    call. It is opt-in while its trade-offs are measured. Clients built with
-    :meth:`from_httpx` always use the given httpx client.
+    ``transport``: ``"httpx"`` sends every call through one keep-alive httpx client.
+    ``"auto"`` (default; ``$HACKAGENT_HTTP_TRANSPORT`` overrides it) does so too, except
+    for a plain ``http://`` base URL with no proxy in the environment, where a lean
+    standard-library keep-alive transport (:mod:`~hackagent_otel._delivery.fast_http`)
+    carries the calls: on loopback or a LAN the client's CPU is the whole cost, httpx
+    spends about four times as much per call, and its calls from several sender threads
+    serialize on the interpreter lock (measured: 0.8x one sequential httpx client with
+    httpx, about 3x with the lean transport). https, proxies and clients built with
+    :meth:`from_httpx` always use httpx.
     """
 
     def __init__(
@@ -101,8 +107,10 @@ class HackAgentClient:
         auth_header_name: str = "Authorization",
         auth_prefix: str = "Bearer",
         max_connections: int = 32,
-        transport: Literal["auto", "httpx"] = "httpx",
+        transport: Literal["auto", "httpx"] | None = None,
     ) -> None:
+        if transport is None:
+            transport = "httpx" if os.environ.get(TRANSPORT_ENV, "").lower() == "httpx" else "auto"
         merged: dict[str, str] = {**_JSON_HEADERS, **(headers or {})}
         if api_key:
             merged[auth_header_name] = f"{auth_prefix} {api_key}" if auth_prefix else api_key
@@ -227,7 +235,8 @@ class HackAgentClient:
         if self._closed:
             return Transient("client closed")
         if self._fast is not None:
-            return self._send_fast(self._fast, record, content)
+            with suppress_instrumentation():
+                return self._send_fast(self._fast, record, content)
         try:
             with suppress_instrumentation():
                 response = self._http().request(
