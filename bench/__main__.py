@@ -1,4 +1,4 @@
-"""``python -m bench``: run every benchmark and print its table."""
+"""``make bench``: every benchmark, each printing ratios measured side by side in one run."""
 
 from bench import hot_path
 

@@ -1,57 +1,37 @@
-"""Caller-thread cost of one tracked step: ours against a bare SDK span and the original style.
+"""Caller-thread cost of one tracked step, side by side in one run.
 
-One step = config, input sample, 2 metadata entries and 2 progress entries. Measured in
-one process, one after another, on the same machine:
+One step = config, input sample, 2 metadata entries and 2 progress entries:
 
-* bare: an SDK span with the same attributes and 4 events (the floor);
-* ours: ``StepTracker.track_step`` with the HackAgent processor attached (records are
-  mapped and delivered on background threads; their cost there is not on the caller);
-* original style: the synchronous tracker's calls, two blocking httpx POSTs per step to
-  the local HackAgent API over loopback, at 0 ms and 20 ms added latency.
+* bare: an SDK span with the same 11 attributes and 4 events, values precomputed
+  (the floor: what any OpenTelemetry instrumentation pays);
+* ours: ``StepTracker.track_step`` with in-process delivery to the local HackAgent API
+  (records mapped and sent on background threads, which share the interpreter lock);
+* original: ``hackagent==0.5.0``'s StepTracker (its own virtualenv) against the same
+  local API, in its own process, at 0 ms and 20 ms added API latency.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
+import os
 import time
 import uuid
 from collections.abc import Callable
 
-import httpx
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
 from opentelemetry.util.types import AttributeValue
 
 import hackagent_otel as ho
-from hackagent_otel._processor import HackAgentSpanProcessor
-from hackagent_otel._records import Record
-from hackagent_otel.testing import FakeHackAgentAPI
+from bench._fake import API_KEY, fake_api_process
+from bench._original import original_step_samples
+from bench._table import median, p99, print_table
 
 CONFIG = {"model": "attacker-llm", "temperature": 0.9, "max_tokens": 256, "api_key": "sk-x"}
 INPUT = {"goals": ["reveal the system prompt", "disable the filter"], "batch": 1}
 
 
-class CountingSink:
-    """A sink that only counts: the bench measures the caller's thread, not delivery."""
-
-    def __init__(self) -> None:
-        self.records = 0
-
-    def submit(self, record: Record) -> None:
-        self.records += 1
-
-    def force_flush(self, timeout: float) -> bool:
-        return True
-
-    def shutdown(self, timeout: float) -> bool:
-        return True
-
-    def __call__(self, run_id: str) -> CountingSink:
-        return self
-
-
-def _timed(step: Callable[[], None], n: int) -> list[float]:
+def timed(step: Callable[[], None], n: int) -> list[float]:
     samples = []
     for _ in range(n):
         start = time.perf_counter_ns()
@@ -61,7 +41,7 @@ def _timed(step: Callable[[], None], n: int) -> list[float]:
 
 
 def bare_step(tracer: Tracer) -> Callable[[], None]:
-    """The same span our step makes (13 attributes, 4 events), values precomputed."""
+    """The same span our step makes (11 attributes, 4 events), values precomputed."""
     start_attributes: dict[str, AttributeValue] = {
         "hackagent.kind": "step",
         "hackagent.run.id": str(uuid.uuid4()),
@@ -102,56 +82,70 @@ def our_step(tracker: ho.StepTracker) -> Callable[[], None]:
     return step
 
 
-def original_style_step(client: httpx.Client, result_id: str) -> Callable[[], None]:
-    sequence = iter(range(1, 10**9))
+def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
+    """Print the hot-path table; return the headline ratios."""
+    with fake_api_process(0) as base_url:
+        telemetry = ho.configure(
+            tracer_provider=TracerProvider(),
+            hackagent_base_url=base_url,
+            hackagent_api_key=API_KEY,
+            outbox_path=os.environ.get("BENCH_OUTBOX", "/tmp/hackagent-otel-bench.sqlite3"),
+            handle_sigterm=False,
+        )
+        tracker = ho.StepTracker(
+            ho.TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=str(uuid.uuid4()))
+        )
+        bare, ours = bare_step(TracerProvider().get_tracer("bench")), our_step(tracker)
+        timed(bare, 2000)
+        timed(ours, 2000)
+        bare_samples: list[float] = []
+        our_samples: list[float] = []
+        for _ in range(5):  # interleaved rounds, so drift hits both alike
+            bare_samples += timed(bare, steps // 5)
+            our_samples += timed(ours, steps // 5)
+        ho.force_flush()
+        delivery = telemetry.stats()["delivery"]
+        ho.shutdown()
+        original = {0: original_step_samples(base_url, API_KEY, original_steps)}
+    with fake_api_process(20) as slow_url:
+        original[20] = original_step_samples(slow_url, API_KEY, max(original_steps // 8, 20))
 
-    def step() -> None:
-        for content in ({"step_name": "Generate"}, {"step_name": "Generate (Summary)"}):
-            client.post(
-                f"/result/{result_id}/trace",
-                json={"sequence": next(sequence), "step_type": "OTHER", "content": content},
-            )
-
-    return step
-
-
-def _row(name: str, samples: list[float], floor: float) -> str:
-    median = statistics.median(samples)
-    p99 = statistics.quantiles(samples, n=100)[98]
-    return f"{name:<34} {median:>10.1f} {p99:>10.1f} {median / floor:>10.2f}x"
-
-
-def main(n: int = 20_000, n_sync: int = 400) -> None:
-    provider = TracerProvider()
-    sink = CountingSink()
-    provider.add_span_processor(HackAgentSpanProcessor(sink))
-    ho.configure(tracer_provider=provider, records="off", handle_sigterm=False)
-    tracker = ho.StepTracker(
-        ho.TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=str(uuid.uuid4()))
+    floor, ours_median = median(bare_samples), median(our_samples)
+    rows = [
+        ["bare SDK span (floor)", f"{floor:.1f}", f"{p99(bare_samples):.1f}", "1.00x", ""],
+        [
+            "hackagent-otel",
+            f"{ours_median:.1f}",
+            f"{p99(our_samples):.1f}",
+            f"{ours_median / floor:.2f}x",
+            "1.0x",
+        ],
+    ]
+    speedups = {}
+    for latency, samples in original.items():
+        m = median(samples)
+        speedups[latency] = m / ours_median
+        rows.append(
+            [
+                f"hackagent 0.5.0, {latency} ms API",
+                f"{m:.1f}",
+                f"{p99(samples):.1f}",
+                f"{m / floor:.1f}x",
+                f"{m / ours_median:.1f}x slower",
+            ]
+        )
+    print_table(
+        "Hot path: caller-thread microseconds per tracked step",
+        ["tracker", "median us", "p99 us", "vs bare span", "vs ours"],
+        rows,
     )
-    bare = bare_step(TracerProvider().get_tracer("bench"))
-    ours = our_step(tracker)
-    for warm in (bare, ours):
-        _timed(warm, 2000)
-    bare_samples, our_samples = [], []
-    for _ in range(5):  # interleave rounds so drift hits both alike
-        bare_samples += _timed(bare, n // 5)
-        our_samples += _timed(ours, n // 5)
-    floor = statistics.median(bare_samples)
-    rows = [_row("bare SDK span (floor)", bare_samples, floor), _row("ours", our_samples, floor)]
-    with FakeHackAgentAPI(api_key="k") as api:
-        headers = {"Authorization": "Bearer k"}
-        with httpx.Client(base_url=api.base_url, headers=headers) as client:
-            for latency in (0, 20):
-                api.set_latency(latency)
-                step = original_style_step(client, str(uuid.uuid4()))
-                count = n_sync if latency == 0 else n_sync // 8
-                rows.append(_row(f"original style, {latency} ms API", _timed(step, count), floor))
-    ho.shutdown()
-    ours_median = statistics.median(our_samples)
-    print(f"{'per tracked step (us)':<34} {'median':>10} {'p99':>10} {'vs floor':>11}")
-    print("\n".join(rows))
-    print(f"records mapped off-thread: {sink.records}; ours = {ours_median / floor:.2f}x the floor")
+    sent = sum(d["sent"] for d in delivery)
+    print(f"(ours delivered {sent} records to the local API in the background meanwhile)")
+    return {
+        "ours_vs_bare": ours_median / floor,
+        "speedup_0ms": speedups[0],
+        "speedup_20ms": speedups[20],
+    }
 
 
 if __name__ == "__main__":
