@@ -1,0 +1,350 @@
+"""The bridge as a plain ASGI application: OTLP/HTTP traces in, durable records out.
+
+Routes:
+
+* ``POST /v1/traces``: an OTLP/HTTP export (protobuf or JSON, identity or gzip);
+* ``GET /healthz``: 200 while the process serves (liveness);
+* ``GET /readyz``: 200 while spans are accepted; 503 while starting, shutting down, or
+  when the outbox is unusable (readiness);
+* ``GET /metrics``: Prometheus text format (:mod:`._metrics`).
+
+Answers to an export are what an OTLP client's retries depend on (the Collector
+retries 429/502/503/504 and connection errors, honouring ``Retry-After``; 400, 413 and
+500 are final):
+
+=====  ===========================================================================
+200    every record of the request is committed to the outbox (durable); with
+       ``partialSuccess`` when some of our spans could not be used
+400    the body is not an OTLP trace request (or not valid gzip)
+401    a token is configured and the request lacks ``Authorization: Bearer <token>``
+413    the body is over the limit as sent, or once decompressed (a gzip bomb)
+415    a content type other than protobuf/JSON, or an encoding other than gzip/identity
+429    ``Retry-After``: the outbox holds too many undelivered records, or too many
+       requests wait in line
+503    ``Retry-After``: starting, shutting down, or the outbox cannot be written
+=====  ===========================================================================
+
+A transient state never answers 500: anything unexpected while handling an export is
+logged and answered 503 with ``Retry-After``. The CPU and disk work of an export runs
+on worker threads, at most ``max_concurrent_requests`` at once; requests beyond that
+wait (bodies unread) up to ``max_waiting_requests``, then get 429. Building the app
+(:func:`build_app`) is separate from serving it (:mod:`._server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Literal
+
+from hackagent_otel._delivery.outbox import OutboxError
+from hackagent_otel.bridge import _metrics
+from hackagent_otel.bridge._decode import DecodeError, UnsupportedMediaType
+from hackagent_otel.bridge._decompress import (
+    BadEncoding,
+    BodyTooLarge,
+    UnsupportedEncoding,
+    decompress,
+    encoding_of,
+)
+from hackagent_otel.bridge._pipeline import Accepted, Backlogged, BridgePipeline
+from hackagent_otel.bridge._responses import JSON, PROTOBUF, export_response, status_response
+from hackagent_otel.bridge._settings import BridgeSettings
+
+__all__ = ["BridgeApp", "build_app"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+State = Literal["starting", "ready", "stopping"]
+
+TRACES_PATH = "/v1/traces"
+_log = logging.getLogger("hackagent_otel.bridge")
+
+
+def build_app(settings: BridgeSettings, pipeline: BridgePipeline) -> BridgeApp:
+    """The ASGI app for ``settings``, feeding ``pipeline`` (which it starts and closes
+    through the ASGI lifespan protocol)."""
+    return BridgeApp(settings, pipeline)
+
+
+class _Refuse(Exception):
+    """Answer the export with this status (and ``Retry-After`` on 429/503)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class BridgeApp:
+    """The ASGI callable. ``state`` moves starting -> ready -> stopping."""
+
+    def __init__(self, settings: BridgeSettings, pipeline: BridgePipeline) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        self.metrics = _metrics.Metrics()
+        self.state: State = "starting"
+        self._token = settings.token.encode() if settings.token else None
+        self._working = 0
+        self._waiting = 0
+        self._turn: asyncio.Condition | None = None
+
+    def begin_shutdown(self) -> None:
+        """Refuse new exports (503 with Retry-After) from now on; readiness turns 503."""
+        self.state = "stopping"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    # -- lifespan ----------------------------------------------------------------------
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await asyncio.to_thread(self.pipeline.start)
+                except Exception as exc:
+                    _log.exception("the bridge could not start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                if self.state == "starting":
+                    self.state = "ready"
+                _log.info("bridge ready: POST http://%s:%d%s", *self._address(), TRACES_PATH)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.begin_shutdown()
+                await asyncio.to_thread(self.pipeline.close, self.settings.shutdown_timeout / 2)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _address(self) -> tuple[str, int]:
+        return self.settings.host, self.settings.port
+
+    # -- routing -----------------------------------------------------------------------
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope.get("path", ""), scope.get("method", "")
+        routes: dict[str, tuple[str, Callable[[Scope, Receive, Send], Awaitable[None]]]] = {
+            TRACES_PATH: ("POST", self._export),
+            "/healthz": ("GET", self._healthz),
+            "/readyz": ("GET", self._readyz),
+            "/metrics": ("GET", self._metrics),
+        }
+        route = routes.get(path)
+        if route is None:
+            await _respond(send, 404, b"not found\n", "text/plain; charset=utf-8")
+        elif method != route[0]:
+            await _respond(
+                send, 405, b"method not allowed\n", "text/plain; charset=utf-8", allow=route[0]
+            )
+        else:
+            await route[1](scope, receive, send)
+
+    async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, b"ok\n", "text/plain; charset=utf-8")
+
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.state != "ready":
+            reason = "starting" if self.state == "starting" else "shutting down"
+            await _respond(send, 503, f"{reason}\n".encode(), "text/plain; charset=utf-8")
+            return
+        if not await asyncio.to_thread(self.pipeline.usable):
+            await _respond(send, 503, b"outbox unusable\n", "text/plain; charset=utf-8")
+            return
+        await _respond(send, 200, b"ready\n", "text/plain; charset=utf-8")
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await asyncio.to_thread(self._render_metrics)
+        await _respond(send, 200, body, _metrics.CONTENT_TYPE)
+
+    def _render_metrics(self) -> bytes:
+        stats = self.pipeline.delivery_stats()
+        pending = self.pipeline.pending()
+        m = self.metrics
+        m.set("hackagent_bridge_records_sent_total", stats.sent)
+        m.set("hackagent_bridge_records_retried_total", stats.retried)
+        m.set("hackagent_bridge_records_rejected_total", stats.rejected)
+        m.set("hackagent_bridge_records_dropped_total", stats.dropped)
+        m.set("hackagent_bridge_outbox_pending", -1 if pending is None else pending)
+        m.set("hackagent_bridge_ready", 1 if self.state == "ready" and pending is not None else 0)
+        return m.render()
+
+    # -- POST /v1/traces ---------------------------------------------------------------
+    async def _export(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        content_type = headers.get("content-type", "")
+        media_type = content_type.partition(";")[0].strip().lower()
+        answer_type = PROTOBUF if media_type == PROTOBUF else JSON
+        try:
+            result = await self._handle_export(headers, media_type, content_type, receive)
+        except _Refuse as refusal:
+            await self._refuse(send, answer_type, refusal)
+            return
+        except _Disconnected:
+            self.metrics.inc("hackagent_bridge_requests_total", code="disconnected")
+            return
+        self._count_accepted(result)
+        if result.rejected:
+            _log.info(
+                "accepted a request with %d rejected span(s): %s",
+                result.rejected,
+                "; ".join(result.errors),
+            )
+        body, body_type = export_response(
+            answer_type, result.rejected, "; ".join(result.errors) if result.rejected else ""
+        )
+        self.metrics.inc("hackagent_bridge_requests_total", code="200")
+        await _respond(send, 200, body, body_type)
+
+    async def _handle_export(
+        self, headers: dict[str, str], media_type: str, content_type: str, receive: Receive
+    ) -> Accepted:
+        """Every check in the order of its cost; raises :class:`_Refuse` to answer."""
+        if self._token is not None and not self._authorized(headers.get("authorization", "")):
+            raise _Refuse(401, "missing or wrong bearer token")
+        if self.state != "ready":
+            raise _Refuse(503, "the bridge is " + self.state.replace("stopping", "shutting down"))
+        if media_type not in (PROTOBUF, JSON):
+            raise _Refuse(415, f"content type {content_type[:100]!r} is not {PROTOBUF} or {JSON}")
+        try:
+            encoding = encoding_of(headers.get("content-encoding"))
+        except UnsupportedEncoding as exc:
+            raise _Refuse(415, str(exc)) from None
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise _Refuse(400, "invalid Content-Length")
+            if int(declared) > self.settings.max_body_bytes:
+                raise _Refuse(413, f"body is over the {self.settings.max_body_bytes}-byte limit")
+        async with self._worker_turn():
+            body = await _read_body(receive, self.settings.max_body_bytes)
+            return await asyncio.to_thread(self._ingest, body, encoding, content_type)
+
+    def _ingest(self, body: bytes, encoding: str, content_type: str) -> Accepted:
+        """On a worker thread: capacity, decompression, decoding, mapping, the outbox."""
+        try:
+            self.pipeline.check_capacity()
+            plain = decompress(body, encoding, self.settings.max_decompressed_bytes)
+            return self.pipeline.ingest(plain, content_type)
+        except BodyTooLarge as exc:
+            raise _Refuse(413, str(exc)) from None
+        except (BadEncoding, DecodeError) as exc:
+            raise _Refuse(400, str(exc)) from None
+        except UnsupportedMediaType as exc:
+            raise _Refuse(415, str(exc)) from None
+        except Backlogged as exc:
+            raise _Refuse(429, str(exc)) from None
+        except OutboxError as exc:
+            _log.warning("cannot queue records: %s", exc)
+            raise _Refuse(503, f"records cannot be queued now: {exc}") from None
+        except Exception as exc:  # a bug; the client should retry, not drop the data
+            _log.exception("unexpected error while handling an export")
+            raise _Refuse(503, f"internal error: {type(exc).__name__}") from None
+
+    def _authorized(self, header: str) -> bool:
+        assert self._token is not None
+        scheme, _, credentials = header.strip().partition(" ")
+        given = credentials.strip().encode("utf-8", "replace")
+        # Always compare, so a wrong scheme takes as long as a wrong token.
+        matches = hmac.compare_digest(given, self._token)
+        return matches and scheme.lower() == "bearer"
+
+    def _worker_turn(self) -> _WorkerTurn:
+        if self._turn is None:
+            self._turn = asyncio.Condition()
+        return _WorkerTurn(self, self._turn)
+
+    async def _refuse(self, send: Send, answer_type: str, refusal: _Refuse) -> None:
+        self.metrics.inc("hackagent_bridge_requests_total", code=str(refusal.status))
+        body, body_type = status_response(answer_type, refusal.status, refusal.message)
+        extra: dict[str, str] = {}
+        if refusal.status in (429, 503):
+            extra["retry-after"] = str(self.settings.retry_after_seconds)
+        if refusal.status == 401:
+            extra["www-authenticate"] = 'Bearer realm="hackagent-otel bridge"'
+        if refusal.status == 413:
+            extra["connection"] = "close"  # the rest of the body is not read
+        await _respond(send, refusal.status, body, body_type, **extra)
+
+    def _count_accepted(self, result: Accepted) -> None:
+        m = self.metrics
+        m.inc("hackagent_bridge_spans_received_total", result.received)
+        m.inc("hackagent_bridge_spans_ignored_total", result.ignored)
+        m.inc("hackagent_bridge_spans_rejected_total", result.rejected)
+        m.inc("hackagent_bridge_records_queued_total", result.records)
+
+
+class _WorkerTurn:
+    """``async with``: wait for one of ``max_concurrent_requests`` slots, or 429."""
+
+    def __init__(self, app: BridgeApp, turn: asyncio.Condition) -> None:
+        self._app = app
+        self._turn = turn
+
+    async def __aenter__(self) -> None:
+        app, settings = self._app, self._app.settings
+        async with self._turn:
+            if app._working >= settings.max_concurrent_requests:
+                if app._waiting >= settings.max_waiting_requests:
+                    raise _Refuse(429, "too many requests wait in line")
+                app._waiting += 1
+                try:
+                    await self._turn.wait_for(
+                        lambda: app._working < settings.max_concurrent_requests
+                    )
+                finally:
+                    app._waiting -= 1
+            app._working += 1
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        async with self._turn:
+            self._app._working -= 1
+            self._turn.notify()
+
+
+class _Disconnected(Exception):
+    """The client went away before the body was read; nobody is left to answer."""
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, or :class:`_Refuse` (413) as soon as it passes ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _Refuse(413, f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers, lower-case names; a repeated header keeps its last value."""
+    return {
+        name.decode("latin-1").lower(): value.decode("latin-1")
+        for name, value in scope.get("headers", [])
+    }
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str, **headers: str) -> None:
+    raw = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw += [(name.encode(), value.encode()) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
