@@ -34,7 +34,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up after this long without progress while the API is unreachable (default: 60)",
     )
+    add_bridge_parser(commands)
     return parser
+
+
+def add_bridge_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``hackagent-otel bridge``: every option also has an env var (see BridgeSettings)."""
+    bridge = commands.add_parser(
+        "bridge",
+        help="OTLP/HTTP receiver: spans from a Collector or app in, HackAgent records out",
+        description=(
+            "Serve POST /v1/traces (OTLP/HTTP, protobuf or JSON, gzip), /healthz, /readyz "
+            "and /metrics. Records are committed to a durable outbox before each 200 and "
+            "delivered to the HackAgent API ($HACKAGENT_BASE_URL, $HACKAGENT_API_KEY). "
+            "Set $HACKAGENT_BRIDGE_TOKEN to require 'Authorization: Bearer <token>'."
+        ),
+    )
+    bridge.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
+    bridge.add_argument("--port", type=int, help="port to listen on (default: 4328)")
+    bridge.add_argument("--base-url", help="HackAgent API root (default: $HACKAGENT_BASE_URL)")
+    bridge.add_argument(
+        "--outbox", type=Path, help="the bridge's outbox file (default: bridge-outbox.sqlite3)"
+    )
+    bridge.add_argument("--max-body-bytes", type=int, help="limit as sent (default: 4 MiB)")
+    bridge.add_argument(
+        "--max-decompressed-bytes", type=int, help="limit once decompressed (default: 20 MiB)"
+    )
+    bridge.add_argument(
+        "--max-pending",
+        type=int,
+        help="outbox rows waiting for the API above which exports get 429 (default: 200000)",
+    )
+    bridge.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="default: info"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_demo()
         return 0
+    if args.command == "bridge":
+        return _run_bridge(args)
     from rich.console import Console
 
     from hackagent_otel import _outbox_commands
@@ -56,6 +91,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.path, args.base_url, args.api_key, console=console, max_wait=args.max_wait
         )
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def _run_bridge(args: argparse.Namespace) -> int:
+    from hackagent_otel.bridge import BridgeSettings, run
+
+    try:
+        settings = BridgeSettings.resolve(
+            host=args.host,
+            port=args.port,
+            hackagent_base_url=args.base_url,
+            outbox_path=args.outbox,
+            max_body_bytes=args.max_body_bytes,
+            max_decompressed_bytes=args.max_decompressed_bytes,
+            max_pending_records=args.max_pending,
+            log_level=args.log_level,
+        )
+    except ValueError as exc:
+        print(f"hackagent-otel bridge: {exc}", file=sys.stderr)
+        return 2
+    return run(settings)
 
 
 if __name__ == "__main__":
