@@ -72,6 +72,8 @@ _STATUS_BY_NAME: Final[dict[str, StatusName]] = {
 _PB_SCALARS: Final = frozenset({"string_value", "bool_value", "int_value", "double_value"})
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
 _DECIMAL: Final = re.compile(r"-?[0-9]{1,20}")
+#: After ``json.loads`` joined the valid pairs, any surrogate left is a lone one.
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _UINT64: Final = 1 << 64
 _INT64: Final = 1 << 63
 
@@ -209,6 +211,8 @@ def _view_request_class() -> Any:
 
 _ViewRequest: Final = _view_request_class()
 _DOUBLE: Final = struct.Struct("<d")
+#: A parent span id that means "no parent": empty (OTLP's root) or the invalid all zeros.
+_NO_PARENT: Final = (None, b"", bytes(8), "", "0" * 16)
 _NOT_UTF8: Final = "a string attribute is not valid UTF-8"
 
 
@@ -245,7 +249,7 @@ def _pb_span(span: Any, attributes: Mapping[str, bytes]) -> SpanView:
         span_id=_pb_id(span.span_id, 8, "span id"),
         start_time_ns=span.start_time_unix_nano,
         attributes=_pb_attributes(attributes),
-        parent_span_id=_pb_id(parent, 8, "parent span id") if parent else None,
+        parent_span_id=None if parent in _NO_PARENT else _pb_id(parent, 8, "parent span id"),
         end_time_ns=span.end_time_unix_nano or None,
         events=tuple(
             [
@@ -374,16 +378,16 @@ def _json_span(span: dict[str, Any], kvs: list[Any]) -> SpanView:
         raise _Rejected("status is not an object")
     status = status or {}
     message = _get(status, "message", "message")
-    description = _json_text(message, "status message") if message is not None else ""
+    description = _json_text(message, "status message")
     return SpanView(
-        name=_json_text(name, "name") if name is not None else "",
+        name=_json_text(name, "name"),
         trace_id=_json_id(_get(span, "traceId", "trace_id"), 32, "trace id"),
         span_id=_json_id(_get(span, "spanId", "span_id"), 16, "span id"),
         start_time_ns=_json_uint64(
             _get(span, "startTimeUnixNano", "start_time_unix_nano"), "start time"
         ),
         attributes=_json_attributes(kvs),
-        parent_span_id=_json_id(parent, 16, "parent span id") if parent else None,
+        parent_span_id=None if parent in _NO_PARENT else _json_id(parent, 16, "parent span id"),
         end_time_ns=end or None,
         events=tuple(_json_event(event) for event in _json_list(events, "events")),
         status=_json_status(_get(status, "code", "code")),
@@ -396,7 +400,7 @@ def _json_event(event: Any) -> EventView:
         raise _Rejected("an event is not an object")
     name = _get(event, "name", "name")
     return EventView(
-        _json_text(name, "event name") if name is not None else "",
+        _json_text(name, "event name"),
         _json_uint64(_get(event, "timeUnixNano", "time_unix_nano"), "event time"),
         _json_attributes(_json_list(_get(event, "attributes", "attributes"), "attributes")),
     )
@@ -548,16 +552,14 @@ def _json_integer(value: Any, low: int, high: int, what: str) -> int:
 
 
 def _json_text(value: Any, what: str) -> str:
-    """A string, with lone surrogates (valid in JSON escapes, not in UTF-8) replaced."""
+    """A string (absent: empty), lone surrogates (valid JSON escapes, not UTF-8) replaced."""
+    if value is None:
+        return ""
     if not isinstance(value, str):
         raise _Rejected(f"{what} {_short(value)} is not a string")
     if value.isascii():
         return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return value.encode("utf-8", "replace").decode("utf-8")
-    return value
+    return _LONE_SURROGATE.sub("\ufffd", value)
 
 
 def _json_list(value: Any, what: str) -> list[Any]:
