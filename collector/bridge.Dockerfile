@@ -3,8 +3,10 @@
 #   docker build -f collector/bridge.Dockerfile -t hackagent-otel:local .
 FROM python:3.11-slim
 
-# HACKAGENT_OUTBOX_PATH: the durable outbox for records the HackAgent API cannot take
-# yet (a volume in docker-compose.yml).
+# HACKAGENT_OUTBOX_PATH: the bridge's durable outbox; every export it answers 200 is
+# committed there first, and delivered from there to the HackAgent API (a volume in
+# docker-compose.yml, so records survive a restart). On SIGTERM (`docker stop`) the
+# bridge stops within 10 s, Docker's default grace period.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -15,7 +17,9 @@ WORKDIR /src
 # Only what building the package needs; tests, docs and the Go build caches stay out.
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install . \
+# The bridge extra adds uvicorn, which serves the bridge (unquoted: nothing here matches
+# `.[bridge]` as a glob).
+RUN pip install .[bridge] \
     && useradd --system --create-home --home-dir /home/hackagent hackagent \
     && mkdir -p /var/lib/hackagent-otel \
     && chown hackagent /var/lib/hackagent-otel
