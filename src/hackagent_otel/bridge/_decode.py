@@ -213,6 +213,7 @@ _ViewRequest: Final = _view_request_class()
 _DOUBLE: Final = struct.Struct("<d")
 #: A parent span id that means "no parent": empty (OTLP's root) or the invalid all zeros.
 _NO_PARENT: Final = (None, b"", bytes(8), "", "0" * 16)
+_ZERO_TRACE_ID: Final = bytes(16)
 _NOT_UTF8: Final = "a string attribute is not valid UTF-8"
 
 
@@ -241,24 +242,28 @@ def decode_protobuf(body: bytes) -> DecodedTraces:
 
 
 def _pb_span(span: Any, attributes: Mapping[str, bytes]) -> SpanView:
-    parent = span.parent_span_id
+    """One of our spans as a view (positional arguments and inlined id checks: this runs
+    once per span, and every call and keyword here shows in spans per second)."""
+    trace_raw, span_raw, parent = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_raw) != 16 or len(span_raw) != 8 or trace_raw == _ZERO_TRACE_ID:
+        _pb_id(trace_raw, 16, "trace id")  # raises, saying why
     status = span.status
     return SpanView(
-        name=span.name,
-        trace_id=_pb_id(span.trace_id, 16, "trace id"),
-        span_id=_pb_id(span.span_id, 8, "span id"),
-        start_time_ns=span.start_time_unix_nano,
-        attributes=_pb_attributes(attributes),
-        parent_span_id=None if parent in _NO_PARENT else _pb_id(parent, 8, "parent span id"),
-        end_time_ns=span.end_time_unix_nano or None,
-        events=tuple(
+        span.name,
+        int.from_bytes(trace_raw, "big"),
+        _pb_id(span_raw, 8, "span id"),
+        span.start_time_unix_nano,
+        _pb_attributes(attributes),
+        None if parent in _NO_PARENT else _pb_id(parent, 8, "parent span id"),
+        span.end_time_unix_nano or None,
+        tuple(
             [
                 EventView(event.name, event.time_unix_nano, _pb_attributes(event.attributes))
                 for event in span.events
             ]
         ),
-        status=_STATUS_BY_CODE.get(status.code, "UNSET"),
-        status_description=status.message or None,
+        _STATUS_BY_CODE.get(status.code, "UNSET"),
+        status.message or None,
     )
 
 
