@@ -1,28 +1,36 @@
 """OTLP/HTTP trace request bodies -> :class:`SpanView` s, the one shape the mapping reads.
 
 Both OTLP/HTTP encodings of ``ExportTraceServiceRequest`` are read: binary protobuf
-(``application/x-protobuf``) and OTLP/JSON (``application/json``). Bodies arrive already
-decompressed and size-checked (that is the app's job).
+(``application/x-protobuf``) and OTLP/JSON (``application/json``, parameters such as
+``charset`` allowed). Bodies arrive already decompressed and size-checked (the app's job).
 
 Only our spans matter: a span is ours when it carries ``hackagent.kind``. That key is
-looked for first, so other spans in the same request cost one scan of their attribute
-keys and are only counted (``ignored``). Ours are converted by hand from the parsed
-protobuf objects or JSON dicts (``MessageToDict`` is about five times slower than the
-whole hand-written conversion). One of ours that cannot be used (bad ids, or in JSON a
-field of the wrong type) is ``rejected`` with a short reason, for OTLP partial success;
-a body that is not a request at all raises :class:`DecodeError` (HTTP 400).
+looked for first (one dict lookup for protobuf), so other spans cost next to nothing, are
+not validated, and are only counted (``ignored``). Ours are converted by hand, never with
+``json_format`` (``MessageToDict`` manages about 9k spans/s here, this about seven times
+that). One of ours that cannot be used (bad ids, an attribute that is not UTF-8 or not an
+``AnyValue``, in JSON a field of the wrong type) is ``rejected`` with a short reason, for
+OTLP partial success; a body that is not a request at all (not protobuf, not JSON, the
+wrong shape on the way to the spans) raises :class:`DecodeError` (HTTP 400).
+
+Ids: a trace id is 16 bytes, a span id 8, neither all zeros. An empty or all-zero parent
+span id means no parent (OTLP's root; the SDK's invalid id). Times are kept as given;
+an end time of 0 reads as "not ended" (``None``).
 
 Attribute values are flattened to what SDK spans hold: ``str``, ``bool``, ``int``,
 ``float`` and tuples of those. What an SDK attribute cannot be (key-value lists, byte
 strings, arrays holding either) becomes text: base64 for bytes, compact JSON for the
-rest, nested at most :data:`MAX_VALUE_DEPTH` deep. Empty values are left out. Views are
-``sanitized=False``: the mapping sanitizes values from other processes again.
+rest (non-finite doubles inside as text), nested at most :data:`MAX_VALUE_DEPTH` deep.
+Empty values are left out; a repeated key keeps its last value. Views are
+``sanitized=False``: the mapping sanitizes values from other processes again. Status
+codes other than 0, 1, 2 (or their names) read as ``UNSET``.
 
 OTLP/JSON follows the proto3 JSON mapping with the OTLP exceptions: trace and span ids
-are hex (either case), not base64; 64-bit integers may be strings or numbers; enums may
-be numbers or names. Field names may be lowerCamelCase (what OTLP emitters send) or the
-proto field names in snake_case, since proto3 JSON parsers must accept both; ``null``
-means absent; unknown fields are ignored.
+are hex (either case), never base64; 64-bit integers may be strings or numbers; enums
+may be numbers or names. Field names may be lowerCamelCase (what OTLP emitters send) or
+the proto field names in snake_case, since proto3 JSON parsers must accept both; ``null``
+means absent; unknown fields are ignored. The body must be a JSON object (an empty body
+is not); lone UTF-16 surrogates in strings become U+FFFD.
 """
 
 from __future__ import annotations
