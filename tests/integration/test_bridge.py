@@ -41,7 +41,7 @@ from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel.testing import FakeHackAgentAPI
 from otel_fixtures import api_calls
 
-from ._otel_processes import LOOPBACK, REPO_ROOT, ManagedProcess, free_ports
+from ._otel_processes import LOOPBACK, REPO_ROOT, ManagedProcess, ProcessStartError, free_ports
 from .conftest import CollectorFactory
 
 pytestmark = pytest.mark.integration
@@ -127,11 +127,18 @@ def start_bridge(tmp_path: Path, otel_log_dir: Path) -> Iterator[Any]:
         outbox: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
     ) -> BridgeProcess:
-        bridge = BridgeProcess(
-            otel_log_dir, outbox or tmp_path / "bridge-outbox.sqlite3", api, extra_env
-        )
-        started.append(bridge)
-        return bridge.start()
+        for attempt in range(3):  # another port if one was taken before the bridge bound it
+            bridge = BridgeProcess(
+                otel_log_dir, outbox or tmp_path / "bridge-outbox.sqlite3", api, extra_env
+            )
+            started.append(bridge)
+            try:
+                return bridge.start()
+            except ProcessStartError as exc:
+                bridge.process.stop()
+                if attempt == 2 or "address already in use" not in str(exc):
+                    raise
+        raise AssertionError("unreachable")
 
     yield start
     for bridge in started:
@@ -174,25 +181,33 @@ def successful(api: FakeHackAgentAPI) -> list[Any]:
     return [c for c in api.calls if c.status is not None and c.status < 300]
 
 
-# -- parity: Collector -> bridge == in-process exporter ----------------------------------
+# -- parity: (Collector ->) bridge == the in-process exporter ---------------------------
 
 
-def test_collector_to_bridge_delivers_the_records_the_in_process_exporter_delivers(
-    start_collector: CollectorFactory, start_bridge: Any, tmp_path: Path
+@pytest.mark.parametrize("route", ["collector", "sdk-direct"])
+def test_through_the_bridge_the_api_gets_the_records_the_in_process_exporter_sends(
+    start_collector: CollectorFactory, start_bridge: Any, tmp_path: Path, route: str
 ) -> None:
+    """The same pipeline, once with OTEL_TRACES_EXPORTER=otlp (to the Collector, which
+    exports to the bridge, or straight to the bridge) and once with the in-process
+    exporter (OTEL_TRACES_EXPORTER=hackagent): the two APIs get the same calls."""
     run_id, result_id = new_ids()
     with (
         FakeHackAgentAPI(api_key="bridge-key") as via_bridge,
         FakeHackAgentAPI(api_key="app-key") as in_process,
     ):
         bridge = start_bridge(via_bridge)
-        collector = start_collector(exporters=("otlp_http/bridge",), bridge_endpoint=bridge.url)
+        if route == "collector":
+            collector = start_collector(exporters=("otlp_http/bridge",), bridge_endpoint=bridge.url)
+            endpoint = collector.otlp_http_url
+        else:
+            endpoint = bridge.url
 
         run_app(
             app_env(
                 tmp_path,
                 OTEL_TRACES_EXPORTER="otlp",
-                OTEL_EXPORTER_OTLP_ENDPOINT=collector.otlp_http_url,
+                OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
                 OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
             ),
             run_id,
