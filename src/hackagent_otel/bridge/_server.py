@@ -72,8 +72,8 @@ def run(settings: BridgeSettings | None = None) -> int:
     try:
         with _signals_end_only_the_server():
             server.run()
-    except SystemExit as exc:  # uvicorn exits this way when it cannot bind or start
-        return exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # uvicorn exits this way (code 3) when it cannot bind or start
+        return 1 if exc.code else 0
     finally:
         pipeline.close(settings.shutdown_timeout / 2)  # a no-op after the lifespan's
     return 0 if server.started else 1
