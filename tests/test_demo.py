@@ -82,6 +82,23 @@ def test_the_demo_delivers_its_records_to_the_configured_api(
     assert failed["evaluation_status"] == "FAILED_JAILBREAK"
 
 
+def test_with_only_otlp_configured_the_demo_leaves_records_to_the_bridge(
+    fresh_global_provider: None,
+    fake_api: FakeHackAgentAPI,
+    env_outbox_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Any OTLP/HTTP endpoint will do: the spans' fate there is not under test.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", fake_api.base_url)
+
+    text, _ = demo_output()
+
+    assert "made downstream from the spans by the bridge" in text
+    assert "spans sent over OTLP" in text
+    assert not env_outbox_path.exists()
+    assert [c for c in fake_api.calls if not c.path.startswith("/v1/")] == []
+
+
 def test_hackagent_otel_demo_runs_as_a_command(fake_api: FakeHackAgentAPI, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HACKAGENT_", "OTEL_"))}
     env.update(
