@@ -15,9 +15,10 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
+from types import TracebackType
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -104,6 +105,52 @@ class _Step:
 _CURRENT_STEP: ContextVar[_Step | None] = ContextVar("hackagent_current_step", default=None)
 
 
+class _StepScope:
+    """What ``track_step`` returns: starts the step on entry and ends it on exit.
+
+    A plain class rather than a generator-based context manager: it is on every
+    step's path, and this is the cheaper of the two.
+    """
+
+    __slots__ = ("_args", "_otel_token", "_step", "_step_token", "_tracker")
+
+    def __init__(
+        self, tracker: StepTracker, step_name: str, step_type: str, input_data: Any, config: Any
+    ) -> None:
+        self._tracker = tracker
+        self._args = (step_name, step_type, input_data, config)
+        self._step: _Step | None = None
+
+    def __enter__(self) -> str | None:
+        tracker = self._tracker
+        if not tracker.context.is_enabled:
+            return None
+        step = tracker._start(*self._args)
+        if step is None:
+            return None
+        self._step = step
+        self._step_token = _CURRENT_STEP.set(step)
+        self._otel_token = otel_context.attach(trace.set_span_in_context(step.span))
+        span_context = step.span.get_span_context()
+        return format(span_context.span_id, "016x") if span_context.is_valid else None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        step = self._step
+        if step is None:
+            return
+        self._step = None
+        try:
+            self._tracker._end(step, exc)
+        finally:
+            otel_context.detach(self._otel_token)
+            _CURRENT_STEP.reset(self._step_token)
+
+
 class StepTracker:
     """Tracks pipeline steps of one :class:`TrackingContext` as OpenTelemetry spans.
 
@@ -116,41 +163,21 @@ class StepTracker:
         self.logger = context.logger
 
     # -- steps -------------------------------------------------------------------------
-    @contextmanager
     def track_step(
         self,
         step_name: str,
         step_type: str,
         input_data: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
-    ) -> Iterator[str | None]:
-        """Track the block as one pipeline step.
+    ) -> AbstractContextManager[str | None]:
+        """Track the ``with`` block as one pipeline step.
 
         Yields the step's id (its span id, 16 hex digits), or ``None`` when tracking is
         disabled. The original yielded the API's trace record id, which only exists
         after a blocking round trip; records now carry the span id instead. An
         exception from the block marks the step failed and is re-raised unchanged.
         """
-        if not self.context.is_enabled:
-            yield None
-            return
-        step = self._start(step_name, step_type, input_data, config)
-        if step is None:
-            yield None
-            return
-        step_token = _CURRENT_STEP.set(step)
-        otel_token = otel_context.attach(trace.set_span_in_context(step.span))
-        try:
-            span_context = step.span.get_span_context()
-            yield format(span_context.span_id, "016x") if span_context.is_valid else None
-        except BaseException as exc:
-            self._end(step, exc)
-            raise
-        else:
-            self._end(step, None)
-        finally:
-            otel_context.detach(otel_token)
-            _CURRENT_STEP.reset(step_token)
+        return _StepScope(self, step_name, step_type, input_data, config)
 
     def _start(self, step_name: str, step_type: str, input_data: Any, config: Any) -> _Step | None:
         ctx = self.context
