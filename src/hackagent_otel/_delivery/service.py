@@ -196,6 +196,8 @@ class DeliveryService:
         # another process's. Either way force_flush does not wait for the outbox's drain.
         self._api_down = False
         self._drain_refused = False
+        # A Retry-After that outlasted the direct retry budget: the drain waits for it.
+        self._resume_at = 0.0
         self._persisted_busy: dict[int, int] = {}
         self._counters = {
             "submitted": 0,
@@ -470,7 +472,7 @@ class DeliveryService:
                 if self._broken and wait is None:
                     wait = self._policy.max_backoff
                 if wait is None or self._mode != "direct" or self._closing:
-                    self._hand_back_locked(i, item, outcome.reason)
+                    self._hand_back_locked(i, item, outcome.reason, outcome.retry_after)
                     return
                 self._counters["retried"] += 1
             if not self._pause(wait, self._part_cv[i], direct=True):
@@ -496,8 +498,17 @@ class DeliveryService:
         if self._flush_targets and self._flushed_locked(min(self._flush_targets)):
             self._idle_cv.notify_all()
 
-    def _hand_back_locked(self, i: int, item: _Item, reason: str) -> None:
-        """Return an unsent record to the front of its partition and start spooling."""
+    def _hand_back_locked(
+        self, i: int, item: _Item, reason: str, retry_after: float | None = None
+    ) -> None:
+        """Return an unsent record to the front of its partition and start spooling.
+
+        A server's ``Retry-After`` that ran past the direct retry budget still holds:
+        the outbox's drain sends nothing before it is over.
+        """
+        if retry_after is not None:
+            until = self._clock() + min(retry_after, self._policy.max_retry_after)
+            self._resume_at = max(self._resume_at, until)
         if self._busy[i] is item:
             self._busy[i] = None
         if item.seq in self._persisted_busy or self._closed:
@@ -594,6 +605,10 @@ class DeliveryService:
         """Spool what is queued and drain the outbox until empty (or closing)."""
         backoff = self._probe_policy.backoff()
         while True:
+            with self._lock:
+                hold = self._resume_at - self._clock()
+            if hold > 0:
+                self._pause(hold, self._coord_cv)  # the API asked for it (Retry-After)
             step = self._drain_step()
             if step == "done":
                 return
