@@ -1,0 +1,1 @@
+"""Reliability and security under faults, load and hostile input (issue 7); see RELIABILITY.md."""

@@ -1,0 +1,1 @@
+"""Subprocess apps the reliability suite runs, kills and restarts."""
