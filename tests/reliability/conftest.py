@@ -13,7 +13,7 @@ import itertools
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ class Accounting:
     pending: int
     rejected: int
     dropped: int
+    queued: int  # in memory or in flight (also counted in ``pending``)
 
     @property
     def settled(self) -> bool:
@@ -84,7 +85,7 @@ class Harness:
     exporter: InMemorySpanExporter
     processor: HackAgentSpanProcessor
     service: DeliveryService
-    outbox: Outbox
+    outbox: Outbox | None
     telemetry: Telemetry
     run_id: str
 
@@ -102,6 +103,7 @@ class Harness:
             pending=pending,
             rejected=delivery["rejected"],
             dropped=delivery["dropped"],
+            queued=delivery["queued"],
         )
 
     def wait_settled(self, timeout: float = 15.0) -> Accounting:
@@ -111,30 +113,57 @@ class Harness:
         return self.accounting()
 
 
+HarnessFactory = Callable[..., Harness]
+
+
 @pytest.fixture
-def harness(clean_env: None, fake_api: FakeHackAgentAPI, tmp_path: Path) -> Iterator[Harness]:
-    """A fresh provider whose step spans are delivered to ``fake_api`` with FAST_POLICY."""
-    outbox = Outbox(tmp_path / "outbox.sqlite3")
-    client = HackAgentClient(fake_api.base_url, fake_api.api_key, timeout=CLIENT_TIMEOUT)
-    service = DeliveryService(client, outbox, policy=FAST_POLICY, outbox_poll_interval=0.2)
-    processor = HackAgentSpanProcessor(OneService(service))
-    provider = TracerProvider(shutdown_on_exit=False)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    provider.add_span_processor(processor)
-    telemetry = Telemetry(Settings.resolve(), provider, owns_provider=True)
-    telemetry.records = processor
-    telemetry.processors.append(processor)
-    _tracer.source.use_provider(provider)
-    try:
-        yield Harness(
-            fake_api, provider, exporter, processor, service, outbox, telemetry, str(uuid.uuid4())
+def make_harness(
+    clean_env: None, fake_api: FakeHackAgentAPI, tmp_path: Path
+) -> Iterator[HarnessFactory]:
+    """Build harnesses: a fresh provider whose step spans are delivered to ``fake_api``
+    with FAST_POLICY. ``outbox_path`` (default: in ``tmp_path``) is opened by the
+    delivery service itself when ``open_outbox`` is false, as ``configure()`` does."""
+    made: list[Harness] = []
+
+    def make(
+        outbox_path: Path | None = None, *, open_outbox: bool = True, **service: Any
+    ) -> Harness:
+        path = outbox_path or tmp_path / "outbox.sqlite3"
+        outbox = Outbox(path) if open_outbox else None
+        client = HackAgentClient(fake_api.base_url, fake_api.api_key, timeout=CLIENT_TIMEOUT)
+        service.setdefault("policy", FAST_POLICY)
+        service.setdefault("outbox_poll_interval", 0.2)
+        delivery = DeliveryService(client, outbox, outbox_path=path, **service)
+        processor = HackAgentSpanProcessor(OneService(delivery))
+        provider = TracerProvider(shutdown_on_exit=False)
+        exporter = InMemorySpanExporter()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.add_span_processor(processor)
+        telemetry = Telemetry(Settings.resolve(), provider, owns_provider=True)
+        telemetry.records = processor
+        telemetry.processors.append(processor)
+        _tracer.source.use_provider(provider)
+        harness = Harness(
+            fake_api, provider, exporter, processor, delivery, outbox, telemetry, str(uuid.uuid4())
         )
+        made.append(harness)
+        return harness
+
+    try:
+        yield make
     finally:
         fake_api.clear_faults()
-        provider.shutdown()
-        outbox.close()
+        for harness in made:
+            harness.provider.shutdown()
+            if harness.outbox is not None:
+                harness.outbox.close()
         _tracer.source.reset()
+
+
+@pytest.fixture
+def harness(make_harness: HarnessFactory) -> Harness:
+    """A harness with its outbox in ``tmp_path``."""
+    return make_harness()
 
 
 @pytest.fixture

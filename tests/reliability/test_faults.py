@@ -120,6 +120,7 @@ def test_each_api_fault_leaves_the_pipeline_alone_and_every_record_accounted_for
     assert final.adds_up, final
     assert final.settled, final
     assert final.dropped == 0
+    assert harness.outbox is not None
     rejected_rows = harness.outbox.list_rejected()
     traces = api.traces_for(result_id)
     if case.final_status is None:
