@@ -8,13 +8,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint typecheck unit integration otel-bins stack bench clean
+.PHONY: help install demo test lint typecheck unit integration otel-bins stack bench clean soak fuzz-deps
 
 help:
 	@echo "make demo       set up and run the example pipeline (terminal timeline)"
 	@echo "make test       set up, build the Collector and Jaeger, run every test tier"
 	@echo "make stack      run the built Collector + Jaeger + the demo on this machine"
 	@echo "make bench      print the benchmark table"
+	@echo "make soak       the long reliability runs only (outage soak, atheris); see RELIABILITY.md"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +44,21 @@ otel-bins:
 integration: install otel-bins
 	$(BIN)/pytest -m integration
 
-# Every tier: static checks, unit tests, then the integration tests against the
-# real Collector and Jaeger (a missing binary fails the run under CI=true).
-test: lint typecheck otel-bins
+# atheris (coverage-guided fuzzing) is no package dependency: only the soak-marked
+# fuzz runs in tests/reliability/test_hostile.py use it.
+fuzz-deps: install
+	$(BIN)/python -m pip install --quiet 'atheris>=2.3'
+
+# Every tier: static checks, unit tests, the reliability suite (the soak included: it
+# takes about 2 minutes), then the integration tests against the real Collector and
+# Jaeger (a missing binary fails the run under CI=true).
+test: lint typecheck otel-bins fuzz-deps
 	$(BIN)/pytest
+
+# Only the long reliability runs: the 100,000-step outage soak and atheris; -s prints
+# the figures RELIABILITY.md quotes.
+soak: fuzz-deps
+	$(BIN)/pytest -m soak -s
 
 stack: install otel-bins
 	$(BIN)/python scripts/stack.py
