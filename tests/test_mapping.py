@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.util.types import AttributeValue
 
 from apps.scenario import CANARY as SCENARIO_CANARY
@@ -15,9 +21,16 @@ from apps.scenario import (
     run_seed_scenario,
     without_otel,
 )
-from hackagent_otel import StepTracker, semconv
+from hackagent_otel import StepTracker, _mapping, semconv
 from hackagent_otel._mapping import map_end, map_start
 from hackagent_otel._records import Record
+from hackagent_otel._sanitize import (
+    DEFAULT_LIMITS,
+    REDACTED,
+    Limits,
+    sanitize,
+    scrub_known_secrets,
+)
 from hackagent_otel._spanview import EventView, SpanView, from_sdk_span
 from otel_fixtures import OTel
 
@@ -238,3 +251,118 @@ def test_spans_of_other_tracers_are_sanitized_again(otel: OTel) -> None:
 
     assert view.sanitized is False
     assert CANARY not in json.dumps(record.body)
+
+
+# -- fast paths: each must give exactly what the slow path gives ----------------------
+
+_json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 2**64])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.text(min_size=60, max_size=130)
+)
+_json_keys = st.text(max_size=10) | st.sampled_from(
+    ["api_key", "password", "authToken", "client", "_client", "model", "x"]
+)
+_json_values = st.recursive(
+    _json_scalars,
+    lambda inner: st.lists(inner, max_size=6) | st.dictionaries(_json_keys, inner, max_size=6),
+    max_leaves=40,
+)
+#: Small enough that depth, length, item and budget limits are all reached; in the
+#: second, strings are cut by what is left of the budget rather than by their length.
+_TIGHT = Limits(max_depth=3, max_string=8, max_items=4, max_total=64)
+_TIGHT_BUDGET = Limits(max_depth=4, max_string=500, max_items=8, max_total=150)
+
+
+def _encoded(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_json_values, st.sampled_from([_TIGHT, _TIGHT_BUDGET, DEFAULT_LIMITS]))
+def test_resanitizing_skips_the_walk_only_when_it_would_change_nothing(
+    value: Any, limits: Limits
+) -> None:
+    """What ``json.loads`` makes is re-sanitized exactly as the full walk would."""
+    expected = _encoded(sanitize(copy.deepcopy(value), limits))
+    assert _encoded(_mapping._resanitized(value, limits)) == expected
+
+
+@pytest.mark.parametrize("scalar", [True, None, 7, 1.5, "ab", "x" * 70])
+@pytest.mark.parametrize("container", [list, dict])
+def test_resanitizing_spends_the_budget_exactly_as_the_walk(scalar: Any, container: type) -> None:
+    """Every budget from nothing to plenty: the value is cut where the walk cuts it."""
+    for total in range(1, 400, 3):
+        limits = Limits(max_string=100, max_total=total)
+        for count in (1, 2, 3, 5, 8, 13):
+            items = [scalar] * count
+            value = items if container is list else {f"k{i}": v for i, v in enumerate(items)}
+            expected = _encoded(sanitize(copy.deepcopy(value), limits))
+            assert _encoded(_mapping._resanitized(value, limits)) == expected, (total, count)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"model": "m", "api_key": "***REDACTED***"},
+        {"nested": {"password": CANARY}},
+        [{"client": {"x": 1}}],
+        {"big": 2**64, "nan": math.nan},
+        {"s": "x" * 5000},
+        {"many": list(range(300))},
+        json.loads("[" * 20 + "]" * 20),
+    ],
+)
+def test_resanitizing_changes_what_the_walk_changes(value: Any) -> None:
+    assert _encoded(_mapping._resanitized(value)) == _encoded(sanitize(value))
+
+
+def test_resanitizing_remembers_redacted_secrets_for_scrubbing_free_text() -> None:
+    secret = "sk-mapping-remembered-9c2e"
+    value = json.loads(json.dumps({"model": "m", "api_key": secret}))
+
+    assert _mapping._resanitized(value) == {"model": "m", "api_key": REDACTED}
+    assert secret not in scrub_known_secrets(f"auth failed for {secret}")
+
+
+def _iso_by_datetime(ns: int) -> str:
+    moment = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**63 - 1)
+    | st.integers(min_value=1_700_000_000 * 10**9, max_value=1_800_000_000 * 10**9)
+)
+def test_timestamps_are_formatted_as_datetime_formats_them(ns: int) -> None:
+    assert _mapping._iso(ns) == _iso_by_datetime(ns)
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [0, 1, 999, 500, 1500, 10**9 - 1, 10**9, 1_999_999_999_999_999_999, 1_700_000_000_999_999_600],
+)
+def test_timestamps_round_microseconds_and_carry_like_datetime(ns: int) -> None:
+    assert _mapping._iso(ns) == _iso_by_datetime(ns)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.uuids().map(str)
+    | st.uuids().map(lambda u: str(u).upper())
+    | st.uuids().map(lambda u: u.hex)
+    | st.uuids().map(lambda u: "{" + str(u) + "}")
+    | st.text(alphabet="0123456789abcdef-", min_size=36, max_size=36)
+    | st.text(max_size=40)
+)
+def test_uuid_text_is_what_uuid_makes_of_it(text: str) -> None:
+    try:
+        expected: str | None = str(uuid.UUID(text))
+    except ValueError:
+        expected = None
+    assert _mapping._uuid_text(text) == expected

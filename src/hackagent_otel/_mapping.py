@@ -20,10 +20,11 @@ through.
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
+import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -31,7 +32,14 @@ from typing import Any
 from hackagent_otel import _records, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
 from hackagent_otel._records import Record
-from hackagent_otel._sanitize import sanitize, sanitize_text
+from hackagent_otel._sanitize import (
+    CLIENT_KEYS,
+    DEFAULT_LIMITS,
+    Limits,
+    is_secret_key,
+    sanitize,
+    sanitize_text,
+)
 from hackagent_otel._spanview import SpanView
 
 ERROR_STATUS = EvaluationStatusEnum.ERROR_TEST_FRAMEWORK.value
@@ -56,58 +64,70 @@ def map_start(view: SpanView) -> Mapped:
     """The live start record of a step that has just started."""
     if view.attributes.get(semconv.KIND) != semconv.KIND_STEP:
         return NOTHING
-    return _map_with_ids(view, True, lambda _, result_id: (_start_trace(view, result_id),))
+    result_id = _result_id(view)
+    if isinstance(result_id, Mapped):
+        return result_id
+    return Mapped(records=(_start_trace(view, result_id),))
 
 
 def map_end(view: SpanView, *, include_start: bool) -> Mapped:
     """The records of a finished span; ``include_start`` when no live start was sent."""
     kind = view.attributes.get(semconv.KIND)
-    if kind == semconv.KIND_STEP:
-        return _map_with_ids(
-            view, True, lambda _, result_id: _step_end(view, result_id, include_start)
-        )
     if kind == semconv.KIND_RUN_STATUS:
-        return _map_with_ids(view, False, lambda run_id, _: (_run_update(view, run_id),))
-    if kind == semconv.KIND_RESULT_STATUS:
-        return _map_with_ids(view, True, lambda _, result_id: (_result_update(view, result_id),))
-    return NOTHING
-
-
-def _map_with_ids(
-    view: SpanView, need_result: bool, build: Callable[[str, str], Iterable[Record]]
-) -> Mapped:
-    """Check the span's ids, then build its records; problems are reported, not raised."""
-    ids = _ids(view, need_result=need_result)
-    if isinstance(ids, Mapped):
-        return ids
+        key = _run_id(view)
+    elif kind in (semconv.KIND_STEP, semconv.KIND_RESULT_STATUS):
+        key = _result_id(view)
+    else:
+        return NOTHING
+    if isinstance(key, Mapped):
+        return key
     try:
-        return Mapped(records=tuple(build(*ids)))
+        if kind == semconv.KIND_STEP:
+            return Mapped(records=_step_end(view, key, include_start))
+        if kind == semconv.KIND_RUN_STATUS:
+            return Mapped(records=(_run_update(view, key),))
+        return Mapped(records=(_result_update(view, key),))
     except _Unmappable as exc:
-        return Mapped(problems=(f"span {view.span_id_hex} ({view.name!r}): {exc}",))
+        return Mapped(problems=(f"{_where(view)}: {exc}",))
 
 
 class _Unmappable(ValueError):
     """A span that says it is ours but lacks what its records need."""
 
 
-def _ids(view: SpanView, *, need_result: bool) -> tuple[str, str] | Mapped:
-    attrs = view.attributes
-    run_id = _uuid_text(attrs.get(semconv.RUN_ID))
-    result_id = _uuid_text(attrs.get(semconv.RESULT_ID))
-    where = f"span {view.span_id_hex} ({view.name!r})"
-    if need_result and result_id is None:
-        raw = attrs.get(semconv.RESULT_ID)
-        if raw is None:  # no result: spans only, as the original skipped its traces
-            return NOTHING
-        return Mapped(problems=(f"{where}: result id {raw!r} is not a UUID",))
-    if not need_result and run_id is None:
-        return Mapped(problems=(f"{where}: run id {attrs.get(semconv.RUN_ID)!r} is not a UUID",))
-    return run_id or "", result_id or ""
+def _result_id(view: SpanView) -> str | Mapped:
+    """The span's result id, or why it has no records (none: spans only, as the original
+    skipped its traces; not a UUID: a problem)."""
+    raw = view.attributes.get(semconv.RESULT_ID)
+    result_id = _uuid_text(raw)
+    if result_id is not None:
+        return result_id
+    if raw is None:
+        return NOTHING
+    return Mapped(problems=(f"{_where(view)}: result id {raw!r} is not a UUID",))
+
+
+def _run_id(view: SpanView) -> str | Mapped:
+    raw = view.attributes.get(semconv.RUN_ID)
+    run_id = _uuid_text(raw)
+    if run_id is not None:
+        return run_id
+    return Mapped(problems=(f"{_where(view)}: run id {raw!r} is not a UUID",))
+
+
+def _where(view: SpanView) -> str:
+    return f"span {view.span_id_hex} ({view.name!r})"
+
+
+#: A UUID already in the form ``str(uuid.UUID(...))`` gives (what our tracker writes).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def _uuid_text(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
+    if len(value) == 36 and _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:
@@ -183,7 +203,7 @@ def _collected(view: SpanView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             if isinstance(metrics, dict):
                 entry.update((k, v) for k, v in metrics.items() if k != "message")
             progress.append(entry)
-    return (metadata if view.sanitized else sanitize(metadata)), progress[-20:]
+    return (metadata if view.sanitized else _resanitized(metadata)), progress[-20:]
 
 
 def _run_update(view: SpanView, run_id: str) -> Record:
@@ -275,12 +295,123 @@ def _json_value(view: SpanView, value: Any) -> Any:
     process's own tracker already sanitized what it wrote.
     """
     if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = json.loads(value)
-    return value if view.sanitized else sanitize(value)
+        try:  # noqa: SIM105 (contextlib.suppress costs more than the parse of a short value)
+            value = _parse_json(value)
+        except ValueError:
+            pass
+    return value if view.sanitized else _resanitized(value)
+
+
+_parse_json = json.JSONDecoder().decode
+
+
+def _resanitized(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """``sanitize(value, limits)``, without walking what it would return unchanged.
+
+    Values from elsewhere are mostly what a tracker already sanitized: walking them again
+    only makes an equal copy. :func:`_budget_if_unchanged` checks that in a tight loop
+    (several times faster than the walk); a secret-named key at the top (a config with
+    its ``api_key``) is left to the sanitizer alone, the rest is kept. Whatever the
+    check cannot vouch for is walked in full.
+    """
+    secrets: list[str] = []
+    if _budget_if_unchanged(value, 0, limits.max_total, limits, secrets) is None:
+        return sanitize(value, limits)
+    if not secrets:
+        return value
+    out = dict(value)
+    for key in secrets:  # redacted, and the secret remembered to scrub it from free text
+        out[key] = sanitize({key: out[key]}, limits)[key]
+    return out
+
+
+def _budget_if_unchanged(
+    value: Any, depth: int, budget: int, limits: Limits, secrets: list[str] | None = None
+) -> int | None:
+    """The size budget ``sanitize`` would have left after passing ``value`` through
+    unchanged, except for the secret-named keys of a top-level dict (added to
+    ``secrets``); ``None`` when it would change more (or may: the caller walks it).
+
+    Mirrors the walker in :mod:`._sanitize` for what ``json.loads`` makes (dicts with
+    str keys, lists, str, int, float, bool, None): every check it applies on the way,
+    with the same budget, must pass. Anything else answers ``None``. Property-tested
+    against ``sanitize`` in tests/test_mapping.py.
+    """
+    kind = type(value)
+    if kind is str:
+        if len(value) > min(limits.max_string, max(budget, 64)):
+            return None
+        return budget - len(value) - 2
+    if kind is bool or value is None:
+        return budget - 5
+    if kind is int:
+        return budget - 8 if value.bit_length() <= 63 else None
+    if kind is float:
+        return budget - 12 if math.isfinite(value) else None
+    if kind is dict:
+        if depth >= limits.max_depth or len(value) > limits.max_items:
+            return None
+        for key, item in value.items():
+            if budget <= 0 or type(key) is not str or len(key) > limits.max_string:
+                return None
+            budget -= len(key) + 4
+            if is_secret_key(key):
+                if secrets is None:
+                    return None
+                secrets.append(key)  # its value costs no budget: it becomes REDACTED
+                continue
+            if key in CLIENT_KEYS and not _is_scalar(item):
+                return None
+            left = _budget_if_unchanged(item, depth + 1, budget, limits)
+            if left is None:
+                return None
+            budget = left
+        return budget
+    if kind is list:
+        if depth >= limits.max_depth or len(value) > limits.max_items:
+            return None
+        for item in value:
+            if budget <= 0:
+                return None
+            left = _budget_if_unchanged(item, depth + 1, budget, limits)
+            if left is None:
+                return None
+            budget = left
+        return budget
+    return None
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _iso(ns: int) -> str:
+    """``datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat()`` with ``Z``, by hand.
+
+    The date and time to the second come from a one-entry cache (spans of one request
+    share seconds); microseconds are rounded from the float as ``fromtimestamp`` does
+    (half to even, a carry into the next second included).
+    """
+    fraction, whole = math.modf(ns / 1e9)
+    micros = round(fraction * 1e6)
+    second = int(whole)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        second += 1
+    if micros < 0 or second < 0:  # before 1970: not worth a fast path
+        return _iso_slow(ns)
+    global _second_text
+    cached_second, prefix = _second_text  # one tuple: no thread sees half of an update
+    if cached_second != second:
+        prefix = datetime.fromtimestamp(second, tz=timezone.utc).isoformat()[:19]
+        _second_text = (second, prefix)
+    return f"{prefix}.{micros:06d}Z" if micros else f"{prefix}Z"
+
+
+_second_text: tuple[int, str] = (-1, "")
+
+
+def _iso_slow(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
