@@ -3,6 +3,10 @@
 SDK spans (in-process) and spans decoded from OTLP (the bridge) both become a
 :class:`SpanView`, so one mapping serves both entry points. It holds plain values
 only: ids as ints, times as nanoseconds since the epoch, attributes as a mapping.
+
+Views are read-only by convention, not ``frozen``: a frozen dataclass sets each field
+through ``object.__setattr__``, which made building one cost 0.8 us instead of 0.15 us,
+and the bridge builds one per span it receives (and one per event).
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ from hackagent_otel.semconv import TRACER_NAME
 StatusName = Literal["UNSET", "OK", "ERROR"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class EventView:
     name: str
     timestamp_ns: int
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpanView:
     name: str
     trace_id: int

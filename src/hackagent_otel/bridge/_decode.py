@@ -222,6 +222,7 @@ _DOUBLE: Final = struct.Struct("<d")
 #: A parent span id that means "no parent": empty (OTLP's root) or the invalid all zeros.
 _NO_PARENT: Final = (None, b"", bytes(8), "", "0" * 16)
 _ZERO_TRACE_ID: Final = bytes(16)
+_ZERO_SPAN_ID: Final = bytes(8)
 _NOT_UTF8: Final = "a string attribute is not valid UTF-8"
 
 
@@ -253,13 +254,16 @@ def _pb_span(span: Any, attributes: Mapping[str, bytes]) -> SpanView:
     """One of our spans as a view (positional arguments and inlined id checks: this runs
     once per span, and every call and keyword here shows in spans per second)."""
     trace_raw, span_raw, parent = span.trace_id, span.span_id, span.parent_span_id
-    if len(trace_raw) != 16 or len(span_raw) != 8 or trace_raw == _ZERO_TRACE_ID:
+    if len(trace_raw) != 16 or trace_raw == _ZERO_TRACE_ID:
         _pb_id(trace_raw, 16, "trace id")  # raises, saying why
+    if len(span_raw) != 8 or span_raw == _ZERO_SPAN_ID:
+        _pb_id(span_raw, 8, "span id")
     status = span.status
+    events = span.events
     return SpanView(
         span.name,
         int.from_bytes(trace_raw, "big"),
-        _pb_id(span_raw, 8, "span id"),
+        int.from_bytes(span_raw, "big"),
         span.start_time_unix_nano,
         _pb_attributes(attributes),
         None if parent in _NO_PARENT else _pb_id(parent, 8, "parent span id"),
@@ -267,9 +271,11 @@ def _pb_span(span: Any, attributes: Mapping[str, bytes]) -> SpanView:
         tuple(
             [
                 EventView(event.name, event.time_unix_nano, _pb_attributes(event.attributes))
-                for event in span.events
+                for event in events
             ]
-        ),
+        )
+        if events
+        else (),
         _STATUS_BY_CODE.get(status.code, "UNSET"),
         status.message or None,
     )
