@@ -135,44 +135,68 @@ def _uuid_text(value: Any) -> str | None:
 
 
 def _start_trace(view: SpanView, result_id: str) -> Record:
+    return _start_record(view, result_id, _Step(view))
+
+
+class _Step:
+    """What a step's records share, worked out once per span."""
+
+    __slots__ = ("created_at", "name", "otel", "trace_type", "type_identifier")
+
+    def __init__(self, view: SpanView) -> None:
+        attrs = view.attributes
+        self.name = _text(attrs.get(semconv.STEP_NAME, view.name))
+        self.type_identifier = _text(attrs.get(semconv.STEP_TYPE, ""))
+        self.trace_type = _trace_type(attrs)
+        self.created_at = (view.end_time_ns or view.start_time_ns) / 1e9
+        #: The start record's ``otel``; the summary's adds the end to a copy.
+        self.otel = _otel(view)
+
+
+def _start_record(view: SpanView, result_id: str, step: _Step) -> Record:
     attrs = view.attributes
     content: dict[str, Any] = {
-        "step_name": _name(view),
-        "step_type_identifier": _text(attrs.get(semconv.STEP_TYPE, "")),
+        "step_name": step.name,
+        "step_type_identifier": step.type_identifier,
     }
-    for attribute, key in (
-        (semconv.STEP_CONFIG, "config_snapshot"),
-        (semconv.STEP_INPUT, "input_data_sample"),
-        (semconv.STEP_CONTEXT_METADATA, "context_metadata"),
-    ):
+    for attribute, key in _START_CONTENT:
         if attribute in attrs:
             content[key] = _json_value(view, attrs[attribute])
-    content["otel"] = _otel(view, ended=False)
-    return _trace(view, result_id, _sequence(attrs, semconv.STEP_SEQUENCE_START), content)
+    content["otel"] = step.otel
+    sequence = _sequence(attrs, semconv.STEP_SEQUENCE_START)
+    return _trace_record(result_id, sequence, step.trace_type, content, step.created_at)
+
+
+_START_CONTENT = (
+    (semconv.STEP_CONFIG, "config_snapshot"),
+    (semconv.STEP_INPUT, "input_data_sample"),
+    (semconv.STEP_CONTEXT_METADATA, "context_metadata"),
+)
 
 
 def _step_end(view: SpanView, result_id: str, include_start: bool) -> tuple[Record, ...]:
     attrs = view.attributes
-    name = _name(view)
+    step = _Step(view)
+    name = step.name
     failed = attrs.get(semconv.STEP_STATUS) == semconv.STEP_STATUS_FAILED or (
         view.status == "ERROR" and semconv.STEP_STATUS not in attrs
     )
-    records: list[Record] = [_start_trace(view, result_id)] if include_start else []
+    records: list[Record] = [_start_record(view, result_id, step)] if include_start else []
     error = _text(attrs.get(semconv.STEP_ERROR_MESSAGE, "")) if failed else ""
     if failed:
         records.append(
             _result_patch(
-                view,
                 result_id,
                 {
                     "evaluation_status": ERROR_STATUS,
                     "evaluation_notes": f"Pipeline failed at '{name}': {error}",
                 },
+                step.created_at,
             )
         )
     content: dict[str, Any] = {
         "step_name": f"{name} (Summary)",
-        "step_type_identifier": _text(attrs.get(semconv.STEP_TYPE, "")),
+        "step_type_identifier": step.type_identifier,
         "status": semconv.STEP_STATUS_FAILED if failed else semconv.STEP_STATUS_COMPLETED,
     }
     metadata, progress = _collected(view)
@@ -182,8 +206,13 @@ def _step_end(view: SpanView, result_id: str, include_start: bool) -> tuple[Reco
         content["progress_log"] = progress
     if error:
         content["error_message"] = error
-    content["otel"] = _otel(view, ended=True)
-    records.append(_trace(view, result_id, _sequence(attrs, semconv.STEP_SEQUENCE_END), content))
+    otel = dict(step.otel)
+    if view.end_time_ns is not None:
+        otel["end_time"] = _iso(view.end_time_ns)
+        otel["duration_ms"] = round((view.end_time_ns - view.start_time_ns) / 1e6, 3)
+    content["otel"] = otel
+    sequence = _sequence(attrs, semconv.STEP_SEQUENCE_END)
+    records.append(_trace_record(result_id, sequence, step.trace_type, content, step.created_at))
     return tuple(records)
 
 
@@ -208,7 +237,7 @@ def _collected(view: SpanView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def _run_update(view: SpanView, run_id: str) -> Record:
     status = _text(view.attributes.get(semconv.RUN_STATUS, ""))
-    if status not in StatusEnum._value2member_map_:
+    if status not in _RUN_STATUSES:
         raise _Unmappable(f"run status {status!r} is not a StatusEnum value")
     return Record(
         kind=_records.RUN_UPDATE,
@@ -223,7 +252,7 @@ def _run_update(view: SpanView, run_id: str) -> Record:
 def _result_update(view: SpanView, result_id: str) -> Record:
     attrs = view.attributes
     status = _text(attrs.get(semconv.RESULT_EVALUATION_STATUS, ""))
-    if status not in EvaluationStatusEnum._value2member_map_:
+    if status not in _EVALUATION_STATUSES:
         raise _Unmappable(f"evaluation status {status!r} is not an EvaluationStatusEnum value")
     body: dict[str, Any] = {
         "evaluation_status": status,
@@ -231,31 +260,41 @@ def _result_update(view: SpanView, result_id: str) -> Record:
     }
     if semconv.RESULT_AGENT_SPECIFIC_DATA in attrs:
         body["agent_specific_data"] = _json_value(view, attrs[semconv.RESULT_AGENT_SPECIFIC_DATA])
-    return _result_patch(view, result_id, body)
+    return _result_patch(result_id, body, _seconds(view.end_time_ns or view.start_time_ns))
 
 
-def _result_patch(view: SpanView, result_id: str, body: dict[str, Any]) -> Record:
+_RUN_STATUSES = frozenset(StatusEnum._value2member_map_)
+_EVALUATION_STATUSES = frozenset(EvaluationStatusEnum._value2member_map_)
+_STEP_TYPES = frozenset(StepTypeEnum._value2member_map_)
+_OTHER = StepTypeEnum.OTHER.value
+
+
+def _result_patch(result_id: str, body: dict[str, Any], created_at: float) -> Record:
     return Record(
         kind=_records.RESULT_UPDATE,
         method="PATCH",
         path=f"/result/{result_id}",
         body=body,
         ordering_key=result_id,
-        created_at=_seconds(view.end_time_ns or view.start_time_ns),
+        created_at=created_at,
     )
 
 
-def _trace(view: SpanView, result_id: str, sequence: int, content: dict[str, Any]) -> Record:
-    step_type = _text(view.attributes.get(semconv.STEP_TRACE_TYPE, StepTypeEnum.OTHER.value))
-    if step_type not in StepTypeEnum._value2member_map_:
-        step_type = StepTypeEnum.OTHER.value
+def _trace_type(attrs: Mapping[str, Any]) -> str:
+    step_type = _text(attrs.get(semconv.STEP_TRACE_TYPE, _OTHER))
+    return step_type if step_type in _STEP_TYPES else _OTHER
+
+
+def _trace_record(
+    result_id: str, sequence: int, step_type: str, content: dict[str, Any], created_at: float
+) -> Record:
     return Record(
         kind=_records.TRACE,
         method="POST",
         path=f"/result/{result_id}/trace",
         body={"sequence": sequence, "step_type": step_type, "content": content},
         ordering_key=result_id,
-        created_at=_seconds(view.end_time_ns or view.start_time_ns),
+        created_at=created_at,
     )
 
 
@@ -266,22 +305,16 @@ def _sequence(attrs: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _otel(view: SpanView, *, ended: bool) -> dict[str, Any]:
+def _otel(view: SpanView) -> dict[str, Any]:
+    """A trace's ``otel`` as its start record has it (the summary adds the end)."""
     otel: dict[str, Any] = {
-        "trace_id": view.trace_id_hex,
-        "span_id": view.span_id_hex,
+        "trace_id": format(view.trace_id, "032x"),
+        "span_id": format(view.span_id, "016x"),
         "start_time": _iso(view.start_time_ns),
     }
     if view.parent_span_id:
         otel["parent_span_id"] = format(view.parent_span_id, "016x")
-    if ended and view.end_time_ns is not None:
-        otel["end_time"] = _iso(view.end_time_ns)
-        otel["duration_ms"] = round((view.end_time_ns - view.start_time_ns) / 1e6, 3)
     return otel
-
-
-def _name(view: SpanView) -> str:
-    return _text(view.attributes.get(semconv.STEP_NAME, view.name))
 
 
 def _text(value: Any) -> str:

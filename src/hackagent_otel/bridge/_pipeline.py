@@ -90,7 +90,8 @@ def order_records(spans: Iterable[SpanView]) -> tuple[list[Record], int, list[st
     order in which their keys first appear; see the module docstring for the order
     within a key.
     """
-    timed: dict[str, list[_Timed]] = {}
+    # Per key: (time of what the record records, position in the request, record).
+    timed: dict[str, list[tuple[int, int, Record]]] = {}
     rejected = 0
     errors: list[str] = []
     position = 0
@@ -108,40 +109,40 @@ def order_records(spans: Iterable[SpanView]) -> tuple[list[Record], int, list[st
             errors.extend(problems[: max(0, MAX_ERRORS - len(errors))])
             continue
         ended = view.end_time_ns if view.end_time_ns is not None else view.start_time_ns
-        is_step = view.attributes.get(semconv.KIND) == semconv.KIND_STEP
-        for index, record in enumerate(mapped_records):
-            # map_end(include_start=True) puts a step's start record first.
-            at = view.start_time_ns if is_step and index == 0 else ended
-            timed.setdefault(record.ordering_key, []).append(_Timed(at, position, record))
+        # map_end(include_start=True) puts a step's start record first.
+        at = view.start_time_ns if view.attributes.get(semconv.KIND) == semconv.KIND_STEP else ended
+        for record in mapped_records:
+            group = timed.get(record.ordering_key)
+            if group is None:
+                group = timed[record.ordering_key] = []
+            group.append((at, position, record))
             position += 1
+            at = ended
     ordered: list[Record] = []
     for group in timed.values():
         ordered.extend(_in_call_order(group))
     return ordered, rejected, errors
 
 
-@dataclass(frozen=True, slots=True)
-class _Timed:
-    at: int
-    position: int
-    record: Record
-
-
-def _in_call_order(group: list[_Timed]) -> list[Record]:
+def _in_call_order(group: list[tuple[int, int, Record]]) -> list[Record]:
     """By time of what they record; then trace records refilled in ``sequence`` order.
 
     Sorting by time places the status updates; the trace records then take the slots
     trace records hold, in ascending sequence (sequence numbers are the tracker's own
     order, and clocks of concurrent steps may disagree with it).
     """
-    by_time = sorted(group, key=lambda t: (t.at, t.position))
-    slots = [i for i, t in enumerate(by_time) if t.record.kind == _records.TRACE]
-    by_sequence = sorted(
-        (by_time[i] for i in slots), key=lambda t: (_sequence(t.record), t.at, t.position)
-    )
+    if len(group) == 1:
+        return [group[0][2]]
+    by_time = sorted(group)  # positions are unique: records themselves are never compared
+    slots = [i for i, t in enumerate(by_time) if t[2].kind == _records.TRACE]
+    by_sequence = sorted((by_time[i] for i in slots), key=_sequence_time_and_position)
     for slot, timed in zip(slots, by_sequence, strict=True):
         by_time[slot] = timed
-    return [t.record for t in by_time]
+    return [t[2] for t in by_time]
+
+
+def _sequence_time_and_position(timed: tuple[int, int, Record]) -> tuple[int, int, int]:
+    return _sequence(timed[2]), timed[0], timed[1]
 
 
 def _sequence(record: Record) -> int:
