@@ -154,6 +154,20 @@ def test_missing_sequence_is_reported_not_guessed() -> None:
     assert "sequence" in mapped.problems[0]
 
 
+def test_missing_start_sequence_is_reported_by_the_live_start_too() -> None:
+    mapped = map_start(
+        _view(
+            **{
+                semconv.KIND: semconv.KIND_STEP,
+                semconv.RUN_ID: str(uuid.uuid4()),
+                semconv.RESULT_ID: str(uuid.uuid4()),
+            }
+        )
+    )
+    assert mapped.records == ()
+    assert semconv.STEP_SEQUENCE_START in mapped.problems[0]
+
+
 def test_unknown_run_status_is_reported() -> None:
     mapped = map_end(
         _view(

@@ -67,7 +67,10 @@ def map_start(view: SpanView) -> Mapped:
     result_id = _result_id(view)
     if isinstance(result_id, Mapped):
         return result_id
-    return Mapped(records=(_start_trace(view, result_id),))
+    try:
+        return Mapped(records=(_start_trace(view, result_id),))
+    except _Unmappable as exc:
+        return Mapped(problems=(f"{_where(view)}: {exc}",))
 
 
 def map_end(view: SpanView, *, include_start: bool) -> Mapped:
