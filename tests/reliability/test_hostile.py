@@ -34,6 +34,9 @@ from integration.test_bridge import BridgeProcess
 from .conftest import RELIABILITY_APPS, Harness, rss_bytes, subprocess_env
 
 CANARY = "CANARY-hostile-51d2"
+#: The canary under secret keys, as the JSON-valued attributes (config, input, agent data,
+#: progress metrics) carry it. Free-text attributes (names, notes, error messages) are
+#: data, never scrubbed by pattern, so the canary is only ever put in JSON-valued ones.
 SECRET_JSON = json.dumps({"api_key": CANARY, "nested": [{"password": CANARY}], "ok": 1})
 
 # -- the mapping, on arbitrary span views -------------------------------------------
@@ -44,7 +47,7 @@ scalars = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=50),
-    st.just(SECRET_JSON),
+    st.just(json.dumps({"k": [1, {"v": None}]})),
     st.just("{not json"),
     st.just("x" * 10_000),
 )
@@ -153,12 +156,6 @@ def test_mapping_any_finished_span_view_never_raises_and_never_leaks_a_secret(
     _check_mapped(_mapping.map_end(view, include_start=include_start))
 
 
-@pytest.mark.xfail(
-    reason="bug in the working tree's _mapping.py (another engineer's file, uncommitted): "
-    "map_start lets _Unmappable escape for a step span without an integer "
-    "hackagent.step.sequence.start instead of reporting it as a problem",
-    strict=True,
-)
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(view=span_views())
 def test_mapping_any_started_span_view_never_raises_and_never_leaks_a_secret(
