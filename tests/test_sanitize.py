@@ -494,3 +494,11 @@ def test_the_shallow_fast_path_encodes_exactly_as_the_full_walk(value: Any) -> N
         _sanitize.sanitize(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
     assert _sanitize.dumps(value) == full
+
+
+def test_the_shallow_fast_path_respects_the_total_size_budget() -> None:
+    """Many short strings add up: the fast path must cut exactly where the walk cuts."""
+    value = {f"k{i}": [""] * 200 for i in range(200)}
+    out = json.loads(_sanitize.dumps(value))
+    assert out == _sanitize.sanitize(value)
+    assert "..." in out  # the walk's marker for keys left out

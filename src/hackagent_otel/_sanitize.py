@@ -392,17 +392,20 @@ def _shallow(value: Any, limits: Limits) -> Any:
     if len(value) > limits.max_items:
         return _NOT_SHALLOW
     policy = _policy
+    # An upper bound of what the walker's budget would be charged (keys len + 4,
+    # strings len + 2, other scalars at most 16): within ``max_total`` it cuts nothing.
     size = 0
     out: dict[str, Any] | None = None
     for key, item in value.items():
         if type(key) is not str or len(key) > limits.max_string or key in CLIENT_KEYS:
             return _NOT_SHALLOW
+        size += len(key) + 4
         if policy.is_secret(key):
             if out is None:
                 out = dict(value)
             out[key] = REDACTED
             _memory.remember_within(item)
-            size += len(key) + 16
+            size += len(REDACTED) + 2
             continue
         item_kind = type(item)
         if item_kind is list or item_kind is tuple:
@@ -412,12 +415,12 @@ def _shallow(value: Any, limits: Limits) -> Any:
                 if out is None:
                     out = dict(value)
                 out[key] = list(item)
-            size += len(key) + sum(len(x) if type(x) is str else 8 for x in item)
+            size += sum(len(x) + 2 if type(x) is str else 16 for x in item)
         elif _is_plain_scalar(item, limits):
-            size += len(key) + (len(item) if item_kind is str else 8)
+            size += len(item) + 2 if item_kind is str else 16
         else:
             return _NOT_SHALLOW
-    if size > limits.max_total // 2:
+    if size > limits.max_total:
         return _NOT_SHALLOW
     return value if out is None else out
 
