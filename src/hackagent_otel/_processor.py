@@ -109,6 +109,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._enqueue_lock = threading.Lock()
+        self._map_lock = threading.Lock()
         self._stopping = False
         self._pid = os.getpid()
         LIVE_PROCESSORS.add(self)
@@ -171,23 +172,21 @@ class HackAgentSpanProcessor(SpanProcessor):
     def _enqueue(self, phase: int, item: Any) -> None:
         if self._pid != os.getpid():
             self._after_fork_in_child()
-        if len(self._queue) >= self._max_backlog or self._stopping:
-            # Backpressure (or shut down: the sink counts what it can no longer take).
-            with self.counters.lock:
-                self.counters.inline += 1
-            try:
-                self._map(phase, item)
-            except Exception:  # never into the pipeline's thread
-                _logger.exception("hackagent_otel: mapping a span failed")
-                with self.counters.lock:
-                    self.counters.unmappable += 1
+        if self._stopping:  # shut down: the sink counts what it can no longer take
+            self._map_guarded(phase, item)
             return
         with self._enqueue_lock:  # a lost increment would let force_flush return early
             self._enqueued += 1
             self._queue.append((phase, item))
         if self._worker is None:
             self._start_worker()
-        if self._idle:
+        if len(self._queue) > self._max_backlog:
+            # Backpressure: the caller maps the OLDEST queued spans itself until the
+            # backlog is back at its bound, so a result's records never jump the queue.
+            while len(self._queue) > self._max_backlog and self._map_next():
+                with self.counters.lock:
+                    self.counters.inline += 1
+        elif self._idle:
             self._wake.set()
 
     def _start_worker(self) -> None:
@@ -199,26 +198,41 @@ class HackAgentSpanProcessor(SpanProcessor):
                 self._worker.start()
 
     def _run(self) -> None:
-        queue = self._queue
         while True:
-            while queue:
-                phase, item = queue.popleft()
-                try:
-                    self._map(phase, item)
-                except Exception:
-                    _logger.exception("hackagent_otel: mapping a span failed")
-                    with self.counters.lock:
-                        self.counters.unmappable += 1
-                with self._progress:
-                    self._done += 1
-                    self._progress.notify_all()
+            while self._map_next():
+                pass
             if self._stopping:
                 return
             self._idle = True
-            if not queue:
+            if not self._queue:
                 self._wake.wait(0.5)
                 self._wake.clear()
             self._idle = False
+
+    def _map_next(self) -> bool:
+        """Map the oldest queued span and hand its records on; False if none was queued.
+
+        One lock around taking and submitting keeps records in queue order whether the
+        mapping thread or a caller under backpressure does the work.
+        """
+        with self._map_lock:
+            try:
+                phase, item = self._queue.popleft()
+            except IndexError:
+                return False
+            self._map_guarded(phase, item)
+        with self._progress:
+            self._done += 1
+            self._progress.notify_all()
+        return True
+
+    def _map_guarded(self, phase: int, item: Any) -> None:
+        try:
+            self._map(phase, item)
+        except Exception:  # never into the pipeline's thread
+            _logger.exception("hackagent_otel: mapping a span failed")
+            with self.counters.lock:
+                self.counters.unmappable += 1
 
     def _map(self, phase: int, item: Any) -> None:
         view: SpanView = item if phase == _START else from_sdk_span(item)
@@ -257,6 +271,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._progress = threading.Condition()
         self._worker_lock = threading.Lock()
         self._enqueue_lock = threading.Lock()
+        self._map_lock = threading.Lock()
         self._worker = None
         self._idle = True
         self._enqueued = self._done = 0
