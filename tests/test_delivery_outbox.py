@@ -52,6 +52,19 @@ def test_pending_rows_are_claimed_in_insertion_order(outbox: Outbox) -> None:
     assert outbox.claim_pending(100) == []
 
 
+def test_a_large_batch_is_stored_whole_and_in_order(outbox: Outbox) -> None:
+    """Batches are written with multi-row INSERTs in chunks; none is lost or reordered."""
+    records = [rec(f"k{n % 7}", n) for n in range(1000)]
+
+    ids = outbox.put_many(records)
+    claimed = outbox.claim_pending(2000)
+
+    assert len(ids) == 1000
+    assert ids == sorted(ids)
+    assert [row.id for row in claimed] == ids
+    assert [row.sendable for row in claimed] == records
+
+
 def test_claim_order_follows_session_and_seq_not_write_order(outbox: Outbox) -> None:
     outbox.put_many([rec("a", 5), rec("a", 6)], session=10, seqs=[5, 6])
     outbox.put_many([rec("a", 3), rec("a", 4)], session=10, seqs=[3, 4])

@@ -19,6 +19,10 @@ RUN_UPDATE: Literal["run_update"] = "run_update"
 RESULT_UPDATE: Literal["result_update"] = "result_update"
 RecordKind = Literal["trace", "run_update", "result_update"]
 
+#: One encoder for every record (``json.dumps`` with options builds one per call). Bodies
+#: come from the mapping, which builds fresh trees, so the circular check is skipped.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -39,7 +43,7 @@ class Record:
 
     def to_json(self) -> str:
         """Serialize for the outbox; the body is already JSON-safe."""
-        return json.dumps(
+        return _ENCODER.encode(
             {
                 "kind": self.kind,
                 "method": self.method,
@@ -47,9 +51,7 @@ class Record:
                 "body": self.body,
                 "ordering_key": self.ordering_key,
                 "created_at": self.created_at,
-            },
-            separators=(",", ":"),
-            allow_nan=False,
+            }
         )
 
     @classmethod

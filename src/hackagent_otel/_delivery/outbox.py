@@ -70,6 +70,8 @@ INSERT OR IGNORE INTO meta (name, value) VALUES ('delivered', 0);
 _COLUMNS = "id, session, seq, record, state, attempts, status, last_error, created_at, updated_at"
 _ORDER = "ORDER BY session, seq, id"
 _MAX_VARS = 500
+#: Rows per multi-row INSERT: 6 values each, under SQLite's oldest variable limit (999).
+_ROWS_PER_INSERT = 160
 
 # Connections inherited across fork are never closed in the child (SQLite forbids
 # using them there); they are parked here so garbage collection does not close them.
@@ -185,11 +187,16 @@ class Outbox:
             return []
         with self._transaction() as conn:
             first = conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0]
-            conn.executemany(
-                "INSERT INTO records (session, seq, ordering_key, record, state,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
-                rows,
-            )
+            # Multi-row INSERTs: one statement per chunk instead of one per row (the
+            # bridge writes a whole export at a time), within SQLite's variable limit.
+            for start in range(0, len(rows), _ROWS_PER_INSERT):
+                chunk = rows[start : start + _ROWS_PER_INSERT]
+                conn.execute(
+                    "INSERT INTO records (session, seq, ordering_key, record, state,"
+                    " created_at, updated_at) VALUES "
+                    + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
+                    [value for row in chunk for value in row],
+                )
             found = conn.execute("SELECT id FROM records WHERE id > ? ORDER BY id", (first,))
             return [int(row[0]) for row in found.fetchall()]
 

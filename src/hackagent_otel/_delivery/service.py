@@ -638,7 +638,9 @@ class DeliveryService:
                     return "done"
             try:
                 rows = self._claim(outbox)
-                own_pending = outbox.pending_count(self._session) if not rows else 0
+                # Counting grows with the outbox; with no sender nothing depends on it.
+                needs_count = not rows and self._sender is not None
+                own_pending = outbox.pending_count(self._session) if needs_count else 0
             except OutboxError as exc:
                 self._mark_broken(exc)
                 return "done"
