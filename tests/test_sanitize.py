@@ -76,6 +76,12 @@ def round_trip(value: Any) -> Any:
         "credentials",
         "aws_credentials",
         "bearer",
+        "api_keys",
+        "apiKeys",
+        "private_keys",
+        "passwords",
+        "access_tokens",
+        "refreshTokens",
     ],
 )
 def test_keys_that_name_a_secret_are_secret(key: str) -> None:
@@ -85,7 +91,18 @@ def test_keys_that_name_a_secret_are_secret(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["goal", "prompt", "max_tokens", "monkey", "keys", "primary_key", "keyword", "model"],
+    [
+        "goal",
+        "prompt",
+        "max_tokens",
+        "total_tokens",
+        "monkey",
+        "keys",
+        "primary_key",
+        "primary_keys",
+        "keyword",
+        "model",
+    ],
 )
 def test_ordinary_keys_are_not_secret(key: str) -> None:
     assert not is_secret_key(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import StatusCode
 
 import hackagent_otel
@@ -360,6 +362,41 @@ def test_an_internal_error_never_breaks_the_step_body(
     assert step_id is None
     assert _tracker.stats.snapshot()["internal_errors"] == before + 1
     assert "internal error starting step 'Body'" in caplog.text
+
+
+def test_a_step_exited_in_another_context_never_replaces_the_users_exception(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    """Frameworks may run __enter__ and __exit__ in separate context copies."""
+    scope = tracker.track_step("Split", "STEP")
+    contextvars.copy_context().run(scope.__enter__)
+    error = RuntimeError("the user's own")
+
+    suppressed = contextvars.copy_context().run(
+        scope.__exit__, RuntimeError, error, error.__traceback__
+    )
+
+    assert not suppressed  # so the with statement re-raises the user's exception itself
+    assert attrs(otel.step("Split"))[semconv.STEP_STATUS] == semconv.STEP_STATUS_FAILED
+
+
+def test_a_processor_failing_on_the_run_span_does_not_fail_update_run_status(
+    configure_otel: Any, run_id: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class FailsOnRunSpans(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            if span.name == semconv.SPAN_RUN:
+                raise RuntimeError("a user's processor broke")
+
+    configure_otel(processors=[FailsOnRunSpans()])
+    monkeypatch.setattr(_tracker, "_raise_internal_errors", False)
+    tracker = StepTracker(TrackingContext(run_id=run_id))
+    with tracker.track_step("Only", "STEP"):
+        pass
+    before = _tracker.stats.snapshot()["internal_errors"]
+
+    assert tracker.update_run_status(StatusEnum.COMPLETED) is True
+    assert _tracker.stats.snapshot()["internal_errors"] == before + 1
 
 
 def test_internal_errors_raise_under_tests(otel: OTel) -> None:

@@ -24,6 +24,9 @@ class ClientRoutes:
 
     def register(self, run_id: str, client: Any) -> None:
         if self._routes.get(run_id) is client:
+            with self._lock:  # still in use: keep it away from the eviction end
+                if run_id in self._routes:
+                    self._routes.move_to_end(run_id)
             return
         with self._lock:
             self._routes[run_id] = client

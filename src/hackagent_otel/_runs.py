@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import threading
 import uuid
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from hackagent_otel import _tracer, semconv
+
+_logger = logging.getLogger("hackagent_otel")
 
 
 def trace_id_for_run(run_id: str) -> int:
@@ -111,7 +114,10 @@ class RunAnchors:
         with self._lock:
             run_ids = list(dict.fromkeys(_canonical(k) for k in self._anchors))
         for run_id in run_ids:
-            self.end_run(run_id, ended_by)
+            try:
+                self.end_run(run_id, ended_by)
+            except Exception:  # a span processor's on_end that raises; the rest still end
+                _logger.exception("hackagent_otel: ending run %s failed", run_id)
 
     def open_runs(self) -> list[str]:
         with self._lock:

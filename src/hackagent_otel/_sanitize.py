@@ -47,9 +47,12 @@ SECRET_WORDS: Final = frozenset(
         "cookies",
         "credential",
         "credentials",
+        "apikeys",
         "passphrase",
+        "passphrases",
         "passwd",
         "password",
+        "passwords",
         "pwd",
         "secret",
         "secrets",
@@ -100,8 +103,26 @@ class _KeyPolicy:
 
 
 def _names_a_key(words: list[str]) -> bool:
-    """``api_key``, ``private_key``, ``key``: a key that ends in the word "key"."""
-    return bool(words) and words[-1] == "key" and (len(words) == 1 or words[-2] != "primary")
+    """``api_key``, ``private_keys``, ``key``, ``access_tokens``: key and token plurals.
+
+    A trailing "key" names a secret, and "keys" after another word (``primary_key(s)``
+    and a bare ``keys`` aside); plural "tokens" only after a word that makes them
+    credentials, so ``max_tokens`` stays readable.
+    """
+    if not words:
+        return False
+    last = words[-1]
+    before = words[-2] if len(words) > 1 else ""
+    if last == "key":
+        return before != "primary"
+    if last == "keys":  # "keys" alone is usually a list of field names
+        return before not in ("", "primary")
+    return last == "tokens" and before in _CREDENTIAL_TOKEN_QUALIFIERS
+
+
+_CREDENTIAL_TOKEN_QUALIFIERS: Final = frozenset(
+    {"access", "api", "auth", "bearer", "csrf", "id", "oauth", "refresh", "session"}
+)
 
 
 class _SecretMemory:
@@ -438,7 +459,10 @@ def _is_plain_scalar(value: Any, limits: Limits) -> bool:
 
 def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     """Sanitize ``value`` and encode it as compact JSON text. Never raises."""
-    shallow = _shallow(value, limits)
+    try:
+        shallow = _shallow(value, limits)
+    except Exception:  # e.g. the caller's dict changed size under us: take the full walk
+        shallow = _NOT_SHALLOW
     if shallow is not _NOT_SHALLOW:
         return _ENCODER.encode(shallow)
     return _ENCODER.encode(sanitize(value, limits))

@@ -147,8 +147,15 @@ class _StepScope:
         try:
             self._tracker._end(step, exc)
         finally:
-            otel_context.detach(self._otel_token)
-            _CURRENT_STEP.reset(self._step_token)
+            otel_context.detach(self._otel_token)  # logs, never raises
+            try:
+                _CURRENT_STEP.reset(self._step_token)
+            except ValueError:
+                # Exited in another context than it was entered in (a framework running
+                # __enter__ and __exit__ in separate copies): never let that replace the
+                # user's exception; restore the enclosing step by hand instead.
+                _CURRENT_STEP.set(step.parent)
+                stats.add("internal_errors")
 
 
 class StepTracker:
@@ -350,7 +357,10 @@ class StepTracker:
         if not self._status_span(semconv.SPAN_RUN_STATUS, attributes, "run"):
             return False
         if value in TERMINAL_RUN_STATUSES:
-            runs.end_run(str(ctx.run_id), "status")
+            try:
+                runs.end_run(str(ctx.run_id), "status")
+            except Exception:  # a span processor's on_end that raises
+                self._internal_error("ending run %r", ctx.run_id)
         return ctx.get_run_uuid() is not None
 
     def update_result_status(
