@@ -209,6 +209,21 @@ def test_reconfiguring_ends_the_previous_set_ups_runs(otel: OTel, provider: Trac
     assert otel.telemetry is not _setup.current()
 
 
+def test_after_reconfiguring_only_the_new_set_up_makes_records(
+    clean_env: None, provider: TracerProvider
+) -> None:
+    first = hackagent_otel.configure(tracer_provider=provider, records="on", handle_sigterm=False)
+    second = hackagent_otel.configure(tracer_provider=provider, records="on", handle_sigterm=False)
+    assert first.records is not None
+    assert second.records is not None
+
+    run_step(str(uuid.uuid4()))
+    hackagent_otel.force_flush()
+
+    assert first.records.stats()["spans"] == 0  # still attached, but out of the way
+    assert second.records.stats()["spans"] == 1
+
+
 def test_a_created_provider_honours_service_name_from_resource_attributes(
     clean_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

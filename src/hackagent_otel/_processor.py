@@ -111,19 +111,29 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._enqueue_lock = threading.Lock()
         self._map_lock = threading.Lock()
         self._stopping = False
+        self._detached = False
         self._pid = os.getpid()
         LIVE_PROCESSORS.add(self)
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     # -- SpanProcessor -------------------------------------------------------------------
+    def detach(self) -> None:
+        """Ignore every span from now on: a newer processor took over (``configure()``
+        called again on a provider we do not own, which cannot drop a processor)."""
+        self._detached = True
+
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self._detached:
+            return
         attributes = span.attributes
         if attributes is None or attributes.get(semconv.KIND) != semconv.KIND_STEP:
             return
         self._enqueue(_START, from_sdk_span(span, started_only=True))
 
     def on_end(self, span: ReadableSpan) -> None:
+        if self._detached:
+            return
         attributes = span.attributes
         if attributes is None or semconv.KIND not in attributes:
             return

@@ -78,9 +78,13 @@ class Telemetry:
         runs.end_all(ended_by)
         if self.owns_provider:
             self.provider.shutdown()
-        else:
-            for processor in self.processors:
-                processor.shutdown()
+            return
+        for processor in self.processors:
+            processor.shutdown()
+        if ended_by == "reconfigure" and self.records is not None:
+            # The provider keeps every processor it was given; the new set-up's
+            # processor makes the records from now on.
+            self.records.detach()
 
 
 _current: Telemetry | None = None
