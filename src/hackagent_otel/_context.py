@@ -12,10 +12,13 @@ that builds one keeps working. Two deliberate differences:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from collections import OrderedDict, deque
 from typing import Any, Protocol
+
+from hackagent_otel._forksafe import renew_after_fork
 
 _logger = logging.getLogger("hackagent_otel")
 
@@ -33,11 +36,12 @@ class _HasSequenceCounter(Protocol):
 class _SequenceCounter:
     """A thread-safe counter; ``next()`` returns the incremented value, as the original."""
 
-    __slots__ = ("_lock", "value")
+    __slots__ = ("__weakref__", "_lock", "value")
 
     def __init__(self, start: int = 0) -> None:
         self.value = start
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
 
     def next(self) -> int:
         with self._lock:
@@ -51,6 +55,15 @@ class _SequenceCounter:
 _MAX_COUNTERS = 50_000
 _counters: OrderedDict[str, _SequenceCounter] = OrderedDict()
 _counters_lock = threading.Lock()
+
+
+def _renew_counters_lock() -> None:
+    global _counters_lock
+    _counters_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_counters_lock)
 
 
 def _shared_counter(result_id: str | None, start: int) -> _SequenceCounter:
@@ -108,6 +121,7 @@ class TrackingContext:
         self._pending_metadata_dropped = 0
         self._pending_progress_dropped = 0
         self._pending_lock = threading.Lock()
+        renew_after_fork(self, "_delegate_lock", "_pending_lock")
         self._warned: set[str] = set()
 
     # -- identity ------------------------------------------------------------------

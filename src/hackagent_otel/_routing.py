@@ -12,6 +12,8 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+from hackagent_otel._forksafe import renew_after_fork
+
 _MAX_RUNS = 10_000
 
 
@@ -21,6 +23,7 @@ class ClientRoutes:
     def __init__(self) -> None:
         self._routes: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
 
     def register(self, run_id: str, client: Any) -> None:
         if self._routes.get(run_id) is client:

@@ -22,6 +22,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from hackagent_otel import _tracer, semconv
+from hackagent_otel._forksafe import renew_after_fork
 
 _logger = logging.getLogger("hackagent_otel")
 
@@ -60,6 +61,7 @@ class RunAnchors:
     def __init__(self) -> None:
         self._anchors: dict[str, _Anchor] = {}
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
         self._exit_hook_registered = False
 
     def parent_for(self, run_id: str) -> Context | None:

@@ -22,6 +22,7 @@ from opentelemetry.context import Context
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import semconv
+from hackagent_otel._forksafe import renew_after_fork
 
 TracerAdapter = Callable[[trace.Tracer], None]
 
@@ -41,6 +42,7 @@ class TracerSource:
         self._fallback: Callable[[], None] | None = None
         self._fallback_done = False
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
 
     def add_adapter(self, adapter: TracerAdapter) -> None:
         with self._lock:

@@ -36,6 +36,7 @@ from hackagent_otel._enums import (
     _ApiEnum,
     enum_value,
 )
+from hackagent_otel._forksafe import renew_after_fork
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
 
@@ -47,10 +48,11 @@ DEFAULT_EVALUATION_NOTES = "Status updated"
 class TrackingStats:
     """Counts of what tracking itself had to drop or could not do; never reset silently."""
 
-    __slots__ = ("_lock", "counts")
+    __slots__ = ("__weakref__", "_lock", "counts")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
         self.counts: dict[str, int] = {
             "metadata_dropped": 0,
             "progress_dropped": 0,
