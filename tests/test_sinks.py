@@ -156,6 +156,35 @@ def test_each_client_gets_one_service_with_its_own_outbox_beside_the_default(
         client.close()
 
 
+def test_client_objects_with_the_same_target_share_one_service(
+    clean_env: None, fake_api: FakeHackAgentAPI
+) -> None:
+    """A pipeline that builds a new client per run must not build a service per run."""
+    router = SinkRouter(Settings.resolve())
+
+    def client(token: str) -> httpx.Client:
+        return httpx.Client(base_url=fake_api.base_url, headers={"Authorization": token})
+
+    same = [client("Bearer a") for _ in range(5)]
+    other = client("Bearer b")
+    runs = {}
+    for c in [*same, other]:
+        run_id = str(uuid.uuid4())
+        routes.register(run_id, c)
+        runs[run_id] = c
+    try:
+        services = {run_id: router(run_id) for run_id in runs}
+        shared = {services[r] for r, c in runs.items() if c is not other}
+        assert len(shared) == 1
+        assert services[next(r for r, c in runs.items() if c is other)] not in shared
+        assert len(set(router.sinks()) - {router.default}) == 2
+    finally:
+        for sink in router.sinks():
+            sink.shutdown(1.0)
+        for c in [*same, other]:
+            c.close()
+
+
 def test_a_client_that_cannot_be_used_falls_back_to_the_default(clean_env: None) -> None:
     router = SinkRouter(Settings.resolve())
     run_id = str(uuid.uuid4())

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,10 @@ def outbox_path_for(settings: Settings, sender: HackAgentClient) -> Path:
     return default.with_name(f"{default.stem}-{digest}{default.suffix}")
 
 
+#: Client objects whose service is looked up by identity first (each holds a reference).
+_MAX_CLIENTS_REMEMBERED = 256
+
+
 class SinkRouter:
     """Callable run id -> delivery service (or ``None``: no in-process records)."""
 
@@ -53,7 +58,10 @@ class SinkRouter:
         self._settings = settings
         self._default_enabled = default_enabled
         self._default: DeliveryService | None = None
-        self._by_client: dict[int, tuple[Any, DeliveryService]] = {}
+        # Identity cache of the clients seen (bounded), and one service per target:
+        # a pipeline that makes a new client object per run still gets one service.
+        self._by_client: OrderedDict[int, tuple[Any, DeliveryService]] = OrderedDict()
+        self._by_target: dict[tuple[str, str], DeliveryService] = {}
         self._lock = threading.Lock()
         _ROUTERS.add(self)
         if default_enabled:
@@ -82,20 +90,30 @@ class SinkRouter:
             if entry is None or entry[0] is not client:
                 entry = (client, self._service_for(client))
                 self._by_client[id(client)] = entry
+                while len(self._by_client) > _MAX_CLIENTS_REMEMBERED:
+                    self._by_client.popitem(last=False)
         return entry[1]
 
     def _service_for(self, client: Any) -> DeliveryService:
+        """The service for ``client``'s target, built on first sight (under the lock)."""
         try:
             sender = HackAgentClient.from_any(client)
         except (TypeError, ValueError) as exc:
             _logger.error("hackagent_otel: %s; this run's records go to the default target", exc)
             return self.default
-        return DeliveryService(sender, outbox_path=outbox_path_for(self._settings, sender))
+        service = self._by_target.get(sender.target)
+        if service is not None:
+            sender.close()  # only connections it opened itself; a user's client stays open
+            return service
+        service = DeliveryService(sender, outbox_path=outbox_path_for(self._settings, sender))
+        self._by_target[sender.target] = service
+        return service
 
     def sinks(self) -> Iterator[DeliveryService]:
         """Every service built so far (for flush, shutdown and stats)."""
         with self._lock:
-            services = [service for _, service in self._by_client.values()]
+            services = list(self._by_target.values())
+            services += [service for _, service in self._by_client.values()]
             if self._default is not None:
                 services.append(self._default)
         return iter(dict.fromkeys(services))

@@ -20,6 +20,7 @@ import contextlib
 # middle of that import would give the child the module's import lock, held by a thread
 # that does not exist there, and every connection the child tries would hang on it.
 import encodings.idna  # noqa: F401
+import hashlib
 import http.client
 import json
 import logging
@@ -225,6 +226,18 @@ class HackAgentClient:
     def base_url(self) -> str:
         """The API root that record paths are relative to (with a trailing slash)."""
         return str(self._settings["base_url"])
+
+    @property
+    def target(self) -> tuple[str, str]:
+        """Where and as whom calls go: the base URL and a digest of the headers (auth).
+
+        Two clients with the same target deliver the same way, so they can share one
+        delivery service (and its order per result).
+        """
+        headers = sorted((str(k).lower(), str(v)) for k, v in self._settings["headers"].items())
+        auth = self._settings.get("auth")
+        digest = hashlib.sha256(repr((headers, id(auth) if auth else None)).encode())
+        return self.base_url, digest.hexdigest()
 
     def send(self, record: Record) -> Outcome:
         """Make ``record``'s call once; never raises for network or HTTP trouble."""
