@@ -76,8 +76,10 @@ class _Step:
     """A step in flight: its span and what was recorded in it."""
 
     __slots__ = (
+        "__weakref__",
         "context",
         "ended",
+        "lock",
         "metadata",
         "metadata_dropped",
         "parent",
@@ -102,9 +104,26 @@ class _Step:
         self.metadata_dropped = 0
         self.progress_dropped = 0
         self.ended = False
+        #: Orders recording (from any thread running in the step's context) against the
+        #: step's end, so an entry is either emitted or counted as late, never lost.
+        self.lock = threading.Lock()
+        renew_after_fork(self, "lock")  # a step may go on in a child forked inside it
 
 
 _CURRENT_STEP: ContextVar[_Step | None] = ContextVar("hackagent_current_step", default=None)
+
+
+def _record_metadata(step: _Step, key: str, entry: tuple[int, str]) -> str:
+    """Store one metadata entry on a step (its lock held): what became of it."""
+    if step.ended:
+        return "late"
+    if key in step.metadata or len(step.metadata) < MAX_METADATA_KEYS:
+        step.metadata.pop(key, None)
+        step.metadata[key] = entry
+        return "stored"
+    step.metadata_dropped += 1
+    stats.add("metadata_dropped")
+    return "first_dropped" if step.metadata_dropped == 1 else "dropped"
 
 
 class _StepScope:
@@ -241,18 +260,22 @@ class StepTracker:
                 else semconv.STEP_STATUS_COMPLETED,
                 semconv.STEP_SEQUENCE_END: step.context.increment_sequence(),
             }
-            if step.metadata_dropped:
-                attributes[semconv.STEP_METADATA_DROPPED] = step.metadata_dropped
-            if step.progress_dropped:
-                attributes[semconv.STEP_PROGRESS_DROPPED] = step.progress_dropped
-            step.ended = True
-            for key, (timestamp, value) in list(step.metadata.items()):
+            with step.lock:
+                step.ended = True
+                metadata = list(step.metadata.items())
+                progress = list(step.progress)
+                metadata_dropped, progress_dropped = step.metadata_dropped, step.progress_dropped
+            if metadata_dropped:
+                attributes[semconv.STEP_METADATA_DROPPED] = metadata_dropped
+            if progress_dropped:
+                attributes[semconv.STEP_PROGRESS_DROPPED] = progress_dropped
+            for key, (timestamp, value) in metadata:
                 span.add_event(
                     semconv.EVENT_METADATA,
                     {semconv.METADATA_KEY: key, semconv.METADATA_VALUE: value},
                     timestamp,
                 )
-            for timestamp, message, metrics in list(step.progress):
+            for timestamp, message, metrics in progress:
                 span.add_event(
                     semconv.EVENT_PROGRESS,
                     {semconv.PROGRESS_MESSAGE: message, semconv.PROGRESS_METRICS: metrics},
@@ -285,22 +308,19 @@ class StepTracker:
             if step is None:
                 if not self.context._stash_metadata(text_key, entry):
                     stats.add("metadata_dropped")
-            elif step.ended:
+                return
+            with step.lock:
+                outcome = _record_metadata(step, text_key, entry)
+            if outcome == "late":
                 self._drop_late("metadata", text_key)
-            elif text_key in step.metadata or len(step.metadata) < MAX_METADATA_KEYS:
-                step.metadata.pop(text_key, None)
-                step.metadata[text_key] = entry
-            else:
-                step.metadata_dropped += 1
-                stats.add("metadata_dropped")
-                if step.metadata_dropped == 1:
-                    self.logger.warning(
-                        "hackagent_otel: step keeps at most %d metadata keys; dropping %r "
-                        "and further new keys (counted in %s)",
-                        MAX_METADATA_KEYS,
-                        text_key,
-                        semconv.STEP_METADATA_DROPPED,
-                    )
+            elif outcome == "first_dropped":
+                self.logger.warning(
+                    "hackagent_otel: step keeps at most %d metadata keys; dropping %r "
+                    "and further new keys (counted in %s)",
+                    MAX_METADATA_KEYS,
+                    text_key,
+                    semconv.STEP_METADATA_DROPPED,
+                )
         except Exception:
             self._internal_error("recording metadata %r", key)
 
@@ -314,13 +334,16 @@ class StepTracker:
             if step is None:
                 if self.context._stash_progress(entry):
                     stats.add("progress_dropped")
-            elif step.ended:
+                return
+            with step.lock:
+                late = step.ended
+                if not late:
+                    if len(step.progress) == MAX_PROGRESS_ENTRIES:
+                        step.progress_dropped += 1
+                        stats.add("progress_dropped")
+                    step.progress.append(entry)
+            if late:
                 self._drop_late("progress", entry[1])
-            else:
-                if len(step.progress) == MAX_PROGRESS_ENTRIES:
-                    step.progress_dropped += 1
-                    stats.add("progress_dropped")
-                step.progress.append(entry)
         except Exception:
             self._internal_error("recording progress")
 
