@@ -21,7 +21,7 @@ from apps.scenario import (
     run_seed_scenario,
     without_otel,
 )
-from hackagent_otel import StepTracker, _mapping, semconv
+from hackagent_otel import StepTracker, _mapping, _sanitize, semconv
 from hackagent_otel._mapping import map_end, map_start
 from hackagent_otel._records import Record
 from hackagent_otel._sanitize import (
@@ -303,7 +303,7 @@ def test_resanitizing_skips_the_walk_only_when_it_would_change_nothing(
 ) -> None:
     """What ``json.loads`` makes is re-sanitized exactly as the full walk would."""
     expected = _encoded(sanitize(copy.deepcopy(value), limits))
-    assert _encoded(_mapping._resanitized(value, limits)) == expected
+    assert _encoded(_sanitize.resanitize(value, limits)) == expected
 
 
 @pytest.mark.parametrize("scalar", [True, None, 7, 1.5, "ab", "x" * 70])
@@ -316,7 +316,7 @@ def test_resanitizing_spends_the_budget_exactly_as_the_walk(scalar: Any, contain
             items = [scalar] * count
             value = items if container is list else {f"k{i}": v for i, v in enumerate(items)}
             expected = _encoded(sanitize(copy.deepcopy(value), limits))
-            assert _encoded(_mapping._resanitized(value, limits)) == expected, (total, count)
+            assert _encoded(_sanitize.resanitize(value, limits)) == expected, (total, count)
 
 
 @pytest.mark.parametrize(
@@ -332,14 +332,14 @@ def test_resanitizing_spends_the_budget_exactly_as_the_walk(scalar: Any, contain
     ],
 )
 def test_resanitizing_changes_what_the_walk_changes(value: Any) -> None:
-    assert _encoded(_mapping._resanitized(value)) == _encoded(sanitize(value))
+    assert _encoded(_sanitize.resanitize(value)) == _encoded(sanitize(value))
 
 
 def test_resanitizing_remembers_redacted_secrets_for_scrubbing_free_text() -> None:
     secret = "sk-mapping-remembered-9c2e"
     value = json.loads(json.dumps({"model": "m", "api_key": secret}))
 
-    assert _mapping._resanitized(value) == {"model": "m", "api_key": REDACTED}
+    assert _sanitize.resanitize(value) == {"model": "m", "api_key": REDACTED}
     assert secret not in scrub_known_secrets(f"auth failed for {secret}")
 
 

@@ -32,14 +32,7 @@ from typing import Any
 from hackagent_otel import _records, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
 from hackagent_otel._records import Record
-from hackagent_otel._sanitize import (
-    CLIENT_KEYS,
-    DEFAULT_LIMITS,
-    Limits,
-    is_secret_key,
-    sanitize,
-    sanitize_text,
-)
+from hackagent_otel._sanitize import resanitize, sanitize_text
 from hackagent_otel._spanview import SpanView
 
 ERROR_STATUS = EvaluationStatusEnum.ERROR_TEST_FRAMEWORK.value
@@ -235,7 +228,7 @@ def _collected(view: SpanView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             if isinstance(metrics, dict):
                 entry.update((k, v) for k, v in metrics.items() if k != "message")
             progress.append(entry)
-    return (metadata if view.sanitized else _resanitized(metadata)), progress[-20:]
+    return (metadata if view.sanitized else resanitize(metadata)), progress[-20:]
 
 
 def _run_update(view: SpanView, run_id: str) -> Record:
@@ -335,90 +328,10 @@ def _json_value(view: SpanView, value: Any) -> Any:
             value = _parse_json(value)
         except ValueError:
             pass
-    return value if view.sanitized else _resanitized(value)
+    return value if view.sanitized else resanitize(value)
 
 
 _parse_json = json.JSONDecoder().decode
-
-
-def _resanitized(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """``sanitize(value, limits)``, without walking what it would return unchanged.
-
-    Values from elsewhere are mostly what a tracker already sanitized: walking them again
-    only makes an equal copy. :func:`_budget_if_unchanged` checks that in a tight loop
-    (several times faster than the walk); a secret-named key at the top (a config with
-    its ``api_key``) is left to the sanitizer alone, the rest is kept. Whatever the
-    check cannot vouch for is walked in full.
-    """
-    secrets: list[str] = []
-    if _budget_if_unchanged(value, 0, limits.max_total, limits, secrets) is None:
-        return sanitize(value, limits)
-    if not secrets:
-        return value
-    out = dict(value)
-    for key in secrets:  # redacted, and the secret remembered to scrub it from free text
-        out[key] = sanitize({key: out[key]}, limits)[key]
-    return out
-
-
-def _budget_if_unchanged(
-    value: Any, depth: int, budget: int, limits: Limits, secrets: list[str] | None = None
-) -> int | None:
-    """The size budget ``sanitize`` would have left after passing ``value`` through
-    unchanged, except for the secret-named keys of a top-level dict (added to
-    ``secrets``); ``None`` when it would change more (or may: the caller walks it).
-
-    Mirrors the walker in :mod:`._sanitize` for what ``json.loads`` makes (dicts with
-    str keys, lists, str, int, float, bool, None): every check it applies on the way,
-    with the same budget, must pass. Anything else answers ``None``. Property-tested
-    against ``sanitize`` in tests/test_mapping.py.
-    """
-    kind = type(value)
-    if kind is str:
-        if len(value) > min(limits.max_string, max(budget, 64)):
-            return None
-        return budget - len(value) - 2
-    if kind is bool or value is None:
-        return budget - 5
-    if kind is int:
-        return budget - 8 if value.bit_length() <= 63 else None
-    if kind is float:
-        return budget - 12 if math.isfinite(value) else None
-    if kind is dict:
-        if depth >= limits.max_depth or len(value) > limits.max_items:
-            return None
-        for key, item in value.items():
-            if budget <= 0 or type(key) is not str or len(key) > limits.max_string:
-                return None
-            budget -= len(key) + 4
-            if is_secret_key(key):
-                if secrets is None:
-                    return None
-                secrets.append(key)  # its value costs no budget: it becomes REDACTED
-                continue
-            if key in CLIENT_KEYS and not _is_scalar(item):
-                return None
-            left = _budget_if_unchanged(item, depth + 1, budget, limits)
-            if left is None:
-                return None
-            budget = left
-        return budget
-    if kind is list:
-        if depth >= limits.max_depth or len(value) > limits.max_items:
-            return None
-        for item in value:
-            if budget <= 0:
-                return None
-            left = _budget_if_unchanged(item, depth + 1, budget, limits)
-            if left is None:
-                return None
-            budget = left
-        return budget
-    return None
-
-
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _iso(ns: int) -> str:

@@ -476,6 +476,86 @@ def dumps_keyed(key: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     return dumps(value, limits)
 
 
+def resanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """``sanitize(value, limits)``, without walking what it would return unchanged.
+
+    Values from elsewhere are mostly what a tracker already sanitized: walking them again
+    only makes an equal copy. :func:`_budget_if_unchanged` checks that in a tight loop
+    (several times faster than the walk); a secret-named key at the top (a config with
+    its ``api_key``) is left to the sanitizer alone, the rest is kept. Whatever the
+    check cannot vouch for is walked in full.
+    """
+    secrets: list[str] = []
+    if _budget_if_unchanged(value, 0, limits.max_total, limits, secrets) is None:
+        return sanitize(value, limits)
+    if not secrets:
+        return value
+    out = dict(value)
+    for key in secrets:  # redacted, and the secret remembered to scrub it from free text
+        out[key] = sanitize({key: out[key]}, limits)[key]
+    return out
+
+
+def _budget_if_unchanged(
+    value: Any, depth: int, budget: int, limits: Limits, secrets: list[str] | None = None
+) -> int | None:
+    """The size budget ``sanitize`` would have left after passing ``value`` through
+    unchanged, except for the secret-named keys of a top-level dict (added to
+    ``secrets``); ``None`` when it would change more (or may: the caller walks it).
+
+    Mirrors :class:`_Walker` for what ``json.loads`` makes (dicts with
+    str keys, lists, str, int, float, bool, None): every check it applies on the way,
+    with the same budget, must pass. Anything else answers ``None``. Property-tested
+    against ``sanitize`` in tests/test_sanitize.py and tests/test_mapping.py.
+    """
+    kind = type(value)
+    if kind is str:
+        if len(value) > min(limits.max_string, max(budget, 64)):
+            return None
+        return budget - len(value) - 2
+    if kind is bool or value is None:
+        return budget - 5
+    if kind is int:
+        return budget - 8 if value.bit_length() <= _MAX_INT_BITS else None
+    if kind is float:
+        return budget - 12 if math.isfinite(value) else None
+    if kind is dict:
+        if depth >= limits.max_depth or len(value) > limits.max_items:
+            return None
+        for key, item in value.items():
+            if budget <= 0 or type(key) is not str or len(key) > limits.max_string:
+                return None
+            budget -= len(key) + 4
+            if _policy.is_secret(key):
+                if secrets is None:
+                    return None
+                secrets.append(key)  # its value costs no budget: it becomes REDACTED
+                continue
+            if key in CLIENT_KEYS and not _is_scalar(item):
+                return None
+            left = _budget_if_unchanged(item, depth + 1, budget, limits)
+            if left is None:
+                return None
+            budget = left
+        return budget
+    if kind is list:
+        if depth >= limits.max_depth or len(value) > limits.max_items:
+            return None
+        for item in value:
+            if budget <= 0:
+                return None
+            left = _budget_if_unchanged(item, depth + 1, budget, limits)
+            if left is None:
+                return None
+            budget = left
+        return budget
+    return None
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 def sanitize_text(text: Any, limit: int = DEFAULT_LIMITS.max_string) -> str:
     """A bounded string for free text (error messages) with known secrets taken out."""
     value = text if isinstance(text, str) else _safe_str(text)
