@@ -46,6 +46,18 @@ def sequences(api: FakeHackAgentAPI, result_id: str) -> list[int]:
     return [t["sequence"] for t in api.traces_for(result_id)]
 
 
+def assert_a_successor_continues_in_order(
+    make: object, api: FakeHackAgentAPI, result_id: str, next_sequence: int
+) -> None:
+    """A new service on the same outbox delivers what was left, then its own record,
+    so the API ends up with sequences 0..next_sequence in order."""
+    successor: DeliveryService = make()  # type: ignore[operator]
+    successor.submit(trace(result_id, next_sequence))
+    total = next_sequence + 1
+    assert api.wait_for(lambda: len(api.traces_for(result_id)) == total, timeout=10)
+    assert sequences(api, result_id) == list(range(total))
+
+
 @pytest.fixture
 def services() -> Iterator[list[DeliveryService]]:
     """Services made by a test; shut down at teardown so no thread outlives it."""
@@ -279,10 +291,7 @@ def test_records_of_a_sigkilled_process_are_delivered_by_the_next(
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     fake_api.start()
-    successor: DeliveryService = make()  # type: ignore[operator]
-    successor.submit(trace(result_id, 30))
-    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 31, timeout=10)
-    assert sequences(fake_api, result_id) == list(range(31))
+    assert_a_successor_continues_in_order(make, fake_api, result_id, 30)
 
 
 def test_shutdown_returns_within_its_timeout_when_the_api_hangs(
@@ -577,10 +586,7 @@ def test_shutdown_mid_drain_with_a_hanging_api_loses_nothing(
     assert time.monotonic() - started < 1.3
     fake_api.clear_faults()
     fake_api.reset()
-    successor: DeliveryService = make()  # type: ignore[operator]
-    successor.submit(trace(result_id, 11))
-    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 12, timeout=10)
-    assert sequences(fake_api, result_id) == list(range(12))
+    assert_a_successor_continues_in_order(make, fake_api, result_id, 11)
 
 
 # -- accept_durably and start (the bridge's way in) --------------------------------------
