@@ -52,7 +52,15 @@ def test_the_tracker_side_uses_the_opentelemetry_api_only(name: str) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["_mapping.py", "_spanview.py", "_records.py", "semconv.py", "_sanitize.py", "_enums.py"],
+    [
+        "_mapping.py",
+        "_spanview.py",
+        "_records.py",
+        "semconv.py",
+        "_sanitize.py",
+        "_enums.py",
+        "_json.py",
+    ],
 )
 def test_the_data_layer_does_no_io_and_knows_no_sdk(name: str) -> None:
     imports = imports_of(PACKAGE / name)

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hackagent_otel._json import compact_encoder
+
 Method = Literal["POST", "PATCH"]
 
 #: Record kinds, one per HackAgent call the tracker makes.
@@ -19,9 +21,8 @@ RUN_UPDATE: Literal["run_update"] = "run_update"
 RESULT_UPDATE: Literal["result_update"] = "result_update"
 RecordKind = Literal["trace", "run_update", "result_update"]
 
-#: One encoder for every record (``json.dumps`` with options builds one per call). Bodies
-#: come from the mapping, which builds fresh trees, so the circular check is skipped.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+#: Bodies come from the mapping or from the outbox's JSON, always fresh trees.
+_encode = compact_encoder(ensure_ascii=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +42,16 @@ class Record:
     #: Seconds since the epoch when the record was produced (for latency figures).
     created_at: float = field(default=0.0, compare=False)
 
+    def body_json(self) -> str:
+        """The request body as sent: compact JSON, ASCII only.
+
+        Raises ``TypeError`` or ``ValueError`` if the body is not JSON-safe.
+        """
+        return _encode(self.body)
+
     def to_json(self) -> str:
         """Serialize for the outbox; the body is already JSON-safe."""
-        return _ENCODER.encode(
+        return _encode(
             {
                 "kind": self.kind,
                 "method": self.method,

@@ -242,8 +242,8 @@ class HackAgentClient:
     def send(self, record: Record) -> Outcome:
         """Make ``record``'s call once; never raises for network or HTTP trouble."""
         try:
-            content = json.dumps(record.body, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
+            content = record.body_json().encode()
+        except (TypeError, ValueError, RecursionError) as exc:
             return Rejected(0, f"body is not JSON-serializable: {exc}")
         if self._closed:
             return Transient("client closed")
