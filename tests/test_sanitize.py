@@ -484,36 +484,56 @@ def test_float_subclasses_and_bools_keep_their_meaning() -> None:
     assert sanitize([True, False, Score(0.5), Score(math.inf)]) == [True, False, 0.5, "Infinity"]
 
 
+class _Level(int, Enum):
+    LOW = 1
+
+
+class _Tagged(dict):  # type: ignore[type-arg]
+    pass
+
+
 _scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([2**63 - 1, 2**63, -(2**63), 10**18, _Level.LOW])
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=40)
+    | st.text(alphabet="0123456789", min_size=18, max_size=21)
 )
-_keys = st.text(max_size=12) | st.sampled_from(["api_key", "password", "token", "client", "x"])
-
-
-@settings(max_examples=400, deadline=None)
-@given(
-    st.one_of(
-        _scalars,
-        st.dictionaries(
-            _keys,
-            _scalars | st.lists(_scalars, max_size=5) | st.tuples(_scalars, _scalars),
-            max_size=12,
-        ),
-    )
+_keys = (
+    st.text(max_size=12)
+    | st.sampled_from(["api_key", "password", "token", "client", "x", "max_tokens", "k" * 65])
+    | st.integers(min_value=0, max_value=3)
 )
-def test_the_shallow_fast_path_encodes_exactly_as_the_full_walk(value: Any) -> None:
-    """Shallow values skip the walker; what they encode to must not change."""
-    full = json.dumps(
-        _sanitize.sanitize(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-    assert _sanitize.dumps(value) == full
+_flat_values = _scalars | st.lists(_scalars, max_size=5) | st.tuples(_scalars, _scalars)
+_values = (
+    _flat_values
+    | st.lists(st.dictionaries(_keys, _scalars, max_size=2), max_size=2)
+    | st.dictionaries(_keys, _scalars, max_size=2).map(_Tagged)
+)
+_limits = st.sampled_from(
+    [DEFAULT_LIMITS, Limits(max_total=200), Limits(max_string=8), Limits(max_items=3)]
+)
 
 
-def test_the_shallow_fast_path_respects_the_total_size_budget() -> None:
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(_scalars, st.dictionaries(_keys, _values, max_size=12)), _limits)
+def test_the_flat_fast_path_encodes_exactly_as_the_full_walk(value: Any, limits: Limits) -> None:
+    """Flat values skip the walker; what they encode to must not change."""
+    full = json.dumps(_sanitize.sanitize(value, limits), separators=(",", ":"), ensure_ascii=False)
+    assert _sanitize.dumps(value, limits) == full
+
+
+def test_the_flat_fast_path_redacts_secret_keys_and_remembers_their_values() -> None:
+    config = {"model": "m", "api_key": CANARY, "temperature": 0.5}
+
+    assert json.loads(dumps(config)) == {"model": "m", "api_key": REDACTED, "temperature": 0.5}
+    assert config["api_key"] == CANARY  # the caller's dict is left alone
+    assert scrub_known_secrets(f"failed with {CANARY}") == f"failed with {REDACTED}"
+
+
+def test_the_flat_fast_path_respects_the_total_size_budget() -> None:
     """Many short strings add up: the fast path must cut exactly where the walk cuts."""
     value = {f"k{i}": [""] * 200 for i in range(200)}
     out = json.loads(_sanitize.dumps(value))

@@ -29,11 +29,13 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from decimal import Decimal
 from enum import Enum
 from pathlib import PurePath
 from typing import Any, Final
+
+from hackagent_otel._json import compact_encoder
 
 REDACTED: Final = "***REDACTED***"
 
@@ -61,6 +63,10 @@ SECRET_WORDS: Final = frozenset(
 )
 #: Keys that hold a live client object; shown as ``"<TypeName>"`` like the original.
 CLIENT_KEYS: Final = frozenset({"client", "_client"})
+#: Keys at most this long that are str, not secret and no client key: the plain keys
+#: the fast path passes by a set comparison.
+_PLAIN_KEY_MAX_LENGTH: Final = 64
+_LEARNED_KEYS_MAX: Final = 4096
 
 #: Integers wider than this are written as decimal strings: many JSON readers (JavaScript,
 #: Go's float64 default) cannot hold them, and Python refuses to print huge ones.
@@ -90,6 +96,26 @@ class _KeyPolicy:
     def __init__(self, extra_words: Iterable[str] = ()) -> None:
         self.words = frozenset(SECRET_WORDS | {w.lower() for w in extra_words})
         self._cache: dict[str, bool] = {}
+        #: Keys seen to be plain (see ``_flat_text``) or secret, for set tests in C.
+        self.plain_keys: set[str] = set()
+        self.secret_keys: set[str] = set()
+
+    def secret_keys_among(self, keys: Set[Any]) -> Set[str] | None:
+        """Which of ``keys`` (not yet known plain) are secret; ``None`` if one is not a
+        plain key at all (not str, too long, a client key). Remembers what it learns."""
+        if keys <= self.secret_keys:
+            return keys
+        secrets: set[str] = set()
+        for key in keys:
+            if type(key) is not str or len(key) > _PLAIN_KEY_MAX_LENGTH or key in CLIENT_KEYS:
+                return None
+            learned = secrets if self.is_secret(key) else self.plain_keys
+            learned.add(key)
+        if len(self.plain_keys) > _LEARNED_KEYS_MAX:  # a pipeline with ever-new keys
+            self.plain_keys.clear()
+        if len(self.secret_keys) < _LEARNED_KEYS_MAX:
+            self.secret_keys |= secrets
+        return secrets
 
     def is_secret(self, key: str) -> bool:
         cached = self._cache.get(key)
@@ -395,55 +421,76 @@ def sanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
         return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
 
 
-_NOT_SHALLOW: Final = object()
-#: One encoder for every value: ``json.dumps`` with options builds a new one per call.
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode: Final = compact_encoder(ensure_ascii=False)
+_REDACTED_JSON: Final = json.dumps(REDACTED)
+
+_SCALAR_TYPES: Final = frozenset({str, int, float, bool, type(None)})
+_FLAT_VALUE_TYPES: Final = _SCALAR_TYPES | {list, tuple}
+_NEEDS_A_LOOK: Final = frozenset({int, list, tuple})
+#: Ints the walker keeps as numbers lie strictly between minus and plus this.
+_INT_BOUND: Final = 2**_MAX_INT_BITS
 
 
-def _shallow(value: Any, limits: Limits) -> Any:
-    """``sanitize(value)`` for the common shallow shapes, or ``_NOT_SHALLOW``.
+def _flat_text(value: Any, limits: Limits) -> str | None:
+    """The JSON text of ``sanitize(value)`` for the common flat shapes, or ``None``.
 
-    Scalars, and dicts of str keys to scalars or to lists of scalars (metrics, counts,
-    configs, input samples), need at most their secret keys redacted; they then skip
-    the walker and go straight to the C encoder. Anything else takes the full path.
+    Scalars, and dicts of plain keys to scalars or to lists of scalars (metrics, counts,
+    configs, input samples), need at most their secret keys redacted: they are checked
+    with set operations and encoded by the C encoder, skipping the walker. The encoded
+    text then bounds what the walker would have cut: every string is shorter than it,
+    and the walker charges at most 6 characters of budget per character of it. Anything
+    else answers ``None`` and takes the walk.
     """
     kind = type(value)
     if kind is not dict:
-        return value if _is_plain_scalar(value, limits) else _NOT_SHALLOW
-    if len(value) > limits.max_items:
-        return _NOT_SHALLOW
+        return _encode(value) if _is_plain_scalar(value, limits) else None
+    if (
+        len(value) > limits.max_items
+        or limits.max_depth < 3
+        or limits.max_string < _PLAIN_KEY_MAX_LENGTH
+    ):
+        return None
     policy = _policy
-    # An upper bound of what the walker's budget would be charged (keys len + 4,
-    # strings len + 2, other scalars at most 16): within ``max_total`` it cuts nothing.
-    size = 0
-    out: dict[str, Any] | None = None
-    for key, item in value.items():
-        if type(key) is not str or len(key) > limits.max_string or key in CLIENT_KEYS:
-            return _NOT_SHALLOW
-        size += len(key) + 4
-        if policy.is_secret(key):
-            if out is None:
-                out = dict(value)
+    if not value.keys() <= policy.plain_keys:
+        secrets = policy.secret_keys_among(value.keys() - policy.plain_keys)
+        if secrets is None:
+            return None
+        out = dict(value)
+        for key in secrets:
+            _memory.remember_within(out[key])
             out[key] = REDACTED
-            _memory.remember_within(item)
-            size += len(REDACTED) + 2
-            continue
-        item_kind = type(item)
-        if item_kind is list or item_kind is tuple:
-            if len(item) > limits.max_items or not all(_is_plain_scalar(x, limits) for x in item):
-                return _NOT_SHALLOW
-            if item_kind is tuple:
-                if out is None:
-                    out = dict(value)
-                out[key] = list(item)
-            size += sum(len(x) + 2 if type(x) is str else 16 for x in item)
-        elif _is_plain_scalar(item, limits):
-            size += len(item) + 2 if item_kind is str else 16
-        else:
-            return _NOT_SHALLOW
-    if size > limits.max_total:
-        return _NOT_SHALLOW
-    return value if out is None else out
+        value = out
+    types = set(map(type, value.values()))
+    if not types <= _FLAT_VALUE_TYPES:
+        return None
+    if not types.isdisjoint(_NEEDS_A_LOOK) and not _narrow_ints_and_short_lists(
+        value.values(), limits
+    ):
+        return None
+    try:
+        text = _encode(value)
+    except ValueError:  # NaN or infinity: the walker names them
+        return None
+    if len(text) > limits.max_string or 6 * len(text) + limits.max_string > limits.max_total:
+        return None
+    return text
+
+
+def _narrow_ints_and_short_lists(values: Iterable[Any], limits: Limits) -> bool:
+    """Whether the ints among ``values`` are narrow enough to stay numbers, and the
+    lists and tuples among them short lists of narrow scalars."""
+    for item in values:
+        kind = type(item)
+        if kind is int:
+            if not -_INT_BOUND < item < _INT_BOUND:
+                return False
+        elif (kind is list or kind is tuple) and (
+            len(item) > limits.max_items
+            or not set(map(type, item)) <= _SCALAR_TYPES
+            or not all(-_INT_BOUND < x < _INT_BOUND for x in item if type(x) is int)
+        ):
+            return False
+    return True
 
 
 def _is_plain_scalar(value: Any, limits: Limits) -> bool:
@@ -460,19 +507,17 @@ def _is_plain_scalar(value: Any, limits: Limits) -> bool:
 def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     """Sanitize ``value`` and encode it as compact JSON text. Never raises."""
     try:
-        shallow = _shallow(value, limits)
+        text = _flat_text(value, limits)
     except Exception:  # e.g. the caller's dict changed size under us: take the full walk
-        shallow = _NOT_SHALLOW
-    if shallow is not _NOT_SHALLOW:
-        return _ENCODER.encode(shallow)
-    return _ENCODER.encode(sanitize(value, limits))
+        text = None
+    return text if text is not None else _encode(sanitize(value, limits))
 
 
 def dumps_keyed(key: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> str:
     """Like :func:`dumps`, but redacted whole when ``key`` names a secret."""
     if _policy.is_secret(key):
         _memory.remember_within(value)
-        return json.dumps(REDACTED)
+        return _REDACTED_JSON
     return dumps(value, limits)
 
 
