@@ -76,10 +76,8 @@ class _Step:
     """A step in flight: its span and what was recorded in it."""
 
     __slots__ = (
-        "__weakref__",
         "context",
         "ended",
-        "lock",
         "metadata",
         "metadata_dropped",
         "parent",
@@ -104,17 +102,31 @@ class _Step:
         self.metadata_dropped = 0
         self.progress_dropped = 0
         self.ended = False
-        #: Orders recording (from any thread running in the step's context) against the
-        #: step's end, so an entry is either emitted or counted as late, never lost.
+
+
+class _RecordingOrder:
+    """Orders recording in a step (from any thread running in its context) against the
+    step's end, so an entry is either emitted or counted as late, never lost.
+
+    One lock for all steps: it is held for a few dict or deque operations only, and a
+    lock per step cost more to make (and to renew after a fork) than it ever waited.
+    """
+
+    __slots__ = ("__weakref__", "lock")
+
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         renew_after_fork(self, "lock")  # a step may go on in a child forked inside it
+
+
+_recording = _RecordingOrder()
 
 
 _CURRENT_STEP: ContextVar[_Step | None] = ContextVar("hackagent_current_step", default=None)
 
 
 def _record_metadata(step: _Step, key: str, entry: tuple[int, str]) -> str:
-    """Store one metadata entry on a step (its lock held): what became of it."""
+    """Store one metadata entry on a step (``_recording.lock`` held): what became of it."""
     if step.ended:
         return "late"
     if key in step.metadata or len(step.metadata) < MAX_METADATA_KEYS:
@@ -260,7 +272,7 @@ class StepTracker:
                 else semconv.STEP_STATUS_COMPLETED,
                 semconv.STEP_SEQUENCE_END: step.context.increment_sequence(),
             }
-            with step.lock:
+            with _recording.lock:
                 step.ended = True
                 metadata = list(step.metadata.items())
                 progress = list(step.progress)
@@ -309,7 +321,7 @@ class StepTracker:
                 if not self.context._stash_metadata(text_key, entry):
                     stats.add("metadata_dropped")
                 return
-            with step.lock:
+            with _recording.lock:
                 outcome = _record_metadata(step, text_key, entry)
             if outcome == "late":
                 self._drop_late("metadata", text_key)
@@ -335,7 +347,7 @@ class StepTracker:
                 if self.context._stash_progress(entry):
                     stats.add("progress_dropped")
                 return
-            with step.lock:
+            with _recording.lock:
                 late = step.ended
                 if not late:
                     if len(step.progress) == MAX_PROGRESS_ENTRIES:
