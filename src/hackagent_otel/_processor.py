@@ -20,7 +20,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -100,7 +100,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._sink_for_run = sink_for_run
         self._max_backlog = max_backlog
         self.counters = MappingCounters()
-        self._queue: deque[tuple[int, Any]] = deque()
+        self._queue: deque[tuple[int, ReadableSpan]] = deque()
         self._wake = threading.Event()
         self._idle = True
         self._enqueued = 0
@@ -129,7 +129,10 @@ class HackAgentSpanProcessor(SpanProcessor):
         attributes = span.attributes
         if attributes is None or attributes.get(semconv.KIND) != semconv.KIND_STEP:
             return
-        self._enqueue(_START, from_sdk_span(span, started_only=True))
+        # The span itself is queued, not a copy: the start record reads only attributes
+        # the tracker sets at start and never changes, so mapping it later (possibly
+        # after the step ended) gives the same record, at no cost to the caller.
+        self._enqueue(_START, span)
 
     def on_end(self, span: ReadableSpan) -> None:
         if self._detached:
@@ -179,15 +182,15 @@ class HackAgentSpanProcessor(SpanProcessor):
         return True
 
     # -- the mapping thread ----------------------------------------------------------------
-    def _enqueue(self, phase: int, item: Any) -> None:
+    def _enqueue(self, phase: int, span: ReadableSpan) -> None:
         if self._pid != os.getpid():
             self._after_fork_in_child()
         if self._stopping:  # shut down: the sink counts what it can no longer take
-            self._map_guarded(phase, item)
+            self._map_guarded(phase, span)
             return
         with self._enqueue_lock:  # a lost increment would let force_flush return early
             self._enqueued += 1
-            self._queue.append((phase, item))
+            self._queue.append((phase, span))
         if self._worker is None:
             self._start_worker()
         if len(self._queue) > self._max_backlog:
@@ -227,25 +230,25 @@ class HackAgentSpanProcessor(SpanProcessor):
         """
         with self._map_lock:
             try:
-                phase, item = self._queue.popleft()
+                phase, span = self._queue.popleft()
             except IndexError:
                 return False
-            self._map_guarded(phase, item)
+            self._map_guarded(phase, span)
         with self._progress:
             self._done += 1
             self._progress.notify_all()
         return True
 
-    def _map_guarded(self, phase: int, item: Any) -> None:
+    def _map_guarded(self, phase: int, span: ReadableSpan) -> None:
         try:
-            self._map(phase, item)
+            self._map(phase, span)
         except Exception:  # never into the pipeline's thread
             _logger.exception("hackagent_otel: mapping a span failed")
             with self.counters.lock:
                 self.counters.unmappable += 1
 
-    def _map(self, phase: int, item: Any) -> None:
-        view: SpanView = item if phase == _START else from_sdk_span(item)
+    def _map(self, phase: int, span: ReadableSpan) -> None:
+        view: SpanView = from_sdk_span(span, started_only=phase == _START)
         with self.counters.lock:
             self.counters.spans += phase == _END
         run_id = view.attributes.get(semconv.RUN_ID)
