@@ -513,12 +513,27 @@ _values = (
     | st.dictionaries(_keys, _scalars, max_size=2).map(_Tagged)
 )
 _limits = st.sampled_from(
-    [DEFAULT_LIMITS, Limits(max_total=200), Limits(max_string=8), Limits(max_items=3)]
+    [
+        DEFAULT_LIMITS,
+        Limits(max_total=200),
+        Limits(max_string=8),
+        Limits(max_items=3),
+        # Where the fast path runs, near its bounds: texts around 64 characters.
+        Limits(max_string=64, max_total=64 + 6 * 40),
+        Limits(max_string=100, max_total=100 + 6 * 60),
+    ]
 )
 
 
-@settings(max_examples=600, deadline=None)
-@given(st.one_of(_scalars, st.dictionaries(_keys, _values, max_size=12)), _limits)
+@settings(max_examples=800, deadline=None)
+@given(
+    st.one_of(
+        _scalars,
+        st.text(min_size=50, max_size=300),
+        st.dictionaries(_keys, _values | st.text(min_size=20, max_size=70), max_size=12),
+    ),
+    _limits,
+)
 def test_the_flat_fast_path_encodes_exactly_as_the_full_walk(value: Any, limits: Limits) -> None:
     """Flat values skip the walker; what they encode to must not change."""
     full = json.dumps(_sanitize.sanitize(value, limits), separators=(",", ":"), ensure_ascii=False)
@@ -533,9 +548,49 @@ def test_the_flat_fast_path_redacts_secret_keys_and_remembers_their_values() -> 
     assert scrub_known_secrets(f"failed with {CANARY}") == f"failed with {REDACTED}"
 
 
-def test_the_flat_fast_path_respects_the_total_size_budget() -> None:
-    """Many short strings add up: the fast path must cut exactly where the walk cuts."""
+def test_many_short_strings_add_up_to_the_total_budget() -> None:
     value = {f"k{i}": [""] * 200 for i in range(200)}
     out = json.loads(_sanitize.dumps(value))
     assert out == _sanitize.sanitize(value)
     assert "..." in out  # the walk's marker for keys left out
+
+
+def test_the_flat_fast_path_cuts_exactly_where_the_walk_cuts() -> None:
+    """Values on both sides of the fast path's size bound encode as the walk does."""
+    limits = Limits(max_string=64, max_total=64 + 6 * 40)
+    taken = []
+    for length in range(10, 90):
+        value = {"k": "x" * length, "n": 1}
+        assert _sanitize.dumps(value, limits) == json.dumps(
+            sanitize(value, limits), separators=(",", ":"), ensure_ascii=False
+        )
+        taken.append(_sanitize._flat_text(value, limits) is not None)
+    assert any(taken)  # the fast path ran
+    assert not all(taken)  # and handed the rest to the walk
+
+
+def test_the_flat_fast_path_serves_the_usual_step_values() -> None:
+    for value in (
+        {"model": "m", "temperature": 0.9, "max_tokens": 256, "api_key": "sk-x"},
+        {"goals": ["reveal", "disable"], "batch": 1},
+        {"items": 50, "errors": 0},
+        150,
+        "batch 1/2",
+    ):
+        assert _sanitize._flat_text(value, DEFAULT_LIMITS) is not None
+
+
+def test_a_key_learned_as_plain_is_redacted_once_it_is_named_secret() -> None:
+    assert json.loads(dumps({"session_id": CANARY})) == {"session_id": CANARY}
+    try:
+        _sanitize.set_extra_secret_words(["session"])
+        assert json.loads(dumps({"session_id": CANARY})) == {"session_id": REDACTED}
+    finally:
+        _sanitize.set_extra_secret_words([])
+
+
+def test_a_long_top_level_string_is_cut_to_the_total_budget_as_the_walk_cuts_it() -> None:
+    limits = Limits(max_total=200)
+
+    assert json.loads(dumps("x" * 300, limits)) == sanitize("x" * 300, limits)
+    assert json.loads(dumps("x" * 300, limits)).endswith("...[100 more chars]")

@@ -450,25 +450,24 @@ def _flat_text(value: Any, limits: Limits) -> str | None:
         or limits.max_string < _PLAIN_KEY_MAX_LENGTH
     ):
         return None
+    # Checks and encoding read one copy: another thread may be changing the caller's
+    # dict, and a key or value slipped in between them would skip redaction.
+    snapshot = dict(value)
     policy = _policy
-    if not value.keys() <= policy.plain_keys:
-        secrets = policy.secret_keys_among(value.keys() - policy.plain_keys)
+    if not snapshot.keys() <= policy.plain_keys:
+        secrets = policy.secret_keys_among(snapshot.keys() - policy.plain_keys)
         if secrets is None:
             return None
-        out = dict(value)
         for key in secrets:
-            _memory.remember_within(out[key])
-            out[key] = REDACTED
-        value = out
-    types = set(map(type, value.values()))
+            _memory.remember_within(snapshot[key])
+            snapshot[key] = REDACTED
+    types = set(map(type, snapshot.values()))
     if not types <= _FLAT_VALUE_TYPES:
         return None
-    if not types.isdisjoint(_NEEDS_A_LOOK) and not _narrow_ints_and_short_lists(
-        value.values(), limits
-    ):
+    if not types.isdisjoint(_NEEDS_A_LOOK) and not _narrowed(snapshot, limits):
         return None
     try:
-        text = _encode(value)
+        text = _encode(snapshot)
     except ValueError:  # NaN or infinity: the walker names them
         return None
     if len(text) > limits.max_string or 6 * len(text) + limits.max_string > limits.max_total:
@@ -476,27 +475,32 @@ def _flat_text(value: Any, limits: Limits) -> str | None:
     return text
 
 
-def _narrow_ints_and_short_lists(values: Iterable[Any], limits: Limits) -> bool:
-    """Whether the ints among ``values`` are narrow enough to stay numbers, and the
-    lists and tuples among them short lists of narrow scalars."""
-    for item in values:
+def _narrowed(snapshot: dict[str, Any], limits: Limits) -> bool:
+    """Whether the ints in ``snapshot`` are narrow enough to stay numbers, and its lists
+    and tuples short lists of narrow scalars; those are replaced by tuple copies, so
+    what was checked is what gets encoded."""
+    for key, item in snapshot.items():
         kind = type(item)
         if kind is int:
             if not -_INT_BOUND < item < _INT_BOUND:
                 return False
-        elif (kind is list or kind is tuple) and (
-            len(item) > limits.max_items
-            or not set(map(type, item)) <= _SCALAR_TYPES
-            or not all(-_INT_BOUND < x < _INT_BOUND for x in item if type(x) is int)
-        ):
-            return False
+        elif kind is list or kind is tuple:
+            frozen = tuple(item)
+            if (
+                len(frozen) > limits.max_items
+                or not set(map(type, frozen)) <= _SCALAR_TYPES
+                or not all(-_INT_BOUND < x < _INT_BOUND for x in frozen if type(x) is int)
+            ):
+                return False
+            snapshot[key] = frozen  # same key: the dict's size does not change
     return True
 
 
 def _is_plain_scalar(value: Any, limits: Limits) -> bool:
+    """Whether the walker passes ``value`` unchanged at the top of a value."""
     kind = type(value)
-    if kind is str:
-        return bool(len(value) <= limits.max_string)
+    if kind is str:  # the walker caps strings at the budget too, but never below 64
+        return bool(len(value) <= min(limits.max_string, max(limits.max_total, 64)))
     if kind is int:
         return bool(value.bit_length() <= _MAX_INT_BITS)
     if kind is float:
