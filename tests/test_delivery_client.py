@@ -329,3 +329,11 @@ def test_stdlib_transport_reports_refused_connections_as_transient(
         outcome = client.send(trace_record())
     assert isinstance(outcome, Transient)
     assert "ConnectionRefused" in outcome.reason
+
+
+def test_a_record_whose_path_cannot_be_sent_as_is_is_rejected_not_retried(
+    client: HackAgentClient,
+) -> None:
+    outcome = client.send(trace_record("not a uuid"))
+
+    assert isinstance(outcome, Rejected)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from hackagent_otel._delivery.fast_http import MAX_HEADERS, BadResponse, StdlibHTTP
+from hackagent_otel._delivery import fast_http
+from hackagent_otel._delivery.fast_http import MAX_HEADERS, BadResponse, StdlibHTTP, UnsafeRequest
 
 Reply = Callable[[socket.socket, bytes], bool]
 """Answers one request (its raw bytes) on the connection; False closes the connection."""
@@ -125,6 +126,7 @@ def test_a_request_goes_out_whole_and_the_connection_is_kept_alive(
         f"Host: {server.url.split('/')[2]}".encode(),
         b"Authorization: Bearer k",
         b"Content-Length: 7",
+        b"Accept-Encoding: identity",
     }
     assert body == b'{"a":1}'
     assert server.requests[1].startswith(b"PATCH /api/run/x HTTP/1.1\r\n")
@@ -162,22 +164,33 @@ def test_retry_after_is_read_and_repeated_headers_keep_the_last(
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "keep_open"),
     [
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
-        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-        b"HTTP/1.1 200 OK\r\n\r\nok",  # no length: the body ends with the connection
+        # The server keeps the socket open after saying it will close: only the
+        # client's own reading of the response keeps it from being reused.
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"HTTP/1.1 200 OK\r\n\r\nok", False),  # no length: the body ends with the connection
+        # No body allowed, yet one is announced or sent: the stream is not trusted again.
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 2\r\n\r\nok", True),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"
+            b"2\r\nok\r\n0\r\n\r\n",
+            True,
+        ),
     ],
-    ids=["connection-close", "http-1.0", "until-close"],
+    ids=["connection-close", "http-1.0", "until-close", "204-with-length", "chunked-and-length"],
 )
 def test_a_connection_the_server_will_close_is_not_reused(
-    serve: Callable[[Reply], ScriptedServer], raw: bytes
+    serve: Callable[[Reply], ScriptedServer], raw: bytes, keep_open: bool
 ) -> None:
-    server = serve(answer(raw, keep_open=False))
+    server = serve(answer(raw, keep_open=keep_open))
     lean = transport(server.url)
 
-    assert lean.request("POST", "x", b"").body == b"ok"
-    assert lean.request("POST", "x", b"").body == b"ok"
+    first = lean.request("POST", "x", b"")
+    second = lean.request("POST", "x", b"")
+    assert first.body == second.body
+    assert first.body in (b"ok", b"")
     assert server.connections == 2
 
 
@@ -203,6 +216,14 @@ def test_a_connection_closed_by_the_server_while_idle_is_replaced(
     assert server.connections == 2
 
 
+_SEEN_AT_END_OF_STREAM = {
+    "chunk-without-crlf",
+    "body-cut-short",
+    "closed-inside-headers",
+    "closed-without-answer",
+}
+
+
 @pytest.mark.parametrize(
     ("raw", "error"),
     [
@@ -219,6 +240,10 @@ def test_a_connection_closed_by_the_server_while_idle_is_replaced(
         (b"", http.client.RemoteDisconnected),
         (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * (MAX_HEADERS + 1) + b"\r\n", BadResponse),
         (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70_000 + b"\r\n\r\n", BadResponse),
+        (b"HTTP/1.1 200 OK\r\n Folded: y\r\n\r\n", BadResponse),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", BadResponse),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", BadResponse),
+        (b"HTTP/1.1 100 Continue\r\n\r\n" * 101, BadResponse),
     ],
     ids=[
         "http-2",
@@ -234,19 +259,28 @@ def test_a_connection_closed_by_the_server_while_idle_is_replaced(
         "closed-without-answer",
         "too-many-headers",
         "header-line-too-long",
+        "folded-header",
+        "unsupported-transfer-encoding",
+        "length-over-bound",
+        "endless-interim-responses",
     ],
 )
 def test_a_broken_response_raises_and_the_connection_is_dropped(
-    serve: Callable[[Reply], ScriptedServer], raw: bytes, error: type[Exception]
+    serve: Callable[[Reply], ScriptedServer],
+    raw: bytes,
+    error: type[Exception],
+    request: pytest.FixtureRequest,
 ) -> None:
-    server = serve(answer(raw, keep_open=False))
+    needs_eof = request.node.callspec.id in _SEEN_AT_END_OF_STREAM
+    # Where the breakage is only seen at the end of the stream, the server closes it.
+    server = serve(answer(raw, keep_open=not needs_eof))
     lean = transport(server.url)
 
     with pytest.raises(error):
         lean.request("POST", "x", b"")
     with pytest.raises(error):
         lean.request("POST", "x", b"")
-    assert server.connections == 2  # never read a second answer from a broken stream
+    assert server.connections == 2  # dropped by the client: never read from a broken stream
 
 
 def test_errors_are_those_the_client_reports_as_transient() -> None:
@@ -290,22 +324,85 @@ def test_close_wakes_a_request_blocked_on_a_hung_server(
     assert isinstance(failures[0], (OSError, http.client.HTTPException))
 
 
-@pytest.mark.parametrize("path", ["a b", "a\r\nX: y", "é", "a\x00"])
-def test_unsafe_request_targets_are_refused_before_sending(
-    serve: Callable[[Reply], ScriptedServer], path: str
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "a b"), ("POST", "a\r\nX: y"), ("POST", "é"), ("POST", "a\x00"), ("GET x", "a")],
+)
+def test_unsafe_requests_are_refused_before_sending(
+    serve: Callable[[Reply], ScriptedServer], method: str, path: str
 ) -> None:
     server = serve(answer(OK_JSON))
 
-    with pytest.raises(BadResponse, match="unsafe request target"):
-        transport(server.url).request("POST", path, b"")
+    with pytest.raises(UnsafeRequest, match="refusing"):
+        transport(server.url).request(method, path, b"")
     assert server.requests == []
 
 
+def test_bodies_over_the_bound_are_refused_in_every_framing(
+    serve: Callable[[Reply], ScriptedServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast_http, "MAX_BODY", 4)
+    for raw in (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ):
+        with pytest.raises(BadResponse, match=r"out of bounds|over 4 bytes"):
+            transport(serve(answer(raw)).url).request("POST", "x", b"")
+    until_close = serve(answer(b"HTTP/1.1 200 OK\r\n\r\nhello", keep_open=False))
+    with pytest.raises(BadResponse, match="over 4 bytes"):
+        transport(until_close.url).request("POST", "x", b"")
+
+
 @pytest.mark.parametrize(
-    "headers", [{"X": "a\r\nInjected: 1"}, {"X\n": "a"}, {"": "a"}, {"A:B": "c"}]
+    ("hostname", "port", "expected"),
+    [
+        ("api.example", None, "api.example"),
+        ("api.example", 80, "api.example"),
+        ("127.0.0.1", 8000, "127.0.0.1:8000"),
+        ("::1", 8000, "[::1]:8000"),
+        ("bücher.example", None, "xn--bcher-kva.example"),
+    ],
+)
+def test_the_host_header_is_written_as_http_wants_it(
+    hostname: str, port: int | None, expected: str
+) -> None:
+    assert fast_http._host_header(hostname, port) == expected
+
+
+def test_headers_merge_without_regard_to_case(serve: Callable[[Reply], ScriptedServer]) -> None:
+    server = serve(answer(OK_JSON))
+    headers = {"host": "api.internal", "content-length": "999", "Accept-Encoding": "gzip"}
+    lean = StdlibHTTP(server.url, headers, connect_timeout=5, read_timeout=5)
+
+    lean.request("POST", "x", b"{}")
+
+    lines = server.requests[0].partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]
+    assert sorted(lines) == [b"Accept-Encoding: gzip", b"Content-Length: 2", b"host: api.internal"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X": "a\r\nInjected: 1"},
+        {"X\n": "a"},
+        {"": "a"},
+        {"A:B": "c"},
+        {" X": "a"},
+        {"X": "a\x00"},
+        {"X": "€"},
+    ],
+    ids=[
+        "crlf-in-value",
+        "lf-in-name",
+        "empty-name",
+        "colon-in-name",
+        "space-in-name",
+        "nul-in-value",
+        "not-latin-1",
+    ],
 )
 def test_headers_that_could_split_the_request_are_refused(headers: dict[str, str]) -> None:
-    with pytest.raises(ValueError, match="cannot be sent"):
+    with pytest.raises(ValueError, match=r"cannot be sent|latin-1"):
         StdlibHTTP("http://127.0.0.1:9", headers, connect_timeout=1, read_timeout=1)
 
 

@@ -30,7 +30,12 @@ from typing import Any, Literal
 
 import httpx
 
-from hackagent_otel._delivery.fast_http import FastResponse, StdlibHTTP, plain_http_without_proxy
+from hackagent_otel._delivery.fast_http import (
+    FastResponse,
+    StdlibHTTP,
+    UnsafeRequest,
+    plain_http_without_proxy,
+)
 from hackagent_otel._delivery.outcome import Delivered, Outcome, Rejected, Transient
 from hackagent_otel._delivery.retry import classify_status, parse_retry_after
 from hackagent_otel._records import Record
@@ -89,11 +94,11 @@ class HackAgentClient:
     ``transport``: ``"httpx"`` sends every call through one keep-alive httpx client.
     ``"auto"`` (default; ``$HACKAGENT_HTTP_TRANSPORT`` overrides it) does so too, except
     for a plain ``http://`` base URL with no proxy in the environment, where a lean
-    standard-library keep-alive transport (:mod:`~hackagent_otel._delivery.fast_http`)
-    carries the calls: on loopback or a LAN the client's CPU is the whole cost, httpx
-    spends about four times as much per call, and its calls from several sender threads
+    keep-alive HTTP/1.1 transport on plain sockets
+    (:mod:`~hackagent_otel._delivery.fast_http`) carries the calls: on loopback or a LAN
+    the client's CPU is the whole cost, and httpx's calls from several sender threads
     serialize on the interpreter lock (measured: 0.8x one sequential httpx client with
-    httpx, about 3x with the lean transport). https, proxies and clients built with
+    httpx, about 4x with the lean transport). https, proxies and clients built with
     :meth:`from_httpx` always use httpx.
     """
 
@@ -287,7 +292,10 @@ class HackAgentClient:
                 response = fast.request(record.method, record.path, content)
         except TimeoutError as exc:
             return Transient(f"timeout ({type(exc).__name__})")
-        except (OSError, http.client.HTTPException) as exc:
+        except UnsafeRequest as exc:  # the same record would be refused every time
+            return Rejected(0, str(exc)[:_MAX_REASON])
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # ValueError: a connection closed by shutdown under a blocked read.
             return Transient(f"{type(exc).__name__}: {exc}"[:_MAX_REASON])
         return _fast_outcome(response)
 

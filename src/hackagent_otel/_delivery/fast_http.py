@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import select
 import socket
 import threading
@@ -31,7 +32,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO
 
-__all__ = ["BadResponse", "FastResponse", "StdlibHTTP", "plain_http_without_proxy"]
+__all__ = [
+    "BadResponse",
+    "FastResponse",
+    "StdlibHTTP",
+    "UnsafeRequest",
+    "plain_http_without_proxy",
+]
 
 #: Bounds on what a server may send back, so a broken one cannot exhaust memory.
 MAX_LINE = 65_536
@@ -41,6 +48,10 @@ MAX_BODY = 16 * 1024 * 1024
 
 class BadResponse(http.client.HTTPException):
     """The server's answer is not HTTP/1.x as this transport reads it."""
+
+
+class UnsafeRequest(ValueError):
+    """A request this transport refuses to write (it could be read as another request)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +69,11 @@ class FastResponse:
 def _readable(sock: socket.socket) -> bool:
     """An idle keep-alive socket is readable only if the server closed it (or misbehaved)."""
     try:
-        readable, _, _ = select.select([sock], [], [], 0)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def plain_http_without_proxy(base_url: str) -> bool:
@@ -91,8 +103,7 @@ class StdlibHTTP:
             raise ValueError(f"StdlibHTTP serves plain http:// URLs only, not {base_url!r}")
         self._address = (parts.hostname, parts.port or 80)
         self._prefix = parts.path.rstrip("/")
-        host = parts.hostname if parts.port in (None, 80) else f"{parts.hostname}:{parts.port}"
-        self._fixed_headers = _header_block({"Host": host, **headers})
+        self._fixed_headers = _header_block(_host_header(parts.hostname, parts.port), headers)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._local = threading.local()
@@ -108,11 +119,14 @@ class StdlibHTTP:
         """
         target = self._prefix + "/" + path.lstrip("/")
         if not target.isascii() or not target.isprintable() or " " in target:
-            raise BadResponse(f"refusing to send an unsafe request target {target[:80]!r}")
+            raise UnsafeRequest(f"refusing to send an unsafe request target {target[:80]!r}")
+        if method not in _METHODS:
+            raise UnsafeRequest(f"refusing to send method {method[:16]!r}")
         head = (
-            f"{method} {target} HTTP/1.1\r\n{self._fixed_headers}"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        ).encode("latin-1")
+            f"{method} {target} HTTP/1.1\r\n".encode("ascii")
+            + self._fixed_headers
+            + f"Content-Length: {len(body)}\r\n\r\n".encode("ascii")
+        )
         conn = self._connection()
         try:
             conn.sock.sendall(head + body)
@@ -184,31 +198,70 @@ class _Connection:
             self.sock.close()
 
 
-def _header_block(headers: Mapping[str, str]) -> str:
-    """``Name: value\\r\\n`` lines; refuses what could split the request (CR, LF)."""
-    lines = []
+def _host_header(hostname: str, port: int | None) -> str:
+    """What ``Host`` says: IDNA for non-ASCII names, brackets for IPv6, the port unless 80."""
+    try:
+        host = hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"host {hostname!r} cannot be sent in a Host header") from None
+    if ":" in host:
+        host = f"[{host}]"
+    return host if port in (None, 80) else f"{host}:{port}"
+
+
+def _header_block(host: str, headers: Mapping[str, str]) -> bytes:
+    """The request's fixed header lines, encoded once.
+
+    Names are matched without regard to case, as HTTP does: a ``Host`` given by the
+    caller replaces ours, and ``Content-Length`` is always ours (one per request).
+    Refuses what could split the request or is not a header name.
+    """
+    fields = {"host": ("Host", host), "accept-encoding": ("Accept-Encoding", "identity")}
     for name, value in headers.items():
-        text = f"{name}: {value}"
-        if "\r" in text or "\n" in text or not name or ":" in name:
+        lowered = name.lower()
+        if lowered != "content-length":
+            fields[lowered] = (name, value)
+    lines = []
+    for name, value in fields.values():
+        if not _TOKEN.fullmatch(name) or not isinstance(value, str) or _BAD_VALUE.search(value):
             raise ValueError(f"header {name!r} cannot be sent as is")
-        lines.append(text + "\r\n")
-    return "".join(lines)
+        lines.append(f"{name}: {value}\r\n")
+    try:
+        return "".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise ValueError("header values must be latin-1 text") from None
+
+
+#: RFC 9110 token characters (header names, methods) and what a header value may not hold.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"})
 
 
 def _read_response(reader: BinaryIO, method: str) -> FastResponse:
     """Parse one response from ``reader``, skipping interim (1xx) ones."""
-    while True:
+    for _ in range(MAX_HEADERS):
         status, version, headers = _read_head(reader)
         if not 100 <= status < 200:
             break
+    else:
+        raise BadResponse(f"more than {MAX_HEADERS} interim responses")
     connection = headers.get(b"connection", b"").lower()
     will_close = b"close" in connection or (
         version == b"HTTP/1.0" and b"keep-alive" not in connection
     )
+    transfer_encoding = headers.get(b"transfer-encoding", b"").lower()
     if method == "HEAD" or status in (204, 304):
+        # No body by definition; a server that sends one anyway would leave bytes that
+        # the next response on this connection would be read from: do not reuse it.
         body = b""
-    elif b"chunked" in headers.get(b"transfer-encoding", b"").lower():
+        will_close = will_close or b"content-length" in headers or bool(transfer_encoding)
+    elif transfer_encoding:
+        if not transfer_encoding.endswith(b"chunked"):
+            raise BadResponse(f"unsupported Transfer-Encoding {transfer_encoding[:40]!r}")
         body = _read_chunked(reader)
+        # Both framings at once: the chunks win, and the connection is not trusted again.
+        will_close = will_close or b"content-length" in headers
     elif b"content-length" in headers:
         body = _read_exactly(reader, _content_length(headers[b"content-length"]))
     else:  # framed by the server closing the connection
@@ -246,9 +299,9 @@ def _read_head(reader: BinaryIO) -> tuple[int, bytes, dict[bytes, bytes]]:
         if not line:
             raise BadResponse("the connection closed inside the response headers")
         name, colon, value = line.partition(b":")
-        if not colon:
+        if not colon or not name or name != name.strip():
             raise BadResponse(f"bad header line {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
+        headers[name.lower()] = value.strip()
     raise BadResponse(f"more than {MAX_HEADERS} response headers")
 
 
