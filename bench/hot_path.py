@@ -156,6 +156,7 @@ def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
     return {
         "ours_vs_bare": ours_median / floor,
         "floor_speedup_0ms": median(original[0]) / floor,
+        "floor_speedup_20ms": median(original[20]) / floor,
         "speedup_0ms": speedups[0],
         "speedup_20ms": speedups[20],
     }
