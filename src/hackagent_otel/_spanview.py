@@ -12,7 +12,7 @@ and the bridge builds one per span it receives (and one per event).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hackagent_otel.semconv import TRACER_NAME
@@ -60,25 +60,38 @@ def from_sdk_span(span: Any, *, started_only: bool = False) -> SpanView:
     """
     context = span.get_span_context()
     parent = span.parent
-    started = SpanView(
-        name=span.name,
-        trace_id=context.trace_id,
-        span_id=context.span_id,
-        start_time_ns=span.start_time or 0,
-        attributes=dict(span.attributes or {}),
-        parent_span_id=parent.span_id if parent is not None else None,
-        sanitized=getattr(span.instrumentation_scope, "name", None) == TRACER_NAME,
-    )
-    if started_only:
-        return started
-    status = span.status
-    return replace(
-        started,
-        end_time_ns=span.end_time,
-        events=tuple(
-            EventView(event.name, event.timestamp, dict(event.attributes or {}))
-            for event in span.events
+    status = None if started_only else span.status
+    return SpanView(
+        span.name,
+        context.trace_id,
+        context.span_id,
+        span.start_time or 0,
+        _plain_attributes(span),
+        parent.span_id if parent is not None else None,
+        None if started_only else span.end_time,
+        ()
+        if started_only
+        else tuple(
+            [
+                EventView(event.name, event.timestamp, _plain_attributes(event))
+                for event in span.events
+            ]
         ),
-        status=status.status_code.name if status is not None else "UNSET",
-        status_description=status.description if status is not None else None,
+        status.status_code.name if status is not None else "UNSET",
+        status.description if status is not None else None,
+        getattr(span.instrumentation_scope, "name", None) == TRACER_NAME,
     )
+
+
+def _plain_attributes(owner: Any) -> dict[str, Any]:
+    """``dict(owner.attributes)``, for a span or an event.
+
+    The SDK keeps them in a ``BoundedAttributes`` (as ``owner._attributes``), whose
+    public face copies key by key through Python's ``Mapping`` mixins: a third of the
+    mapping thread's time. Its inner dict is copied in one C call instead; anything
+    else (another SDK version, a duck-typed span) is read through ``attributes``.
+    """
+    inner = getattr(getattr(owner, "_attributes", None), "_dict", None)
+    if isinstance(inner, dict):
+        return dict(inner)
+    return dict(owner.attributes or {})
