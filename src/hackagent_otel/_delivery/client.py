@@ -253,8 +253,9 @@ class HackAgentClient:
         if self._closed:
             return Transient("client closed")
         if self._fast is not None:
-            with suppress_instrumentation():
-                return self._send_fast(self._fast, record, content)
+            # Plain sockets: no OpenTelemetry instrumentation wraps them, so nothing to
+            # suppress (httpx below is instrumented, and is suppressed).
+            return self._send_fast(self._fast, record, content)
         try:
             with suppress_instrumentation():
                 response = self._http().request(
@@ -288,8 +289,7 @@ class HackAgentClient:
 
     def _send_fast(self, fast: StdlibHTTP, record: Record, content: bytes) -> Outcome:
         try:
-            with suppress_instrumentation():
-                response = fast.request(record.method, record.path, content)
+            response = fast.request(record.method, record.path, content)
         except TimeoutError as exc:
             return Transient(f"timeout ({type(exc).__name__})")
         except UnsafeRequest as exc:  # the same record would be refused every time
