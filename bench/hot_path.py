@@ -108,9 +108,12 @@ def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
         timed(ours, 2000)
         bare_samples: list[float] = []
         our_samples: list[float] = []
+        round_ratios: list[float] = []
         for _ in range(5):  # interleaved rounds, so drift hits both alike
-            bare_samples += timed(bare, steps // 5)
-            our_samples += timed(ours, steps // 5)
+            bare_round, our_round = timed(bare, steps // 5), timed(ours, steps // 5)
+            round_ratios.append(median(our_round) / median(bare_round))
+            bare_samples += bare_round
+            our_samples += our_round
         ho.force_flush()
         delivery = telemetry.stats()["delivery"]
         ho.shutdown()
@@ -149,6 +152,11 @@ def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
     )
     sent = sum(d["sent"] for d in delivery)
     spooled = sum(d["spooled"] for d in delivery)
+    print(
+        "(ours against the bare span, round by round: "
+        + ", ".join(f"{ratio:.2f}x" for ratio in round_ratios)
+        + ")"
+    )
     print(
         f"(ours delivered {sent} records to the local API in the background meanwhile; "
         f"{spooled} of them went through the outbox while delivery was behind)"
