@@ -409,3 +409,17 @@ def test_headers_that_could_split_the_request_are_refused(headers: dict[str, str
 def test_only_plain_http_urls_are_served() -> None:
     with pytest.raises(ValueError, match="plain http"):
         StdlibHTTP("https://example.com", {}, connect_timeout=1, read_timeout=1)
+
+
+def test_a_closed_transport_refuses_requests_without_connecting(
+    serve: Callable[[Reply], ScriptedServer],
+) -> None:
+    server = serve(answer(OK_JSON))
+    lean = transport(server.url)
+    lean.request("POST", "x", b"")
+
+    lean.close()
+
+    with pytest.raises(ConnectionAbortedError, match="closed"):
+        lean.request("POST", "x", b"")
+    assert server.connections == 1

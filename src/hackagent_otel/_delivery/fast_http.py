@@ -110,6 +110,7 @@ class StdlibHTTP:
         self._all: list[_Connection] = []
         self._all_lock = threading.Lock()
         self._pid = os.getpid()
+        self._closed = False
 
     def request(self, method: str, path: str, body: bytes) -> FastResponse:
         """Send one request; raises ``OSError`` or :class:`BadResponse` on failure.
@@ -139,12 +140,18 @@ class StdlibHTTP:
         return response
 
     def close(self) -> None:
-        """Close every connection this transport opened (in this process)."""
+        """Close every connection this transport opened (in this process); later
+        requests fail with ``OSError``."""
+        if self._pid != os.getpid():
+            # Forked: the connections (and a lock another thread may have held at the
+            # fork) are the parent's; this process opened none of its own yet.
+            self._closed = True
+            return
         with self._all_lock:
+            self._closed = True
             conns, self._all = self._all, []
-        if self._pid == os.getpid():
-            for conn in conns:
-                conn.close()
+        for conn in conns:
+            conn.close()
 
     def _connection(self) -> _Connection:
         if self._pid != os.getpid():  # forked: the parent's sockets are not ours
@@ -152,6 +159,8 @@ class StdlibHTTP:
             self._local = threading.local()
             self._all = []
             self._all_lock = threading.Lock()
+        if self._closed:
+            raise ConnectionAbortedError("the transport is closed")
         conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is not None:
             if not _readable(conn.sock):
@@ -165,9 +174,12 @@ class StdlibHTTP:
             sock.close()
             raise
         conn = _Connection(sock)
-        self._local.conn = conn
         with self._all_lock:
+            if self._closed:  # closed while this connection was being opened
+                conn.close()
+                raise ConnectionAbortedError("the transport is closed")
             self._all.append(conn)
+        self._local.conn = conn
         return conn
 
     def _discard(self, conn: _Connection) -> None:
