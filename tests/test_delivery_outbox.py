@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hackagent_otel._delivery.lock import DrainLock
 from hackagent_otel._delivery.outbox import (
@@ -148,6 +150,88 @@ def test_unreadable_rows_are_rejected_instead_of_crashing_the_claim(outbox: Outb
     assert bad.status == 0
     assert bad.last_error is not None
     assert bad.last_error.startswith("unreadable record")
+
+
+def _counted_by_scan(path: Path) -> OutboxCounts:
+    """The outbox's counts as a full scan of its rows gives them (the slow, sure way)."""
+    with contextlib.closing(sqlite3.connect(path)) as raw:
+        by_state = dict(raw.execute("SELECT state, COUNT(*) FROM records GROUP BY state"))
+        (delivered,) = raw.execute("SELECT value FROM meta WHERE name = 'delivered'").fetchone()
+    return OutboxCounts(
+        pending=by_state.get("pending", 0) + by_state.get("inflight", 0),
+        inflight=by_state.get("inflight", 0),
+        rejected=by_state.get("rejected", 0),
+        delivered=delivered,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    operations=st.lists(
+        st.sampled_from(
+            ["put", "put_rejected", "claim", "deliver", "reject", "release", "recover", "requeue"]
+        ),
+        max_size=30,
+    )
+)
+def test_counts_match_a_scan_of_the_rows_through_every_state_change(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[str]
+) -> None:
+    path = tmp_path_factory.mktemp("counts") / "outbox.sqlite3"
+    with Outbox(path) as box:
+        inflight: list[int] = []
+        for step, operation in enumerate(operations):
+            if operation == "put":
+                box.put_many([rec("a", step), rec("b", step), rec("a", step + 1)])
+            elif operation == "put_rejected":
+                box.put_rejected(rec("c", step), 400, "HTTP 400")
+            elif operation == "claim":
+                inflight += [row.id for row in box.claim_pending(2)]
+            elif operation == "deliver":
+                box.mark_delivered(inflight[:2])
+                del inflight[:2]
+            elif operation == "reject" and inflight:
+                box.mark_rejected(inflight.pop(0), 422, "HTTP 422")
+            elif operation == "release":
+                box.release(inflight[:1], error="HTTP 503")
+                del inflight[:1]
+            elif operation == "recover":
+                box.recover_inflight()
+                inflight.clear()
+            elif operation == "requeue":
+                box.requeue_rejected()
+            assert box.counts() == _counted_by_scan(path)
+            assert box.pending_count() == _counted_by_scan(path).pending
+
+
+def test_rows_changed_by_another_writer_are_counted(outbox: Outbox) -> None:
+    """The counts are kept by the database itself, whoever writes to it."""
+    outbox.put_many([rec("a", i) for i in range(5)])
+    with contextlib.closing(sqlite3.connect(outbox.path)) as raw, raw:
+        raw.execute("DELETE FROM records WHERE seq < 2")
+        raw.execute("UPDATE records SET state = 'rejected' WHERE seq = 4")
+    assert outbox.counts() == OutboxCounts(pending=2, inflight=0, rejected=1, delivered=0)
+    assert outbox.counts() == _counted_by_scan(outbox.path)
+
+
+def test_an_outbox_from_before_counts_were_kept_is_counted_when_opened(
+    outbox_path: Path,
+) -> None:
+    with Outbox(outbox_path) as box:
+        ids = box.put_many([rec("a", i) for i in range(6)])
+        box.claim_pending(2)
+        box.mark_rejected(ids[0], 400, "HTTP 400")
+    with contextlib.closing(sqlite3.connect(outbox_path)) as raw, raw:  # the older file
+        for name in ("after_insert", "after_delete", "after_update"):
+            raw.execute(f"DROP TRIGGER state_counts_{name}")
+        raw.execute("DROP TABLE state_counts")
+        raw.execute("DELETE FROM records WHERE seq = 5")  # written while nothing counted
+    with Outbox(outbox_path) as box:
+        assert box.counts() == OutboxCounts(pending=4, inflight=1, rejected=1, delivered=0)
+        box.put_many([rec("b", 0)])
+        box.recover_inflight()
+        assert box.counts() == _counted_by_scan(outbox_path)
+        assert box.pending_count() == 5
 
 
 def test_rows_survive_reopening(outbox_path: Path) -> None:

@@ -16,6 +16,11 @@ is in the operating system's hands before ``commit`` returns, so it survives the
 being killed (SIGKILL included); only an OS crash or power loss can take the last commits
 back. ``synchronous="FULL"`` adds an fsync per commit for those too.
 
+Counting is O(1) however large the outbox grows: SQLite triggers keep the number of
+rows in each state in ``state_counts`` as rows are written, claimed, released, rejected
+or deleted, by this module, another process or anyone else. A file from before the
+triggers is counted once when it is first opened, in the transaction that adds them.
+
 Thread-safe (one connection behind a lock) and fork-safe (a child reopens its own
 connection; the parent's is left untouched). Every SQLite or file-system failure becomes
 :class:`OutboxError`.
@@ -67,6 +72,24 @@ CREATE INDEX IF NOT EXISTS records_by_state_order ON records (state, session, se
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('delivered', 0);
 """
+#: Rows per state, kept by triggers (``state`` is only ever one of these three).
+_STATES = ("pending", "inflight", "rejected")
+_COUNT_TRIGGERS = {
+    "state_counts_after_insert": """
+        CREATE TRIGGER state_counts_after_insert AFTER INSERT ON records BEGIN
+            UPDATE state_counts SET rows = rows + 1 WHERE state = NEW.state;
+        END""",
+    "state_counts_after_delete": """
+        CREATE TRIGGER state_counts_after_delete AFTER DELETE ON records BEGIN
+            UPDATE state_counts SET rows = rows - 1 WHERE state = OLD.state;
+        END""",
+    "state_counts_after_update": """
+        CREATE TRIGGER state_counts_after_update AFTER UPDATE OF state ON records
+        WHEN OLD.state <> NEW.state BEGIN
+            UPDATE state_counts SET rows = rows - 1 WHERE state = OLD.state;
+            UPDATE state_counts SET rows = rows + 1 WHERE state = NEW.state;
+        END""",
+}
 _COLUMNS = "id, session, seq, record, state, attempts, status, last_error, created_at, updated_at"
 _ORDER = "ORDER BY session, seq, id"
 _MAX_VARS = 500
@@ -338,9 +361,7 @@ class Outbox:
     def counts(self) -> OutboxCounts:
         """Row counts by state, and the delivered total."""
         with self._connection() as conn:
-            by_state = dict(
-                conn.execute("SELECT state, COUNT(*) FROM records GROUP BY state").fetchall()
-            )
+            by_state = dict(conn.execute("SELECT state, rows FROM state_counts").fetchall())
             delivered = conn.execute("SELECT value FROM meta WHERE name = 'delivered'").fetchone()
         inflight = int(by_state.get("inflight", 0))
         return OutboxCounts(
@@ -358,7 +379,8 @@ class Outbox:
         with self._connection() as conn:
             if session is None:
                 found = conn.execute(
-                    "SELECT COUNT(*) FROM records WHERE state IN ('pending', 'inflight')"
+                    "SELECT COALESCE(SUM(rows), 0) FROM state_counts"
+                    " WHERE state IN ('pending', 'inflight')"
                 )
             elif up_to_seq is None:
                 found = conn.execute(
@@ -422,6 +444,7 @@ class Outbox:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(_SCHEMA)
+            _ensure_state_counts(conn)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
@@ -460,6 +483,40 @@ class Outbox:
         if self._conn is not None:
             _ABANDONED.append(self._conn)
             self._conn = None
+
+
+def _ensure_state_counts(conn: sqlite3.Connection) -> None:
+    """Give the file its per-state row counts and the triggers that keep them.
+
+    Where a trigger is missing (a new file, or one written before counts were kept),
+    all three are made and the rows counted afresh, in one transaction, so no write
+    from another process falls between the count and the triggers.
+    """
+    names = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'records'"
+    if _COUNT_TRIGGERS.keys() <= {row[0] for row in conn.execute(names)}:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        present = {row[0] for row in conn.execute(names)}  # another process may have won
+        if not _COUNT_TRIGGERS.keys() <= present:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS state_counts"
+                " (state TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID"
+            )
+            for name, create in _COUNT_TRIGGERS.items():
+                conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+                conn.execute(create)
+            conn.execute("DELETE FROM state_counts")
+            conn.executemany(
+                "INSERT INTO state_counts (state, rows)"
+                " VALUES (?, (SELECT COUNT(*) FROM records WHERE state = ?))",
+                [(state, state) for state in _STATES],
+            )
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 _HELD_ACROSS_FORK: list[threading.Lock] = []
