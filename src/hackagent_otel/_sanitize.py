@@ -537,6 +537,8 @@ def resanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
     secrets: list[str] = []
     if _budget_if_unchanged(value, 0, limits.max_total, limits, secrets) is None:
         return sanitize(value, limits)
+    # A tracker already redacted these: the walk would give the same marker again.
+    secrets = [key for key in secrets if value[key] != REDACTED]
     if not secrets:
         return value
     out = dict(value)
