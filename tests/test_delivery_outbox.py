@@ -204,6 +204,20 @@ def test_counts_match_a_scan_of_the_rows_through_every_state_change(
             assert box.pending_count() == _counted_by_scan(path).pending
 
 
+def test_has_pending_looks_only_at_the_sessions_waiting_rows_up_to_a_seq(outbox: Outbox) -> None:
+    outbox.put_many([rec("a", 0), rec("a", 1)], session=7, seqs=[3, 4])
+    outbox.put_many([rec("b", 0)], session=8, seqs=[1])
+    (first, _) = outbox.claim_pending(2)
+
+    assert outbox.has_pending(7)
+    assert outbox.has_pending(7, up_to_seq=3)  # inflight still waits
+    assert not outbox.has_pending(7, up_to_seq=2)
+    assert not outbox.has_pending(9)
+    outbox.mark_rejected(first.id, 400, "HTTP 400")  # rejected no longer waits
+    assert not outbox.has_pending(7, up_to_seq=3)
+    assert outbox.has_pending(7, up_to_seq=4)
+
+
 def test_rows_changed_by_another_writer_are_counted(outbox: Outbox) -> None:
     """The counts are kept by the database itself, whoever writes to it."""
     outbox.put_many([rec("a", i) for i in range(5)])

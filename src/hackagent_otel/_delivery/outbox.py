@@ -371,30 +371,26 @@ class Outbox:
             delivered=int(delivered[0]) if delivered else 0,
         )
 
-    def pending_count(self, session: int | None = None, *, up_to_seq: int | None = None) -> int:
-        """Pending and inflight rows, all or only those written by ``session``.
-
-        With ``session``, ``up_to_seq`` counts only its rows whose ``seq`` is at most that.
-        """
+    def pending_count(self) -> int:
+        """Pending and inflight rows (read from the kept counts, not by scanning)."""
         with self._connection() as conn:
-            if session is None:
-                found = conn.execute(
-                    "SELECT COALESCE(SUM(rows), 0) FROM state_counts"
-                    " WHERE state IN ('pending', 'inflight')"
-                )
-            elif up_to_seq is None:
-                found = conn.execute(
-                    "SELECT COUNT(*) FROM records"
-                    " WHERE state IN ('pending', 'inflight') AND session = ?",
-                    (session,),
-                )
-            else:
-                found = conn.execute(
-                    "SELECT COUNT(*) FROM records"
-                    " WHERE state IN ('pending', 'inflight') AND session = ? AND seq <= ?",
-                    (session, up_to_seq),
-                )
+            found = conn.execute(
+                "SELECT COALESCE(SUM(rows), 0) FROM state_counts"
+                " WHERE state IN ('pending', 'inflight')"
+            )
             return int(found.fetchone()[0])
+
+    def has_pending(self, session: int, *, up_to_seq: int | None = None) -> bool:
+        """Whether ``session`` wrote pending or inflight rows (those with ``seq`` at most
+        ``up_to_seq``, if given): an index lookup, however many such rows there are."""
+        seq_limit = (1 << 63) - 1 if up_to_seq is None else up_to_seq
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM records"
+                " WHERE state IN ('pending', 'inflight') AND session = ? AND seq <= ?)",
+                (session, seq_limit),
+            )
+            return bool(found.fetchone()[0])
 
     def list_pending(self, limit: int | None = None) -> list[OutboxRow]:
         """Pending and inflight rows in claim order."""

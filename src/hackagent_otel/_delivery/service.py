@@ -331,7 +331,7 @@ class DeliveryService:
         if outbox is None:
             return False
         try:
-            return outbox.pending_count(self._session, up_to_seq=target) > 0
+            return outbox.has_pending(self._session, up_to_seq=target)
         except OutboxError:
             return False
 
@@ -638,9 +638,9 @@ class DeliveryService:
                     return "done"
             try:
                 rows = self._claim(outbox)
-                # Counting grows with the outbox; with no sender nothing depends on it.
-                needs_count = not rows and self._sender is not None
-                own_pending = outbox.pending_count(self._session) if needs_count else 0
+                # With no sender nothing depends on it.
+                needs_look = not rows and self._sender is not None
+                own_pending = needs_look and outbox.has_pending(self._session)
             except OutboxError as exc:
                 self._mark_broken(exc)
                 return "done"
