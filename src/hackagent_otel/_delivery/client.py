@@ -22,7 +22,6 @@ import contextlib
 import encodings.idna  # noqa: F401
 import hashlib
 import http.client
-import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -334,11 +333,9 @@ def _fast_outcome(response: FastResponse) -> Outcome:
     status = response.status
     kind = classify_status(status)
     if kind == "delivered":
-        body: Any = None
         if "json" in response.content_type:
-            with contextlib.suppress(ValueError):
-                body = json.loads(response.body)
-        return Delivered(status, body)
+            return Delivered(status, json_text=response.body)
+        return Delivered(status)
     if kind == "transient":
         return Transient(f"HTTP {status}", parse_retry_after(response.retry_after), status)
     text = response.body[:_MAX_REASON].decode("utf-8", "replace")

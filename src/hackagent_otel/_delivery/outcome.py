@@ -6,6 +6,7 @@ sender can speak about outcomes without an HTTP client in sight.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,12 +15,40 @@ from hackagent_otel._records import Record
 __all__ = ["Delivered", "Outcome", "Rejected", "Sender", "Transient"]
 
 
-@dataclass(frozen=True, slots=True)
 class Delivered:
-    """The API accepted the record (any 2xx). ``body`` is the parsed JSON or ``None``."""
+    """The API accepted the record (any 2xx). ``body`` is the parsed JSON or ``None``.
 
-    status: int
-    body: Any = None
+    A client may hand over the answer's JSON text as ``json_text`` instead of ``body``:
+    it is parsed when ``body`` is first read (text that is not JSON reads as ``None``).
+    Delivery itself never reads it, so its sender threads do not parse every answer.
+    """
+
+    __slots__ = ("_body", "_json_text", "status")
+
+    def __init__(self, status: int, body: Any = None, *, json_text: bytes | None = None) -> None:
+        self.status = status
+        self._body = body
+        self._json_text = json_text
+
+    @property
+    def body(self) -> Any:
+        if self._json_text is not None:
+            text, self._json_text = self._json_text, None
+            try:
+                self._body = json.loads(text)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                self._body = None
+        return self._body
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Delivered):
+            return NotImplemented
+        return (self.status, self.body) == (other.status, other.body)
+
+    __hash__ = None  # type: ignore[assignment]  # equal by a body that may be a dict
+
+    def __repr__(self) -> str:
+        return f"Delivered(status={self.status!r}, body={self.body!r})"
 
 
 @dataclass(frozen=True, slots=True)
