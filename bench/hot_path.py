@@ -21,10 +21,11 @@ this machine, so it measures the wake-up, not the step.)
 from __future__ import annotations
 
 import json
-import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Tracer
@@ -92,12 +93,13 @@ def our_step(tracker: ho.StepTracker) -> Callable[[], None]:
 
 def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
     """Print the hot-path table; return the headline ratios."""
-    with fake_api_process(0) as base_url:
+    # A fresh outbox: rows an earlier run left would be drained during this one.
+    with fake_api_process(0) as base_url, tempfile.TemporaryDirectory() as folder:
         telemetry = ho.configure(
             tracer_provider=TracerProvider(),
             hackagent_base_url=base_url,
             hackagent_api_key=API_KEY,
-            outbox_path=os.environ.get("BENCH_OUTBOX", "/tmp/hackagent-otel-bench.sqlite3"),
+            outbox_path=Path(folder) / "outbox.sqlite3",
             handle_sigterm=False,
         )
         tracker = ho.StepTracker(
