@@ -91,6 +91,38 @@ def our_step(tracker: ho.StepTracker) -> Callable[[], None]:
     return step
 
 
+def interleaved(
+    bare: Callable[[], None], ours: Callable[[], None], steps: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Bare and ours in 5 alternating rounds (drift hits both alike), after a warm-up:
+    every sample of each, and ours against bare round by round (medians)."""
+    timed(bare, 2000)
+    timed(ours, 2000)
+    bare_samples: list[float] = []
+    our_samples: list[float] = []
+    round_ratios: list[float] = []
+    for _ in range(5):
+        bare_round, our_round = timed(bare, steps // 5), timed(ours, steps // 5)
+        round_ratios.append(median(our_round) / median(bare_round))
+        bare_samples += bare_round
+        our_samples += our_round
+    return bare_samples, our_samples, round_ratios
+
+
+def _quiet_ratio(steps: int) -> float:
+    """Ours with records off against the bare span: the caller's own cost, with no
+    mapping or delivery thread running beside it."""
+    ho.configure(tracer_provider=TracerProvider(), records="off", handle_sigterm=False)
+    tracker = ho.StepTracker(
+        ho.TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=str(uuid.uuid4()))
+    )
+    bare, ours, _ = interleaved(
+        bare_step(TracerProvider().get_tracer("bench")), our_step(tracker), steps
+    )
+    ho.shutdown()
+    return median(ours) / median(bare)
+
+
 def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
     """Print the hot-path table; return the headline ratios."""
     # A fresh outbox: rows an earlier run left would be drained during this one.
@@ -105,23 +137,16 @@ def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
         tracker = ho.StepTracker(
             ho.TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=str(uuid.uuid4()))
         )
-        bare, ours = bare_step(TracerProvider().get_tracer("bench")), our_step(tracker)
-        timed(bare, 2000)
-        timed(ours, 2000)
-        bare_samples: list[float] = []
-        our_samples: list[float] = []
-        round_ratios: list[float] = []
-        for _ in range(5):  # interleaved rounds, so drift hits both alike
-            bare_round, our_round = timed(bare, steps // 5), timed(ours, steps // 5)
-            round_ratios.append(median(our_round) / median(bare_round))
-            bare_samples += bare_round
-            our_samples += our_round
+        bare_samples, our_samples, round_ratios = interleaved(
+            bare_step(TracerProvider().get_tracer("bench")), our_step(tracker), steps
+        )
         ho.force_flush()
         delivery = telemetry.stats()["delivery"]
         ho.shutdown()
         original = {0: original_step_samples(base_url, API_KEY, original_steps)}
     with fake_api_process(20) as slow_url:
         original[20] = original_step_samples(slow_url, API_KEY, max(original_steps // 8, 20))
+    quiet = _quiet_ratio(steps)
 
     floor, ours_median = median(bare_samples), median(our_samples)
     rows = [
@@ -160,11 +185,16 @@ def main(steps: int = 20_000, original_steps: int = 400) -> dict[str, float]:
         + ")"
     )
     print(
+        f"(ours with records off, so no mapping or delivery thread runs beside it: "
+        f"{quiet:.2f}x the bare span)"
+    )
+    print(
         f"(ours delivered {sent} records to the local API in the background meanwhile; "
         f"{spooled} of them went through the outbox while delivery was behind)"
     )
     return {
         "ours_vs_bare": ours_median / floor,
+        "ours_quiet_vs_bare": quiet,
         "floor_speedup_0ms": median(original[0]) / floor,
         "floor_speedup_20ms": median(original[20]) / floor,
         "speedup_0ms": speedups[0],
