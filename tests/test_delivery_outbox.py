@@ -200,8 +200,9 @@ def test_counts_match_a_scan_of_the_rows_through_every_state_change(
                 inflight.clear()
             elif operation == "requeue":
                 box.requeue_rejected()
-            assert box.counts() == _counted_by_scan(path)
-            assert box.pending_count() == _counted_by_scan(path).pending
+            scanned = _counted_by_scan(path)
+            assert box.counts() == scanned
+            assert box.pending_count() == scanned.pending
 
 
 def test_has_pending_looks_only_at_the_sessions_waiting_rows_up_to_a_seq(outbox: Outbox) -> None:
@@ -213,9 +214,37 @@ def test_has_pending_looks_only_at_the_sessions_waiting_rows_up_to_a_seq(outbox:
     assert outbox.has_pending(7, up_to_seq=3)  # inflight still waits
     assert not outbox.has_pending(7, up_to_seq=2)
     assert not outbox.has_pending(9)
+    assert outbox.has_pending(8)  # pending, never claimed
     outbox.mark_rejected(first.id, 400, "HTTP 400")  # rejected no longer waits
     assert not outbox.has_pending(7, up_to_seq=3)
     assert outbox.has_pending(7, up_to_seq=4)
+
+
+def test_a_write_waiting_on_the_first_open_is_counted_after_it(outbox_path: Path) -> None:
+    """Opening a file from before the triggers waits for another writer, then counts
+    what it committed (the recount and the triggers are made in one transaction)."""
+    with Outbox(outbox_path) as box:
+        box.put_many([rec("a", 0)])
+    with contextlib.closing(sqlite3.connect(outbox_path, isolation_level=None)) as raw:
+        for name in ("after_insert", "after_delete", "after_update"):
+            raw.execute(f"DROP TRIGGER state_counts_{name}")
+        raw.execute("BEGIN IMMEDIATE")  # another writer holds the file
+        raw.execute(
+            "INSERT INTO records (session, seq, ordering_key, record, state, created_at,"
+            " updated_at) SELECT session, seq + 1, ordering_key, record, state, created_at,"
+            " updated_at FROM records"
+        )
+        opened: list[Outbox] = []
+        opening = threading.Thread(target=lambda: opened.append(Outbox(outbox_path)))
+        opening.start()
+        opening.join(0.3)
+        assert opening.is_alive()  # waiting for the writer to finish
+        raw.execute("COMMIT")
+        opening.join(10)
+    (box,) = opened
+    with box:
+        assert box.counts() == _counted_by_scan(outbox_path)
+        assert box.pending_count() == 2
 
 
 def test_rows_changed_by_another_writer_are_counted(outbox: Outbox) -> None:

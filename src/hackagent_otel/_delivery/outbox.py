@@ -18,8 +18,10 @@ back. ``synchronous="FULL"`` adds an fsync per commit for those too.
 
 Counting is O(1) however large the outbox grows: SQLite triggers keep the number of
 rows in each state in ``state_counts`` as rows are written, claimed, released, rejected
-or deleted, by this module, another process or anyone else. A file from before the
-triggers is counted once when it is first opened, in the transaction that adds them.
+or deleted, by this module, another process or a plain ``INSERT``, ``UPDATE`` or
+``DELETE`` by hand (``REPLACE`` deletes without firing them). A file from before the
+triggers, or missing any part of them, is counted afresh when opened, in the
+transaction that adds them.
 
 Thread-safe (one connection behind a lock) and fork-safe (a child reopens its own
 connection; the parent's is left untouched). Every SQLite or file-system failure becomes
@@ -77,19 +79,20 @@ _STATES = ("pending", "inflight", "rejected")
 _COUNT_TRIGGERS = {
     "state_counts_after_insert": """
         CREATE TRIGGER state_counts_after_insert AFTER INSERT ON records BEGIN
-            UPDATE state_counts SET rows = rows + 1 WHERE state = NEW.state;
+            UPDATE state_counts SET row_count = row_count + 1 WHERE state = NEW.state;
         END""",
     "state_counts_after_delete": """
         CREATE TRIGGER state_counts_after_delete AFTER DELETE ON records BEGIN
-            UPDATE state_counts SET rows = rows - 1 WHERE state = OLD.state;
+            UPDATE state_counts SET row_count = row_count - 1 WHERE state = OLD.state;
         END""",
     "state_counts_after_update": """
         CREATE TRIGGER state_counts_after_update AFTER UPDATE OF state ON records
         WHEN OLD.state <> NEW.state BEGIN
-            UPDATE state_counts SET rows = rows - 1 WHERE state = OLD.state;
-            UPDATE state_counts SET rows = rows + 1 WHERE state = NEW.state;
+            UPDATE state_counts SET row_count = row_count - 1 WHERE state = OLD.state;
+            UPDATE state_counts SET row_count = row_count + 1 WHERE state = NEW.state;
         END""",
 }
+_COUNT_OBJECTS = {"state_counts", *_COUNT_TRIGGERS}
 _COLUMNS = "id, session, seq, record, state, attempts, status, last_error, created_at, updated_at"
 _ORDER = "ORDER BY session, seq, id"
 _MAX_VARS = 500
@@ -361,7 +364,7 @@ class Outbox:
     def counts(self) -> OutboxCounts:
         """Row counts by state, and the delivered total."""
         with self._connection() as conn:
-            by_state = dict(conn.execute("SELECT state, rows FROM state_counts").fetchall())
+            by_state = dict(conn.execute("SELECT state, row_count FROM state_counts").fetchall())
             delivered = conn.execute("SELECT value FROM meta WHERE name = 'delivered'").fetchone()
         inflight = int(by_state.get("inflight", 0))
         return OutboxCounts(
@@ -375,14 +378,14 @@ class Outbox:
         """Pending and inflight rows (read from the kept counts, not by scanning)."""
         with self._connection() as conn:
             found = conn.execute(
-                "SELECT COALESCE(SUM(rows), 0) FROM state_counts"
+                "SELECT COALESCE(SUM(row_count), 0) FROM state_counts"
                 " WHERE state IN ('pending', 'inflight')"
             )
             return int(found.fetchone()[0])
 
     def has_pending(self, session: int, *, up_to_seq: int | None = None) -> bool:
-        """Whether ``session`` wrote pending or inflight rows (those with ``seq`` at most
-        ``up_to_seq``, if given): an index lookup, however many such rows there are."""
+        """Whether rows ``session`` wrote still wait, pending or inflight (only those
+        with ``seq`` at most ``up_to_seq``, if given): one index lookup, however many."""
         seq_limit = (1 << 63) - 1 if up_to_seq is None else up_to_seq
         with self._connection() as conn:
             found = conn.execute(
@@ -484,27 +487,25 @@ class Outbox:
 def _ensure_state_counts(conn: sqlite3.Connection) -> None:
     """Give the file its per-state row counts and the triggers that keep them.
 
-    Where a trigger is missing (a new file, or one written before counts were kept),
-    all three are made and the rows counted afresh, in one transaction, so no write
-    from another process falls between the count and the triggers.
+    Where the table or a trigger is missing (a new file, or one written before counts
+    were kept), all of them are made and the rows counted afresh, in one transaction,
+    so no write from another process falls between the count and the triggers.
     """
-    names = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'records'"
-    if _COUNT_TRIGGERS.keys() <= {row[0] for row in conn.execute(names)}:
+    if _schema_names(conn) >= _COUNT_OBJECTS:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        present = {row[0] for row in conn.execute(names)}  # another process may have won
-        if not _COUNT_TRIGGERS.keys() <= present:
+        if not _schema_names(conn) >= _COUNT_OBJECTS:  # another process may have won
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS state_counts"
-                " (state TEXT PRIMARY KEY, rows INTEGER NOT NULL) WITHOUT ROWID"
+                " (state TEXT PRIMARY KEY, row_count INTEGER NOT NULL) WITHOUT ROWID"
             )
             for name, create in _COUNT_TRIGGERS.items():
                 conn.execute(f"DROP TRIGGER IF EXISTS {name}")
                 conn.execute(create)
             conn.execute("DELETE FROM state_counts")
             conn.executemany(
-                "INSERT INTO state_counts (state, rows)"
+                "INSERT INTO state_counts (state, row_count)"
                 " VALUES (?, (SELECT COUNT(*) FROM records WHERE state = ?))",
                 [(state, state) for state in _STATES],
             )
@@ -513,6 +514,10 @@ def _ensure_state_counts(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _schema_names(conn: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
 
 
 _HELD_ACROSS_FORK: list[threading.Lock] = []

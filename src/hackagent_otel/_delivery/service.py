@@ -638,7 +638,7 @@ class DeliveryService:
                     return "done"
             try:
                 rows = self._claim(outbox)
-                # With no sender nothing depends on it.
+                # Only a sender waits on this process's own rows; without one, skip the look.
                 needs_look = not rows and self._sender is not None
                 own_pending = needs_look and outbox.has_pending(self._session)
             except OutboxError as exc:
