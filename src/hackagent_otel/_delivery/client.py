@@ -318,11 +318,9 @@ def _outcome(response: httpx.Response) -> Outcome:
     status = response.status_code
     kind = classify_status(status)
     if kind == "delivered":
-        body: Any = None
         if "json" in response.headers.get("content-type", ""):
-            with contextlib.suppress(ValueError):
-                body = response.json()
-        return Delivered(status, body)
+            return Delivered(status, json_text=response.content)
+        return Delivered(status)
     if kind == "transient":
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return Transient(f"HTTP {status}", retry_after, status)

@@ -21,23 +21,27 @@ class Delivered:
     A client may hand over the answer's JSON text as ``json_text`` instead of ``body``:
     it is parsed when ``body`` is first read (text that is not JSON reads as ``None``).
     Delivery itself never reads it, so its sender threads do not parse every answer.
+    Equal by status and body; not hashable, as a body may be a dict.
     """
 
     __slots__ = ("_body", "_json_text", "status")
 
     def __init__(self, status: int, body: Any = None, *, json_text: bytes | None = None) -> None:
+        if body is not None and json_text is not None:
+            raise ValueError("give body or json_text, not both")
         self.status = status
         self._body = body
         self._json_text = json_text
 
     @property
     def body(self) -> Any:
-        if self._json_text is not None:
-            text, self._json_text = self._json_text, None
+        text = self._json_text
+        if text is not None:  # two threads at once may both parse it: same result
             try:
                 self._body = json.loads(text)
-            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
                 self._body = None
+            self._json_text = None
         return self._body
 
     def __eq__(self, other: object) -> bool:
@@ -45,7 +49,7 @@ class Delivered:
             return NotImplemented
         return (self.status, self.body) == (other.status, other.body)
 
-    __hash__ = None  # type: ignore[assignment]  # equal by a body that may be a dict
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"Delivered(status={self.status!r}, body={self.body!r})"
