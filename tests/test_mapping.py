@@ -335,6 +335,16 @@ def test_resanitizing_changes_what_the_walk_changes(value: Any) -> None:
     assert _encoded(_sanitize.resanitize(value)) == _encoded(sanitize(value))
 
 
+def test_resanitizing_keeps_a_value_whose_secrets_are_already_redacted() -> None:
+    value = json.loads(json.dumps({"model": "m", "api_key": REDACTED}))
+    assert _sanitize.resanitize(value) is value
+
+
+def test_resanitizing_redacts_a_secret_key_holding_a_container_that_is_not_the_marker() -> None:
+    value = json.loads(json.dumps({"model": "m", "api_key": [REDACTED]}))
+    assert _sanitize.resanitize(value) == {"model": "m", "api_key": REDACTED}
+
+
 def test_resanitizing_remembers_redacted_secrets_for_scrubbing_free_text() -> None:
     secret = "sk-mapping-remembered-9c2e"
     value = json.loads(json.dumps({"model": "m", "api_key": secret}))

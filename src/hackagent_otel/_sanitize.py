@@ -538,7 +538,7 @@ def resanitize(value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
     if _budget_if_unchanged(value, 0, limits.max_total, limits, secrets) is None:
         return sanitize(value, limits)
     # A tracker already redacted these: the walk would give the same marker again.
-    secrets = [key for key in secrets if value[key] != REDACTED]
+    secrets = [key for key in secrets if not (type(value[key]) is str and value[key] == REDACTED)]
     if not secrets:
         return value
     out = dict(value)
