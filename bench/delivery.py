@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 from opentelemetry.sdk.trace import TracerProvider
@@ -105,19 +107,17 @@ def _latency(base_url: str, outbox: str, steps: int, pace_s: float) -> list[floa
     return [arrived[seq] - t for seq, t in ended.items() if seq in arrived]
 
 
-def main(
-    records: int = 20_000,
-    steps: int = 2_000,
-    outbox: str = "/tmp/hackagent-otel-bench-delivery.sqlite3",
-) -> dict[str, float]:
+def main(records: int = 20_000, steps: int = 2_000) -> dict[str, float]:
     batch = _records(records)
     with fake_api_process(0) as base_url:
         baseline = _sequential_httpx(base_url, batch)
-    with fake_api_process(0) as base_url:
-        ours = _ours(base_url, _records(records), outbox)
-        ordered = _in_order_per_result(base_url)
-    with fake_api_process(0) as base_url:
-        latencies = _latency(base_url, outbox, steps, 0.002)
+    # Fresh outboxes, one per run: rows one left behind are not drained in the next.
+    with tempfile.TemporaryDirectory() as folder:
+        with fake_api_process(0) as base_url:
+            ours = _ours(base_url, _records(records), str(Path(folder) / "throughput.sqlite3"))
+            ordered = _in_order_per_result(base_url)
+        with fake_api_process(0) as base_url:
+            latencies = _latency(base_url, str(Path(folder) / "latency.sqlite3"), steps, 0.002)
     print_table(
         "Delivery: trace records per second to the local API (loopback, other process)",
         ["sender", "records/s", "vs sequential httpx"],
