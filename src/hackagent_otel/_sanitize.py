@@ -443,7 +443,7 @@ def _flat_text(value: Any, limits: Limits) -> str | None:
     """
     kind = type(value)
     if kind is not dict:
-        return _encode(value) if _is_plain_scalar(value, limits) else None
+        return _scalar_text(value, limits)
     if (
         len(value) > limits.max_items
         or limits.max_depth < 3
@@ -496,16 +496,22 @@ def _narrowed(snapshot: dict[str, Any], limits: Limits) -> bool:
     return True
 
 
-def _is_plain_scalar(value: Any, limits: Limits) -> bool:
-    """Whether the walker passes ``value`` unchanged at the top of a value."""
+def _scalar_text(value: Any, limits: Limits) -> str | None:
+    """The JSON text of a scalar the walker passes unchanged at the top, else ``None``."""
     kind = type(value)
-    if kind is str:  # the walker caps strings at the budget too, but never below 64
-        return bool(len(value) <= min(limits.max_string, max(limits.max_total, 64)))
-    if kind is int:
-        return bool(value.bit_length() <= _MAX_INT_BITS)
+    if kind is int:  # what the C encoder writes for an int and a float, without its set-up
+        return int.__repr__(value) if -_INT_BOUND < value < _INT_BOUND else None
     if kind is float:
-        return math.isfinite(value)
-    return bool(kind is bool or value is None)
+        return float.__repr__(value) if math.isfinite(value) else None
+    if kind is str:  # the walker caps strings at the budget too, but never below 64
+        return (
+            _encode(value)
+            if len(value) <= min(limits.max_string, max(limits.max_total, 64))
+            else None
+        )
+    if kind is bool or value is None:
+        return _encode(value)
+    return None
 
 
 def dumps(value: Any, limits: Limits = DEFAULT_LIMITS) -> str:

@@ -43,6 +43,8 @@ from hackagent_otel._runs import runs
 __all__ = ["MAX_METADATA_KEYS", "MAX_PROGRESS_ENTRIES", "StepTracker", "TrackingStats", "stats"]
 
 DEFAULT_EVALUATION_NOTES = "Status updated"
+#: Read once: an enum member's ``.value`` is a property lookup on every step.
+_TRACE_TYPE_OTHER: str = StepTypeEnum.OTHER.value
 
 
 class TrackingStats:
@@ -233,7 +235,7 @@ class StepTracker:
                 semconv.STEP_TYPE: step_type
                 if type(step_type) is str and len(step_type) <= 256
                 else _sanitize.sanitize_text(step_type, 256),
-                semconv.STEP_TRACE_TYPE: StepTypeEnum.OTHER.value,
+                semconv.STEP_TRACE_TYPE: _TRACE_TYPE_OTHER,
                 semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
             }
             if ctx.parent_result_id:
