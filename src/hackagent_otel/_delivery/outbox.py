@@ -466,15 +466,8 @@ class Outbox:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._connection() as conn, _write_transaction(conn):
+            yield conn
 
     def _after_fork(self) -> None:
         self._pid = os.getpid()
@@ -493,22 +486,31 @@ def _ensure_state_counts(conn: sqlite3.Connection) -> None:
     """
     if _schema_names(conn) >= _COUNT_OBJECTS:
         return
+    with _write_transaction(conn):
+        if _schema_names(conn) >= _COUNT_OBJECTS:  # another process got there first
+            return
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS state_counts"
+            " (state TEXT PRIMARY KEY, row_count INTEGER NOT NULL) WITHOUT ROWID"
+        )
+        for name, create in _COUNT_TRIGGERS.items():
+            conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+            conn.execute(create)
+        conn.execute("DELETE FROM state_counts")
+        conn.executemany(
+            "INSERT INTO state_counts (state, row_count)"
+            " VALUES (?, (SELECT COUNT(*) FROM records WHERE state = ?))",
+            [(state, state) for state in _STATES],
+        )
+
+
+@contextlib.contextmanager
+def _write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` (the write lock, waiting for it up to the busy timeout), then
+    ``COMMIT``, or ``ROLLBACK`` if the block raises."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if not _schema_names(conn) >= _COUNT_OBJECTS:  # another process may have won
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS state_counts"
-                " (state TEXT PRIMARY KEY, row_count INTEGER NOT NULL) WITHOUT ROWID"
-            )
-            for name, create in _COUNT_TRIGGERS.items():
-                conn.execute(f"DROP TRIGGER IF EXISTS {name}")
-                conn.execute(create)
-            conn.execute("DELETE FROM state_counts")
-            conn.executemany(
-                "INSERT INTO state_counts (state, row_count)"
-                " VALUES (?, (SELECT COUNT(*) FROM records WHERE state = ?))",
-                [(state, state) for state in _STATES],
-            )
+        yield
     except BaseException:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
