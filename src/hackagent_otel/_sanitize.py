@@ -588,7 +588,7 @@ def _budget_if_unchanged(
                     return None
                 secrets.append(key)  # its value costs no budget: it becomes REDACTED
                 continue
-            if key in CLIENT_KEYS and not _is_scalar(item):
+            if key in CLIENT_KEYS and not _is_plain(item):
                 return None
             left = _budget_if_unchanged(item, depth + 1, budget, limits)
             if left is None:
@@ -607,10 +607,6 @@ def _budget_if_unchanged(
             budget = left
         return budget
     return None
-
-
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def sanitize_text(text: Any, limit: int = DEFAULT_LIMITS.max_string) -> str:
