@@ -165,6 +165,12 @@ def _counted_by_scan(path: Path) -> OutboxCounts:
     )
 
 
+def _drop_count_triggers(raw: sqlite3.Connection) -> None:
+    """Make the file look as one written before the counts were kept (triggers gone)."""
+    for name in ("after_insert", "after_delete", "after_update"):
+        raw.execute(f"DROP TRIGGER state_counts_{name}")
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     operations=st.lists(
@@ -226,8 +232,7 @@ def test_a_write_waiting_on_the_first_open_is_counted_after_it(outbox_path: Path
     with Outbox(outbox_path) as box:
         box.put_many([rec("a", 0)])
     with contextlib.closing(sqlite3.connect(outbox_path, isolation_level=None)) as raw:
-        for name in ("after_insert", "after_delete", "after_update"):
-            raw.execute(f"DROP TRIGGER state_counts_{name}")
+        _drop_count_triggers(raw)
         raw.execute("BEGIN IMMEDIATE")  # another writer holds the file
         raw.execute(
             "INSERT INTO records (session, seq, ordering_key, record, state, created_at,"
@@ -265,8 +270,7 @@ def test_an_outbox_from_before_counts_were_kept_is_counted_when_opened(
         box.claim_pending(2)
         box.mark_rejected(ids[0], 400, "HTTP 400")
     with contextlib.closing(sqlite3.connect(outbox_path)) as raw, raw:  # the older file
-        for name in ("after_insert", "after_delete", "after_update"):
-            raw.execute(f"DROP TRIGGER state_counts_{name}")
+        _drop_count_triggers(raw)
         raw.execute("DROP TABLE state_counts")
         raw.execute("DELETE FROM records WHERE seq = 5")  # written while nothing counted
     with Outbox(outbox_path) as box:
