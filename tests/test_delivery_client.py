@@ -13,18 +13,18 @@ import pytest
 from opentelemetry import context as otel_context
 
 from hackagent_otel._delivery.client import HackAgentClient, suppress_instrumentation
-from hackagent_otel._delivery.outcome import Delivered, Rejected, Transient
-from hackagent_otel._records import Record
+from hackagent_otel._delivery.outcome import Delivered, Rejected, Transient, request_or_rejection
+from hackagent_otel._records import Record, Request
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
 
 KEY = "test-key"
 
 
-def trace_record(result_id: str | None = None, seq: int = 1, **body: Any) -> Record:
+def trace_record(result_id: str | None = None, seq: int = 1, **body: Any) -> Request:
     result_id = result_id or str(uuid.uuid4())
     payload: dict[str, Any] = {"sequence": seq, "step_type": "OTHER", "content": {"n": seq}}
     payload.update(body)
-    return Record("trace", "POST", f"/result/{result_id}/trace", payload, result_id)
+    return Record("trace", "POST", f"/result/{result_id}/trace", payload, result_id).request()
 
 
 @pytest.fixture(params=["auto", "httpx"])
@@ -50,7 +50,7 @@ def test_created_trace_is_delivered_with_the_parsed_body(
 def test_patch_run_is_delivered(fake_api: FakeHackAgentAPI, client: HackAgentClient) -> None:
     run_id = str(uuid.uuid4())
     record = Record("run_update", "PATCH", f"/run/{run_id}", {"status": "RUNNING"}, run_id)
-    assert client.send(record) == Delivered(200, fake_api.run(run_id))
+    assert client.send(record.request()) == Delivered(200, fake_api.run(run_id))
 
 
 @pytest.mark.parametrize("status", [408, 429, 502, 503, 504])
@@ -128,10 +128,10 @@ def test_malformed_success_is_still_delivered_without_a_body(
     assert client.send(trace_record()) == Delivered(201, None)
 
 
-def test_unserializable_body_is_rejected_without_a_call(
-    fake_api: FakeHackAgentAPI, client: HackAgentClient
-) -> None:
-    outcome = client.send(trace_record(content=float("nan")))
+def test_unserializable_body_is_rejected_without_a_call(fake_api: FakeHackAgentAPI) -> None:
+    run_id = str(uuid.uuid4())
+    record = Record("run_update", "PATCH", f"/run/{run_id}", {"n": float("nan")}, run_id)
+    outcome = request_or_rejection(record)
     assert isinstance(outcome, Rejected)
     assert outcome.status == 0
     assert fake_api.calls == []

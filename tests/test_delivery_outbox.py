@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sqlite3
@@ -468,3 +469,26 @@ def test_default_path_honours_env_then_xdg_state_home(
     assert default_outbox_path() == Path(
         os.path.expanduser("~/.local/state/hackagent-otel/outbox.sqlite3")
     )
+
+
+def test_an_outbox_remembers_the_api_it_was_made_for(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    with Outbox(path, target="http://api.example:8000/") as outbox:
+        assert outbox.target == "http://api.example:8000/"
+    with Outbox(path) as outbox:
+        assert outbox.target == "http://api.example:8000/"
+
+
+def test_an_outbox_keeps_its_first_target_and_logs_another(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "o.sqlite3"
+    Outbox(path, target="http://a/").close()
+    with caplog.at_level(logging.WARNING), Outbox(path, target="http://b/") as outbox:
+        assert outbox.target == "http://a/"
+    assert "made for http://a/" in caplog.text
+
+
+def test_an_outbox_made_with_no_api_has_no_target(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite3") as outbox:
+        assert outbox.target is None

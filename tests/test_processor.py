@@ -19,7 +19,7 @@ from hackagent_otel._delivery.outcome import Transient
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel._processor import LIVE_PROCESSORS, HackAgentSpanProcessor, RecordSink
-from hackagent_otel._records import Record
+from hackagent_otel._records import Record, Request
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
 
 
@@ -268,7 +268,7 @@ def test_force_flush_returns_only_once_records_are_in_the_outbox_when_the_api_is
     writing = threading.Event()
 
     class Down:
-        def send(self, record: Record) -> Transient:
+        def send(self, request: Request) -> Transient:
             time.sleep(0.1)  # the summary record queues up behind the start meanwhile
             return Transient("connection refused")
 

@@ -3,6 +3,12 @@
 A :class:`Record` is what the mapping produces and what delivery sends, spools to the
 outbox and retries. It carries everything needed to make the call later, in another
 process if need be, so it is plain data that round-trips through JSON.
+
+A record may depend on an earlier record's answer: the API assigns a Result's id in the
+201 answer to its creation, and every later call of that goal names it. The creation
+``provides`` a name (bound to its answer's ``id``); a dependent ``needs`` that name and
+carries :data:`REF` in its path, filled in just before it is sent. A dependent shares
+its provider's ordering key, so it always leaves after it.
 """
 
 from __future__ import annotations
@@ -19,10 +25,27 @@ Method = Literal["POST", "PATCH"]
 TRACE: Literal["trace"] = "trace"
 RUN_UPDATE: Literal["run_update"] = "run_update"
 RESULT_UPDATE: Literal["result_update"] = "result_update"
-RecordKind = Literal["trace", "run_update", "result_update"]
+RESULT_CREATE: Literal["result_create"] = "result_create"
+RecordKind = Literal["trace", "run_update", "result_update", "result_create"]
 
 #: Bodies come from the mapping or from the outbox's JSON, always fresh trees.
 _encode = compact_encoder(ensure_ascii=True)
+
+#: The placeholder in a dependent record's path that its provider's answer fills in.
+REF = "{ref}"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One API call as it goes on the wire: method, path and the exact body bytes.
+
+    This is what a sender sends and what the outbox stores, so a row is sent as it was
+    written, without being parsed and encoded again.
+    """
+
+    method: str
+    path: str
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +64,14 @@ class Record:
     ordering_key: str
     #: Seconds since the epoch when the record was produced (for latency figures).
     created_at: float = field(default=0.0, compare=False)
+    #: A name bound to this call's answer ``id`` once delivered (a Result's creation).
+    provides: str | None = None
+    #: The name whose bound value replaces :data:`REF` in ``path`` before sending.
+    needs: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.needs is None) == (REF in self.path):
+            raise ValueError(f"a record needs a value exactly when its path holds {REF}")
 
     def body_json(self) -> str:
         """The request body as sent: compact JSON, ASCII only.
@@ -48,6 +79,16 @@ class Record:
         Raises ``TypeError`` or ``ValueError`` if the body is not JSON-safe.
         """
         return _encode(self.body)
+
+    def request(self) -> Request:
+        """The call as sent, for a record that needs no earlier answer.
+
+        Raises ``TypeError`` or ``ValueError`` if the body is not JSON-safe, and
+        ``ValueError`` for a dependent record (its path is not known yet).
+        """
+        if self.needs is not None:
+            raise ValueError(f"the record waits for {self.needs!r}; its path is not known yet")
+        return Request(self.method, self.path, self.body_json().encode("ascii"))
 
     def to_json(self) -> str:
         """Serialize for the outbox; the body is already JSON-safe."""
@@ -59,6 +100,8 @@ class Record:
                 "body": self.body,
                 "ordering_key": self.ordering_key,
                 "created_at": self.created_at,
+                "provides": self.provides,
+                "needs": self.needs,
             }
         )
 
@@ -69,7 +112,7 @@ class Record:
         if not isinstance(data, dict):
             raise ValueError("a record is a JSON object")
         kind, method = data.get("kind"), data.get("method")
-        if kind not in (TRACE, RUN_UPDATE, RESULT_UPDATE):
+        if kind not in (TRACE, RUN_UPDATE, RESULT_UPDATE, RESULT_CREATE):
             raise ValueError(f"unknown record kind {kind!r}")
         if method not in ("POST", "PATCH"):
             raise ValueError(f"unknown method {method!r}")
@@ -77,6 +120,9 @@ class Record:
         if not isinstance(path, str) or not isinstance(body, dict) or not isinstance(key, str):
             raise ValueError("a record needs a str path, an object body and a str ordering_key")
         created_at = data.get("created_at", 0.0)
+        provides, needs = data.get("provides"), data.get("needs")
+        if not isinstance(provides, (str, type(None))) or not isinstance(needs, (str, type(None))):
+            raise ValueError("provides and needs are str or null")
         return cls(
             kind=kind,
             method=method,
@@ -84,4 +130,6 @@ class Record:
             body=body,
             ordering_key=key,
             created_at=float(created_at) if isinstance(created_at, (int, float)) else 0.0,
+            provides=provides,
+            needs=needs,
         )

@@ -37,7 +37,7 @@ from hackagent_otel._delivery.fast_http import (
 )
 from hackagent_otel._delivery.outcome import Delivered, Outcome, Rejected, Transient
 from hackagent_otel._delivery.retry import classify_status, parse_retry_after
-from hackagent_otel._records import Record
+from hackagent_otel._records import Request
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "HackAgentClient", "suppress_instrumentation"]
 
@@ -243,12 +243,9 @@ class HackAgentClient:
         digest = hashlib.sha256(repr((headers, id(auth) if auth else None)).encode())
         return self.base_url, digest.hexdigest()
 
-    def send(self, record: Record) -> Outcome:
+    def send(self, record: Request) -> Outcome:
         """Make ``record``'s call once; never raises for network or HTTP trouble."""
-        try:
-            content = record.body_json().encode()
-        except (TypeError, ValueError, RecursionError) as exc:
-            return Rejected(0, f"body is not JSON-serializable: {exc}")
+        content = record.body
         if self._closed:
             return Transient("client closed")
         if self._fast is not None:
@@ -286,7 +283,7 @@ class HackAgentClient:
         if self._owned and self._pid == os.getpid():
             self._client.close()
 
-    def _send_fast(self, fast: StdlibHTTP, record: Record, content: bytes) -> Outcome:
+    def _send_fast(self, fast: StdlibHTTP, record: Request, content: bytes) -> Outcome:
         try:
             response = fast.request(record.method, record.path, content)
         except TimeoutError as exc:

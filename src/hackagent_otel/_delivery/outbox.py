@@ -31,6 +31,7 @@ connection; the parent's is left untouched). Every SQLite or file-system failure
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -53,6 +54,8 @@ __all__ = [
     "default_outbox_path",
 ]
 
+_log = logging.getLogger("hackagent_otel.delivery")
+
 #: Environment variable naming the outbox file.
 OUTBOX_PATH_ENV = "HACKAGENT_OUTBOX_PATH"
 
@@ -73,6 +76,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_state_order ON records (state, session, seq, id);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('delivered', 0);
+CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 #: Rows per state, kept by triggers (``state`` is only ever one of these three).
 _STATES = ("pending", "inflight", "rejected")
@@ -165,6 +169,11 @@ def default_outbox_path() -> Path:
 class Outbox:
     """The SQLite outbox at ``path`` (default :func:`default_outbox_path`), opened now.
 
+    ``target``: the base URL of the HackAgent API its records are for (never a key). A
+    new file records it, so ``hackagent-otel push`` later knows where each outbox's
+    records go; an existing file keeps the target it was made for (a different one is
+    logged and ignored). ``None`` records nothing: records made with no API.
+
     Raises :class:`OutboxError` if the file cannot be created or is not a database.
     """
 
@@ -172,6 +181,7 @@ class Outbox:
         self,
         path: str | os.PathLike[str] | None = None,
         *,
+        target: str | None = None,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 5.0,
     ) -> None:
@@ -186,6 +196,27 @@ class Outbox:
             self._conn = self._open()
             _LIVE.add(self)
         self.drain_lock = DrainLock(str(self.path) + ".lock")
+        if target is not None:
+            self._record_target(target)
+
+    @property
+    def target(self) -> str | None:
+        """The base URL of the API this outbox's records are for, if it was recorded."""
+        with self._connection() as conn:
+            found = conn.execute("SELECT value FROM info WHERE name = 'target'").fetchone()
+        return str(found[0]) if found else None
+
+    def _record_target(self, target: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO info (name, value) VALUES ('target', ?)", (target,))
+            recorded = conn.execute("SELECT value FROM info WHERE name = 'target'").fetchone()[0]
+        if recorded != target:
+            _log.warning(
+                "outbox %s was made for %s; its records stay addressed there, not to %s",
+                self.path,
+                recorded,
+                target,
+            )
 
     # -- writing -----------------------------------------------------------------------
     def put_many(

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hackagent_otel._records import Record
+from hackagent_otel._records import Record, Request
 
-__all__ = ["Delivered", "Outcome", "Rejected", "Sender", "Transient"]
+__all__ = ["Delivered", "Outcome", "Rejected", "Sender", "Transient", "request_or_rejection"]
 
 
 class Delivered:
@@ -78,14 +78,22 @@ class Rejected:
 Outcome = Delivered | Transient | Rejected
 
 
+def request_or_rejection(record: Record) -> Request | Rejected:
+    """The call ``record`` makes, or why it can never be made (its body is not JSON)."""
+    try:
+        return record.request()
+    except (TypeError, ValueError, RecursionError) as exc:
+        return Rejected(0, f"body is not JSON-serializable: {exc}")
+
+
 class Sender(Protocol):
-    """Anything that can make one record's API call; :class:`HackAgentClient` is one.
+    """Anything that can make one API call; :class:`HackAgentClient` is one.
 
     ``send`` must never raise for network trouble and must be safe to call from several
     threads at once.
     """
 
-    def send(self, record: Record) -> Outcome:
+    def send(self, request: Request) -> Outcome:
         """Make the call once and say how it went."""
         ...
 

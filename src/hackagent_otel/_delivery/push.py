@@ -13,8 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow
-from hackagent_otel._delivery.outcome import Delivered, Rejected, Sender
+from hackagent_otel._delivery.outcome import (
+    Delivered,
+    Outcome,
+    Rejected,
+    Sender,
+    request_or_rejection,
+)
 from hackagent_otel._delivery.retry import Backoff, RetryPolicy
+from hackagent_otel._records import Record
 
 __all__ = ["PushReport", "push"]
 
@@ -111,7 +118,7 @@ class _Push:
         done_ids: list[int] = []
         try:
             for index, row in enumerate(rows):
-                outcome = self.sender.send(row.sendable)
+                outcome = _send(self.sender, row.sendable)
                 if isinstance(outcome, Delivered):
                     done_ids.append(row.id)
                     self.delivered += 1
@@ -131,3 +138,8 @@ class _Push:
             return None
         finally:
             self.outbox.mark_delivered(done_ids)
+
+
+def _send(sender: Sender, record: Record) -> Outcome:
+    request = request_or_rejection(record)
+    return request if isinstance(request, Rejected) else sender.send(request)

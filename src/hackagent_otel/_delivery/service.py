@@ -56,7 +56,14 @@ from pathlib import Path
 from typing import Literal
 
 from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow
-from hackagent_otel._delivery.outcome import Delivered, Rejected, Sender, Transient
+from hackagent_otel._delivery.outcome import (
+    Delivered,
+    Outcome,
+    Rejected,
+    Sender,
+    Transient,
+    request_or_rejection,
+)
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._records import Record
 
@@ -455,7 +462,7 @@ class DeliveryService:
         assert self._sender is not None
         backoff = self._policy.backoff()
         while True:
-            outcome = self._sender.send(item.record)
+            outcome = _send(self._sender, item.record)
             if isinstance(outcome, Delivered):
                 with self._lock:
                     self._counters["sent"] += 1
@@ -741,7 +748,7 @@ class DeliveryService:
             if self._closing:
                 result.unsent = [r.id for r in rows[index:]]
                 break
-            outcome = self._sender.send(row.sendable)
+            outcome = _send(self._sender, row.sendable)
             if isinstance(outcome, Delivered):
                 result.delivered.append(row.id)
             elif isinstance(outcome, Rejected):
@@ -945,3 +952,8 @@ def _reinit_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reinit_after_fork)
+
+
+def _send(sender: Sender, record: Record) -> Outcome:
+    request = request_or_rejection(record)
+    return request if isinstance(request, Rejected) else sender.send(request)
