@@ -31,7 +31,7 @@ from bridge_support import (
 )
 from hackagent_otel import HackAgentSpanExporter, _mapping, _sanitize, _tracer, semconv
 from hackagent_otel._delivery.outbox import Outbox
-from hackagent_otel._records import Record
+from hackagent_otel._records import Call, Record
 from hackagent_otel._spanview import SpanView
 from hackagent_otel.bridge import BridgeSettings
 from hackagent_otel.bridge._decode import decode
@@ -48,6 +48,11 @@ def views(spans: list[ReadableSpan]) -> list[SpanView]:
 
 def calls(records: list[Record], prefix: str) -> list[tuple[str, str, Any]]:
     return [(r.method, r.path, without_otel(r.body)) for r in records if r.path.startswith(prefix)]
+
+
+def stored_record(call: Call) -> Record:
+    """The record a stored call was made from (its body parsed back)."""
+    return Record(call.kind, call.method, call.path, call.parsed_body(), call.ordering_key)  # type: ignore[arg-type]
 
 
 class ListSink:
@@ -263,7 +268,7 @@ def test_records_are_committed_to_the_outbox_when_ingest_returns(
     try:
         accepted = pipeline.ingest(otlp_protobuf(scenario_spans(run_id, result_id)), PROTOBUF)
         with Outbox(path) as another_process:
-            stored = [row.sendable for row in another_process.list_pending()]
+            stored = [stored_record(row.call) for row in another_process.list_pending()]
     finally:
         pipeline.close(1.0)
 

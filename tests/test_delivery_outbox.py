@@ -25,7 +25,7 @@ from hackagent_otel._delivery.outbox import (
     OutboxError,
     default_outbox_path,
 )
-from hackagent_otel._records import Record
+from hackagent_otel._records import Call, Record
 
 
 def rec(key: str, n: int) -> Record:
@@ -48,7 +48,7 @@ def test_pending_rows_are_claimed_in_insertion_order(outbox: Outbox) -> None:
     outbox.put_many([rec("a", i) for i in range(5)])
     outbox.put_many([rec("b", i) for i in range(3)])
     claimed = outbox.claim_pending(100)
-    assert [(r.sendable.ordering_key, r.sendable.body["sequence"]) for r in claimed] == [
+    assert [(r.call.ordering_key, r.call.parsed_body()["sequence"]) for r in claimed] == [
         ("a", 0), ("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 0), ("b", 1), ("b", 2)
     ]  # fmt: skip
     assert all(r.state == "inflight" for r in claimed)
@@ -65,21 +65,21 @@ def test_a_large_batch_is_stored_whole_and_in_order(outbox: Outbox) -> None:
     assert len(ids) == 1000
     assert ids == sorted(ids)
     assert [row.id for row in claimed] == ids
-    assert [row.sendable for row in claimed] == records
+    assert [row.call for row in claimed] == [Call.from_record(r) for r in records]
 
 
 def test_claim_order_follows_session_and_seq_not_write_order(outbox: Outbox) -> None:
     outbox.put_many([rec("a", 5), rec("a", 6)], session=10, seqs=[5, 6])
     outbox.put_many([rec("a", 3), rec("a", 4)], session=10, seqs=[3, 4])
     outbox.put_many([rec("a", 0)], session=9, seqs=[99])
-    got = [r.sendable.body["sequence"] for r in outbox.claim_pending(10)]
+    got = [r.call.parsed_body()["sequence"] for r in outbox.claim_pending(10)]
     assert got == [0, 3, 4, 5, 6]
 
 
 def test_claim_respects_the_limit(outbox: Outbox) -> None:
     outbox.put_many([rec("a", i) for i in range(10)])
-    assert [r.sendable.body["sequence"] for r in outbox.claim_pending(3)] == [0, 1, 2]
-    assert [r.sendable.body["sequence"] for r in outbox.claim_pending(3)] == [3, 4, 5]
+    assert [r.call.parsed_body()["sequence"] for r in outbox.claim_pending(3)] == [0, 1, 2]
+    assert [r.call.parsed_body()["sequence"] for r in outbox.claim_pending(3)] == [3, 4, 5]
 
 
 def test_records_round_trip_unchanged(outbox: Outbox) -> None:
@@ -88,8 +88,8 @@ def test_records_round_trip_unchanged(outbox: Outbox) -> None:
     )
     outbox.put_many([record])
     (row,) = outbox.claim_pending(1)
-    assert row.sendable == record
-    assert row.sendable.created_at == 5.5
+    assert row.call == Call.from_record(record)
+    assert row.call.created_at == 5.5
 
 
 def test_delivered_rows_are_deleted_and_counted(outbox: Outbox) -> None:
@@ -139,24 +139,53 @@ def test_inflight_rows_of_a_dead_drainer_are_recovered(outbox_path: Path) -> Non
         assert len(second.claim_pending(1)) == 1
 
 
-def test_unreadable_rows_are_rejected_instead_of_crashing_the_claim(outbox: Outbox) -> None:
-    outbox.put_many([rec("a", 0), rec("a", 1)])
-    with sqlite3.connect(outbox.path) as raw:
-        raw.execute("UPDATE records SET record = '{broken' WHERE seq = 0")
-    claimed = outbox.claim_pending(10)
-    assert [r.sendable.body["sequence"] for r in claimed] == [1]
-    (bad,) = outbox.list_rejected()
-    assert bad.record is None
-    assert bad.raw == "{broken"
-    assert bad.status == 0
-    assert bad.last_error is not None
-    assert bad.last_error.startswith("unreadable record")
+def test_a_file_of_the_earlier_layout_is_converted_keeping_order_and_state(
+    outbox_path: Path,
+) -> None:
+    """Whole records as JSON in a ``records`` table (the earlier layout) become calls
+    with their exact body bytes; an unreadable row is kept as rejected, with its text."""
+    outbox_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(outbox_path)) as raw, raw:
+        raw.executescript(EARLIER_LAYOUT)
+        rows = [(0, rec("a", 0).to_json(), "pending"), (1, "{broken", "pending")]
+        rows += [(2, rec("a", 2).to_json(), "rejected"), (3, rec("b", 3).to_json(), "inflight")]
+        raw.executemany(
+            "INSERT INTO records (session, seq, ordering_key, record, state, created_at,"
+            " updated_at) VALUES (7, ?, 'a', ?, ?, 1.0, 1.0)",
+            rows,
+        )
+    with Outbox(outbox_path) as box:
+        assert box.counts() == OutboxCounts(pending=2, inflight=1, rejected=2, delivered=0)
+        assert [r.call for r in box.list_pending()] == [
+            Call.from_record(rec("a", 0)), Call.from_record(rec("b", 3))
+        ]  # fmt: skip
+        unreadable = box.list_rejected()[0]
+        assert unreadable.call.body == b"{broken"
+        assert unreadable.status == 0
+        assert unreadable.last_error is not None
+        assert unreadable.last_error.startswith("unreadable record")
+        assert box.counts() == _counted_by_scan(outbox_path)
+    with contextlib.closing(sqlite3.connect(outbox_path)) as raw:
+        tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master")}
+    assert "records" not in tables
+
+
+EARLIER_LAYOUT = """
+CREATE TABLE records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, session INTEGER NOT NULL, seq INTEGER NOT NULL,
+    ordering_key TEXT NOT NULL, record TEXT NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, status INTEGER, last_error TEXT,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta (name, value) VALUES ('delivered', 0);
+"""
 
 
 def _counted_by_scan(path: Path) -> OutboxCounts:
     """The outbox's counts as a full scan of its rows gives them (the slow, sure way)."""
     with contextlib.closing(sqlite3.connect(path)) as raw:
-        by_state = dict(raw.execute("SELECT state, COUNT(*) FROM records GROUP BY state"))
+        by_state = dict(raw.execute("SELECT state, COUNT(*) FROM calls GROUP BY state"))
         (delivered,) = raw.execute("SELECT value FROM meta WHERE name = 'delivered'").fetchone()
     return OutboxCounts(
         pending=by_state.get("pending", 0) + by_state.get("inflight", 0),
@@ -236,9 +265,9 @@ def test_a_write_waiting_on_the_first_open_is_counted_after_it(outbox_path: Path
         _drop_count_triggers(raw)
         raw.execute("BEGIN IMMEDIATE")  # another writer holds the file
         raw.execute(
-            "INSERT INTO records (session, seq, ordering_key, record, state, created_at,"
-            " updated_at) SELECT session, seq + 1, ordering_key, record, state, created_at,"
-            " updated_at FROM records"
+            "INSERT INTO calls (session, seq, ordering_key, kind, method, path, body, state,"
+            " created_at, updated_at) SELECT session, seq + 1, ordering_key, kind, method,"
+            " path, body, state, created_at, updated_at FROM calls"
         )
         opened: list[Outbox] = []
         opening = threading.Thread(target=lambda: opened.append(Outbox(outbox_path)))
@@ -257,8 +286,8 @@ def test_rows_changed_by_another_writer_are_counted(outbox: Outbox) -> None:
     """The counts are kept by the database itself, whoever writes to it."""
     outbox.put_many([rec("a", i) for i in range(5)])
     with contextlib.closing(sqlite3.connect(outbox.path)) as raw, raw:
-        raw.execute("DELETE FROM records WHERE seq < 2")
-        raw.execute("UPDATE records SET state = 'rejected' WHERE seq = 4")
+        raw.execute("DELETE FROM calls WHERE seq < 2")
+        raw.execute("UPDATE calls SET state = 'rejected' WHERE seq = 4")
     assert outbox.counts() == OutboxCounts(pending=2, inflight=0, rejected=1, delivered=0)
     assert outbox.counts() == _counted_by_scan(outbox.path)
 
@@ -273,7 +302,7 @@ def test_an_outbox_from_before_counts_were_kept_is_counted_when_opened(
     with contextlib.closing(sqlite3.connect(outbox_path)) as raw, raw:  # the older file
         _drop_count_triggers(raw)
         raw.execute("DROP TABLE state_counts")
-        raw.execute("DELETE FROM records WHERE seq = 5")  # written while nothing counted
+        raw.execute("DELETE FROM calls WHERE seq = 5")  # written while nothing counted
     with Outbox(outbox_path) as box:
         assert box.counts() == OutboxCounts(pending=4, inflight=1, rejected=1, delivered=0)
         box.put_many([rec("b", 0)])
@@ -294,7 +323,7 @@ def test_committed_rows_survive_sigkill(outbox_path: Path) -> None:
         f"""
         import os, signal
         from hackagent_otel._delivery.outbox import Outbox
-        from hackagent_otel._records import Record
+        from hackagent_otel._records import Call, Record
         box = Outbox({str(outbox_path)!r})
         box.put_many([Record("trace", "POST", "/result/k/trace", {{"sequence": i}}, "k")
                       for i in range(50)])
@@ -304,7 +333,7 @@ def test_committed_rows_survive_sigkill(outbox_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=30)
     assert proc.returncode == -signal.SIGKILL
     with Outbox(outbox_path) as box:
-        assert [r.sendable.body["sequence"] for r in box.list_pending()] == list(range(50))
+        assert [r.call.parsed_body()["sequence"] for r in box.list_pending()] == list(range(50))
 
 
 def test_concurrent_writers_from_threads_lose_nothing(outbox: Outbox) -> None:
@@ -320,7 +349,7 @@ def test_concurrent_writers_from_threads_lose_nothing(outbox: Outbox) -> None:
     rows = outbox.list_pending()
     assert len(rows) == 80
     for n in range(4):
-        seqs = [r.sendable.body["sequence"] for r in rows if r.sendable.ordering_key == f"k{n}"]
+        seqs = [r.call.parsed_body()["sequence"] for r in rows if r.call.ordering_key == f"k{n}"]
         assert seqs == list(range(20))
 
 
@@ -338,7 +367,7 @@ def test_forked_child_writes_through_its_own_connection(outbox: Outbox) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     outbox.put_many([rec("parent", 1)])
-    keys = [(r.sendable.ordering_key, r.sendable.body["sequence"]) for r in outbox.list_pending()]
+    keys = [(r.call.ordering_key, r.call.parsed_body()["sequence"]) for r in outbox.list_pending()]
     assert keys == [("parent", 0), ("child", 0), ("parent", 1)]
 
 

@@ -309,7 +309,7 @@ def test_shutdown_returns_within_its_timeout_when_the_api_hangs(
     fake_api.clear_faults()
     with Outbox(outbox_path) as box:
         pending = box.list_pending()
-    assert [r.sendable.body["sequence"] for r in pending] == list(range(20))
+    assert [r.call.parsed_body()["sequence"] for r in pending] == list(range(20))
 
 
 def test_submit_after_shutdown_is_dropped_and_counted(make: object) -> None:
@@ -600,7 +600,9 @@ def test_accepted_records_are_in_the_outbox_when_accept_durably_returns(
     (result_id,) = keys(1)
     service.accept_durably([trace(result_id, i) for i in range(5)])
     with Outbox(outbox_path) as other_process:
-        assert [r.sendable.body["sequence"] for r in other_process.list_pending()] == list(range(5))
+        assert [r.call.parsed_body()["sequence"] for r in other_process.list_pending()] == list(
+            range(5)
+        )
 
 
 def test_accepted_records_are_delivered_at_once_and_in_order_per_key(

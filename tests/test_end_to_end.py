@@ -356,9 +356,9 @@ def test_after_a_fork_the_parents_records_arrive_once_and_the_childs_are_kept(
     delivered = api_calls(fake_api, f"/result/{child_result}")
     with Outbox(tmp_path / "outbox.sqlite3") as outbox:
         pending: list[tuple[str, str, Any]] = [
-            (r.record.method, r.record.path, without_otel(r.record.body))
+            (r.call.method, r.call.path, without_otel(r.call.parsed_body()))
             for r in outbox.list_pending()
-            if r.record is not None and r.record.ordering_key == child_result
+            if r.call.ordering_key == child_result
         ]
     assert sorted(map(repr, delivered + pending)) == sorted(
         map(repr, expected_result_calls(child_result))
@@ -428,9 +428,9 @@ def test_without_an_api_records_wait_in_the_outbox(
     with Outbox(env_outbox_path) as outbox:
         pending = outbox.list_pending()
     bodies = [
-        (r.record.method, r.record.path, without_otel(r.record.body))
+        (r.call.method, r.call.path, without_otel(r.call.parsed_body()))
         for r in pending
-        if r.record is not None and r.record.ordering_key == result_id
+        if r.call.ordering_key == result_id
     ]
     assert bodies == expected_result_calls(result_id)
     assert telemetry.stats()["mapping"]["records"] == len(pending) == SCENARIO_RECORDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Callable
 
 from hackagent_otel import TrackingContext
-from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel._forksafe import register, renew_after_fork
 
 
 def _in_forked_child(check: Callable[[], object]) -> int:
@@ -44,3 +45,32 @@ def test_a_child_forked_while_a_sequence_counter_is_locked_can_still_count() -> 
     with context._counter._lock:  # another thread mid-increment at the fork
         code = _in_forked_child(lambda: context.increment_sequence() == first + 1)
     assert code == 0
+
+
+def test_a_registered_reinit_runs_in_a_forked_child() -> None:
+    class Owner:
+        def __init__(self) -> None:
+            self.pid = os.getpid()
+            register(self.reinit)
+
+        def reinit(self) -> None:
+            self.pid = os.getpid()
+
+    owner = Owner()
+    assert _in_forked_child(lambda: owner.pid == os.getpid()) == 0
+    assert owner.pid == os.getpid()  # the parent's state is left alone
+
+
+def test_a_registered_owner_dropped_without_closing_is_collected() -> None:
+    import weakref
+
+    class Owner:
+        def __init__(self) -> None:
+            register(self.reinit)
+
+        def reinit(self) -> None:
+            pass
+
+    ref = weakref.ref(Owner())
+    gc.collect()
+    assert ref() is None

@@ -32,7 +32,7 @@ def files(pattern: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", files("_delivery/*.py"), ids=lambda p: p.name)
 def test_delivery_depends_on_records_only(path: Path) -> None:
-    allowed = ("hackagent_otel._delivery", "hackagent_otel._records")
+    allowed = ("hackagent_otel._delivery", "hackagent_otel._records", "hackagent_otel._forksafe")
     assert {i for i in ours(imports_of(path)) if not i.startswith(allowed)} == set()
 
 
@@ -74,3 +74,7 @@ def test_nothing_but_the_cli_reaches_up_to_the_cli_demo_or_bridge_server(path: P
         return
     top = ("hackagent_otel._cli", "hackagent_otel._demo", "hackagent_otel.bridge._server")
     assert {i for i in ours(imports_of(path)) if i.startswith(top)} == set()
+
+
+def test_the_fork_hooks_import_nothing_of_ours() -> None:
+    assert ours(imports_of(PACKAGE / "_forksafe.py")) == set()

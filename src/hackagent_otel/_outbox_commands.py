@@ -62,12 +62,11 @@ def _rows_table(title: str, rows: list[OutboxRow]) -> Table:
     for column in ("id", "call", "key", "attempts", "status", "last error"):
         table.add_column(column)
     for row in rows:
-        record = row.record
-        call = f"{record.method} {record.path}" if record else "<unreadable>"
+        call = row.call
         table.add_row(
             str(row.id),
-            call,
-            record.ordering_key[:8] if record else "",
+            f"{call.method} {call.path}" if call.method else "<unreadable>",
+            call.ordering_key[:8],
             str(row.attempts),
             "" if row.status is None else str(row.status),
             (row.last_error or "")[:80],

@@ -48,6 +48,79 @@ class Request:
     body: bytes
 
 
+#: Characters an API-assigned id may have to be put into a path (UUIDs, ints, slugs).
+_SAFE_REF = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def safe_ref(value: object) -> str | None:
+    """``value`` as a path segment, or ``None`` when it cannot be one safely."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    text = str(value)
+    if not text or len(text) > 200 or not _SAFE_REF.issuperset(text) or text in (".", ".."):
+        return None
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A record as delivery holds it: the body already encoded, exactly as it is sent.
+
+    Made once from a :class:`Record` (:meth:`from_record`) and from then on moved
+    between memory, the outbox and the API without being parsed or encoded again.
+    """
+
+    kind: str
+    method: str
+    path: str
+    body: bytes
+    ordering_key: str
+    created_at: float = field(default=0.0, compare=False)
+    provides: str | None = None
+    needs: str | None = None
+
+    @classmethod
+    def from_record(cls, record: Record) -> Call:
+        """Encode ``record``; raises ``TypeError``/``ValueError`` if its body is not JSON."""
+        return cls(
+            record.kind,
+            record.method,
+            record.path,
+            record.body_json().encode("ascii"),
+            record.ordering_key,
+            record.created_at,
+            record.provides,
+            record.needs,
+        )
+
+    def request(self, ref: str | None = None) -> Request:
+        """The call as sent; a dependent's ``ref`` (its provider's id) fills :data:`REF`."""
+        if self.needs is None:
+            return Request(self.method, self.path, self.body)
+        if ref is None:
+            raise ValueError(f"the call waits for {self.needs!r}; its path is not known yet")
+        return Request(self.method, self.path.replace(REF, ref), self.body)
+
+    def parsed_body(self) -> Any:
+        """The body as JSON values (for inspection: delivery sends the bytes as they are)."""
+        return json.loads(self.body)
+
+    def resolved(self, ref: str) -> Call:
+        """This call with its provider's id filled in (no longer dependent)."""
+        if self.needs is None:
+            return self
+        return Call(
+            self.kind,
+            self.method,
+            self.path.replace(REF, ref),
+            self.body,
+            self.ordering_key,
+            self.created_at,
+            self.provides,
+            None,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One HackAgent API call, ready to send.

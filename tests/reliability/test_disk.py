@@ -72,7 +72,7 @@ def stored_rows(path: Path) -> int:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
             return int(
                 conn.execute(
-                    "SELECT COUNT(*) FROM records WHERE state IN ('pending', 'inflight')"
+                    "SELECT COUNT(*) FROM calls WHERE state IN ('pending', 'inflight')"
                 ).fetchone()[0]
             )
     except sqlite3.DatabaseError:

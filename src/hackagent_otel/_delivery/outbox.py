@@ -1,9 +1,17 @@
-"""Outbox: a durable local SQLite store of records not (yet) delivered.
+"""Outbox: a durable local SQLite store of calls not (yet) delivered.
 
 Rows are ``pending`` (to send), ``inflight`` (claimed by the drainer right now) or
 ``rejected`` (refused for good by the API: kept with status and reason for inspection and
 :meth:`Outbox.requeue_rejected`, never deleted silently). Delivered rows are deleted at
 once; a running total of them is kept so :meth:`Outbox.counts` can report it.
+
+A row keeps the exact request: method, path and body bytes as they are sent, so the
+drain and ``push`` send what was stored without parsing and encoding it again. A row
+may depend on an earlier row's answer (:class:`~hackagent_otel._records.Call`'s
+``provides``/``needs``): the value a delivered provider's answer gave is kept in
+``bindings`` (in the transaction that deletes the provider), and so is the reason a
+provider was rejected, so a dependent is sent with the value filled in, or kept as
+rejected with that reason, also by another process after a crash.
 
 Order: rows are claimed by ``(session, seq)``, where ``session`` is the time (ns) the
 writing service started and ``seq`` its submission counter. A service therefore gets its
@@ -21,11 +29,17 @@ rows in each state in ``state_counts`` as rows are written, claimed, released, r
 or deleted, by this module, another process or a plain ``INSERT``, ``UPDATE`` or
 ``DELETE`` by hand (``REPLACE`` deletes without firing them). A file from before the
 triggers, or missing any part of them, is counted afresh when opened, in the
-transaction that adds them.
+transaction that adds them. A file written by an earlier version (whole records as JSON
+in a ``records`` table) is converted when opened, in one transaction.
+
+Faults: every SQLite or file-system failure becomes :class:`OutboxError`, whose
+``transient`` says whether trying again later may work (a lock held past the busy
+timeout, a full disk, a read-only file or directory, an I/O error) or not (a file that
+is not a database or is corrupt). After a transient failure the connection is opened
+afresh on the next use.
 
 Thread-safe (one connection behind a lock) and fork-safe (a child reopens its own
-connection; the parent's is left untouched). Every SQLite or file-system failure becomes
-:class:`OutboxError`.
+connection; the parent's is left untouched).
 """
 
 from __future__ import annotations
@@ -38,19 +52,21 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from hackagent_otel._delivery.lock import DrainLock
-from hackagent_otel._records import Record
+from hackagent_otel._records import Call, Record
 
 __all__ = [
     "OUTBOX_PATH_ENV",
+    "Binding",
     "Outbox",
     "OutboxCounts",
     "OutboxError",
     "OutboxRow",
+    "Settlement",
     "default_outbox_path",
 ]
 
@@ -60,12 +76,17 @@ _log = logging.getLogger("hackagent_otel.delivery")
 OUTBOX_PATH_ENV = "HACKAGENT_OUTBOX_PATH"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS records (
+CREATE TABLE IF NOT EXISTS calls (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     session INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     ordering_key TEXT NOT NULL,
-    record TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    body BLOB NOT NULL,
+    provides TEXT,
+    needs TEXT,
     state TEXT NOT NULL CHECK (state IN ('pending', 'inflight', 'rejected')),
     attempts INTEGER NOT NULL DEFAULT 0,
     status INTEGER,
@@ -73,7 +94,14 @@ CREATE TABLE IF NOT EXISTS records (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_by_state_order ON records (state, session, seq, id);
+CREATE INDEX IF NOT EXISTS calls_by_state_order ON calls (state, session, seq, id);
+CREATE INDEX IF NOT EXISTS calls_by_provides ON calls (provides) WHERE provides IS NOT NULL;
+CREATE TABLE IF NOT EXISTS bindings (
+    name TEXT PRIMARY KEY,
+    value TEXT,
+    error TEXT,
+    created_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (name, value) VALUES ('delivered', 0);
 CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,26 +110,34 @@ CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 _STATES = ("pending", "inflight", "rejected")
 _COUNT_TRIGGERS = {
     "state_counts_after_insert": """
-        CREATE TRIGGER state_counts_after_insert AFTER INSERT ON records BEGIN
+        CREATE TRIGGER state_counts_after_insert AFTER INSERT ON calls BEGIN
             UPDATE state_counts SET row_count = row_count + 1 WHERE state = NEW.state;
         END""",
     "state_counts_after_delete": """
-        CREATE TRIGGER state_counts_after_delete AFTER DELETE ON records BEGIN
+        CREATE TRIGGER state_counts_after_delete AFTER DELETE ON calls BEGIN
             UPDATE state_counts SET row_count = row_count - 1 WHERE state = OLD.state;
         END""",
     "state_counts_after_update": """
-        CREATE TRIGGER state_counts_after_update AFTER UPDATE OF state ON records
+        CREATE TRIGGER state_counts_after_update AFTER UPDATE OF state ON calls
         WHEN OLD.state <> NEW.state BEGIN
             UPDATE state_counts SET row_count = row_count - 1 WHERE state = OLD.state;
             UPDATE state_counts SET row_count = row_count + 1 WHERE state = NEW.state;
         END""",
 }
 _COUNT_OBJECTS = {"state_counts", *_COUNT_TRIGGERS}
-_COLUMNS = "id, session, seq, record, state, attempts, status, last_error, created_at, updated_at"
+_COLUMNS = (
+    "id, session, seq, ordering_key, kind, method, path, body, provides, needs, state,"
+    " attempts, status, last_error, created_at, updated_at"
+)
 _ORDER = "ORDER BY session, seq, id"
 _MAX_VARS = 500
-#: Rows per multi-row INSERT: 6 values each, under SQLite's oldest variable limit (999).
-_ROWS_PER_INSERT = 160
+#: Rows per multi-row INSERT: 11 values each, under SQLite's oldest variable limit (999).
+_ROWS_PER_INSERT = 90
+#: SQLite result codes of files that trying again cannot fix.
+_PERMANENT = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_FORMAT"})
+_PERMANENT_TEXT = ("file is not a database", "malformed", "file is encrypted")
+#: After these the connection is still fine; after other errors it is opened afresh.
+_KEEPS_CONNECTION = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_CONSTRAINT"})
 
 # Connections inherited across fork are never closed in the child (SQLite forbids
 # using them there); they are parked here so garbage collection does not close them.
@@ -112,19 +148,35 @@ _OPENING = threading.Lock()
 
 
 class OutboxError(Exception):
-    """The outbox cannot be used: unwritable or read-only location, full disk, corrupt file."""
+    """The outbox cannot be used now: locked past the busy timeout, full disk, read-only
+    file or folder, corrupt file.
+
+    ``transient`` is False only when trying again cannot help (not a database, corrupt).
+    """
+
+    def __init__(self, message: str, *, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _error(context: str, exc: BaseException) -> OutboxError:
+    """An :class:`OutboxError` for ``exc``, classified as transient or not."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    permanent = name in _PERMANENT or (
+        not name and any(marker in text for marker in _PERMANENT_TEXT)
+    )
+    error = OutboxError(f"{context}: {exc}", transient=not permanent)
+    error.__cause__ = exc
+    return error
 
 
 @dataclass(frozen=True)
 class OutboxRow:
-    """One stored record with its bookkeeping.
-
-    ``record`` is ``None`` only for a rejected row whose stored text could not be read
-    back (``raw`` still has it); claimed rows always carry their record.
-    """
+    """One stored call with its bookkeeping."""
 
     id: int
-    record: Record | None
+    call: Call
     state: Literal["pending", "inflight", "rejected"]
     attempts: int
     status: int | None
@@ -133,14 +185,6 @@ class OutboxRow:
     seq: int
     created_at: float
     updated_at: float
-    raw: str
-
-    @property
-    def sendable(self) -> Record:
-        """The record, for rows known to be readable (claimed rows)."""
-        if self.record is None:
-            raise ValueError(f"outbox row {self.id} holds an unreadable record")
-        return self.record
 
 
 @dataclass(frozen=True)
@@ -151,6 +195,36 @@ class OutboxCounts:
     inflight: int
     rejected: int
     delivered: int
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What a provider's answer gave its dependents: the ``value`` (an id), or the
+    ``error`` it was rejected with."""
+
+    value: str | None
+    error: str | None = None
+
+
+@dataclass
+class Settlement:
+    """How a drained batch went, written to the outbox in one transaction.
+
+    ``delivered`` rows are deleted, ``bindings`` (provider name -> value) are kept for
+    their dependents, ``rejected`` rows (id, status, reason) are kept for inspection
+    (a rejected provider's reason is kept for its dependents), ``failed`` rows (id,
+    reason) go back to pending with an attempt counted, ``released`` rows go back to
+    pending as they were.
+    """
+
+    delivered: list[int] = field(default_factory=list)
+    bindings: dict[str, str] = field(default_factory=dict)
+    rejected: list[tuple[int, int, str]] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.delivered or self.rejected or self.failed or self.released)
 
 
 def default_outbox_path() -> Path:
@@ -221,145 +295,167 @@ class Outbox:
     # -- writing -----------------------------------------------------------------------
     def put_many(
         self,
-        records: Iterable[Record],
+        calls: Iterable[Call | Record],
         *,
         session: int | None = None,
         seqs: Sequence[int] | None = None,
     ) -> list[int]:
-        """Store ``records`` as pending in one transaction; returns their row ids.
+        """Store ``calls`` as pending in one transaction; returns their row ids.
 
         ``session``/``seqs`` give their place in the claim order (default: now, and
-        their position in ``records``).
+        their position in ``calls``). A :class:`Record` is encoded first (``TypeError``
+        or ``ValueError`` if its body is not JSON; then nothing is stored).
         """
-        items = list(records)
+        items = [c if isinstance(c, Call) else Call.from_record(c) for c in calls]
         if seqs is not None and len(seqs) != len(items):
-            raise ValueError("seqs must match records one to one")
+            raise ValueError("seqs must match calls one to one")
         session = time.time_ns() if session is None else session
         now = time.time()
         rows = [
-            (session, seqs[i] if seqs is not None else i, r.ordering_key, r.to_json(), now, now)
-            for i, r in enumerate(items)
+            (
+                session,
+                seqs[i] if seqs is not None else i,
+                c.ordering_key,
+                c.kind,
+                c.method,
+                c.path,
+                c.body,
+                c.provides,
+                c.needs,
+                c.created_at or now,
+                now,
+            )
+            for i, c in enumerate(items)
         ]
         if not rows:
             return []
         with self._transaction() as conn:
-            first = conn.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0]
+            first = conn.execute("SELECT COALESCE(MAX(id), 0) FROM calls").fetchone()[0]
             # Multi-row INSERTs: one statement per chunk instead of one per row (the
             # bridge writes a whole export at a time), within SQLite's variable limit.
             for start in range(0, len(rows), _ROWS_PER_INSERT):
                 chunk = rows[start : start + _ROWS_PER_INSERT]
                 conn.execute(
-                    "INSERT INTO records (session, seq, ordering_key, record, state,"
-                    " created_at, updated_at) VALUES "
-                    + ",".join(["(?, ?, ?, ?, 'pending', ?, ?)"] * len(chunk)),
+                    "INSERT INTO calls (session, seq, ordering_key, kind, method, path, body,"
+                    " provides, needs, created_at, state, updated_at) VALUES "
+                    + ",".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"] * len(chunk)),
                     [value for row in chunk for value in row],
                 )
-            found = conn.execute("SELECT id FROM records WHERE id > ? ORDER BY id", (first,))
+            found = conn.execute("SELECT id FROM calls WHERE id > ? ORDER BY id", (first,))
             return [int(row[0]) for row in found.fetchall()]
 
     def put_rejected(
         self,
-        record: Record,
+        call: Call | Record,
         status: int,
         reason: str,
         *,
         session: int | None = None,
         seq: int = 0,
     ) -> int:
-        """Keep a record the API refused for good, for inspection; returns its row id."""
+        """Keep a call the API refused for good, for inspection; returns its row id.
+
+        A rejected provider's reason is kept for its dependents too.
+        """
+        item = call if isinstance(call, Call) else Call.from_record(call)
         now = time.time()
         with self._transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO records (session, seq, ordering_key, record, state, attempts,"
-                " status, last_error, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, 'rejected', 1, ?, ?, ?, ?)",
+                "INSERT INTO calls (session, seq, ordering_key, kind, method, path, body,"
+                " provides, needs, state, attempts, status, last_error, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'rejected', 1, ?, ?, ?, ?)",
                 (
                     time.time_ns() if session is None else session,
                     seq,
-                    record.ordering_key,
-                    record.to_json(),
+                    item.ordering_key,
+                    item.kind,
+                    item.method,
+                    item.path,
+                    item.body,
+                    item.provides,
+                    item.needs,
                     status,
                     reason,
-                    now,
+                    item.created_at or now,
                     now,
                 ),
             )
+            if item.provides is not None:
+                _keep_binding(conn, item.provides, None, reason, now)
             return int(cursor.lastrowid or 0)
 
     def claim_pending(self, limit: int) -> list[OutboxRow]:
-        """Mark up to ``limit`` pending rows ``inflight`` and return them in claim order.
-
-        Rows whose stored record cannot be read are moved to ``rejected`` instead.
-        """
+        """Mark up to ``limit`` pending rows ``inflight`` and return them in claim order."""
         now = time.time()
-        claimed: list[OutboxRow] = []
         with self._transaction() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE state = 'pending' {_ORDER} LIMIT ?",
+                f"SELECT {_COLUMNS} FROM calls WHERE state = 'pending' {_ORDER} LIMIT ?",
                 (limit,),
             ).fetchall()
-            unreadable: list[tuple[float, str, int]] = []
-            for row in rows:
-                try:
-                    claimed.append(_row(row, state="inflight"))
-                except ValueError as exc:
-                    unreadable.append((now, f"unreadable record: {exc}", row[0]))
-            conn.executemany(
-                "UPDATE records SET state = 'rejected', status = 0, updated_at = ?,"
-                " last_error = ? WHERE id = ?",
-                unreadable,
-            )
-            conn.executemany(
-                "UPDATE records SET state = 'inflight', updated_at = ? WHERE id = ?",
-                [(now, r.id) for r in claimed],
-            )
+            claimed = [_row(row, state="inflight") for row in rows]
+            for chunk in _chunks([r.id for r in claimed]):
+                conn.execute(
+                    f"UPDATE calls SET state = 'inflight', updated_at = ?"
+                    f" WHERE id IN ({','.join('?' * len(chunk))})",
+                    (now, *chunk),
+                )
         return claimed
 
-    def mark_delivered(self, ids: Iterable[int]) -> None:
-        """Delete delivered rows and add them to the delivered total."""
-        id_list = list(ids)
-        if not id_list:
+    def settle(self, settlement: Settlement) -> None:
+        """Record how a drained batch went, in one transaction (see :class:`Settlement`)."""
+        if not settlement and not settlement.bindings:
             return
+        now = time.time()
         with self._transaction() as conn:
+            for name, value in settlement.bindings.items():
+                _keep_binding(conn, name, value, None, now)
             deleted = 0
-            for chunk in _chunks(id_list):
+            for chunk in _chunks(settlement.delivered):
                 marks = ",".join("?" * len(chunk))
-                deleted += conn.execute(
-                    f"DELETE FROM records WHERE id IN ({marks})", chunk
-                ).rowcount
-            conn.execute("UPDATE meta SET value = value + ? WHERE name = 'delivered'", (deleted,))
+                deleted += conn.execute(f"DELETE FROM calls WHERE id IN ({marks})", chunk).rowcount
+            if deleted:
+                conn.execute(
+                    "UPDATE meta SET value = value + ? WHERE name = 'delivered'", (deleted,)
+                )
+            for row_id, status, reason in settlement.rejected:
+                conn.execute(
+                    "UPDATE calls SET state = 'rejected', status = ?, last_error = ?,"
+                    " attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                    (status, reason, now, row_id),
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO bindings (name, value, error, created_at)"
+                    " SELECT provides, NULL, ?, ? FROM calls WHERE id = ? AND provides IS NOT NULL",
+                    (reason, now, row_id),
+                )
+            for row_id, reason in settlement.failed:
+                conn.execute(
+                    "UPDATE calls SET state = 'pending', updated_at = ?, attempts = attempts + 1,"
+                    " last_error = ? WHERE state = 'inflight' AND id = ?",
+                    (now, reason, row_id),
+                )
+            for chunk in _chunks(settlement.released):
+                conn.execute(
+                    f"UPDATE calls SET state = 'pending', updated_at = ?"
+                    f" WHERE state = 'inflight' AND id IN ({','.join('?' * len(chunk))})",
+                    (now, *chunk),
+                )
+
+    def mark_delivered(self, ids: Iterable[int], bindings: dict[str, str] | None = None) -> None:
+        """Delete delivered rows, add them to the delivered total, keep ``bindings``."""
+        self.settle(Settlement(delivered=list(ids), bindings=dict(bindings or {})))
 
     def mark_rejected(self, row_id: int, status: int, reason: str) -> None:
         """Move a row to ``rejected`` with the API's status and reason."""
-        with self._transaction() as conn:
-            conn.execute(
-                "UPDATE records SET state = 'rejected', status = ?, last_error = ?,"
-                " attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (status, reason, time.time(), row_id),
-            )
+        self.settle(Settlement(rejected=[(row_id, status, reason)]))
 
     def release(self, ids: Iterable[int], error: str | None = None) -> None:
         """Put claimed rows back to pending; with ``error``, count a failed attempt."""
         id_list = list(ids)
-        if not id_list:
-            return
-        now = time.time()
-        with self._transaction() as conn:
-            for chunk in _chunks(id_list):
-                marks = ",".join("?" * len(chunk))
-                if error is None:
-                    conn.execute(
-                        f"UPDATE records SET state = 'pending', updated_at = ?"
-                        f" WHERE state = 'inflight' AND id IN ({marks})",
-                        (now, *chunk),
-                    )
-                else:
-                    conn.execute(
-                        f"UPDATE records SET state = 'pending', updated_at = ?,"
-                        f" attempts = attempts + 1, last_error = ?"
-                        f" WHERE state = 'inflight' AND id IN ({marks})",
-                        (now, error, *chunk),
-                    )
+        if error is None:
+            self.settle(Settlement(released=id_list))
+        else:
+            self.settle(Settlement(failed=[(row_id, error) for row_id in id_list]))
 
     def recover_inflight(self) -> int:
         """Return every ``inflight`` row to pending (their drainer is gone); the count.
@@ -368,30 +464,64 @@ class Outbox:
         """
         with self._transaction() as conn:
             return conn.execute(
-                "UPDATE records SET state = 'pending', updated_at = ? WHERE state = 'inflight'",
+                "UPDATE calls SET state = 'pending', updated_at = ? WHERE state = 'inflight'",
                 (time.time(),),
             ).rowcount
 
     def requeue_rejected(self, ids: Iterable[int] | None = None) -> int:
-        """Make rejected rows (all, or ``ids``) pending again; returns how many."""
+        """Make rejected rows (all, or ``ids``) pending again; returns how many.
+
+        A requeued provider is tried again, so the rejection its dependents would
+        inherit is forgotten.
+        """
         now = time.time()
+        forget = (
+            "DELETE FROM bindings WHERE value IS NULL AND name IN"
+            " (SELECT provides FROM calls WHERE state = 'rejected' AND provides IS NOT NULL {})"
+        )
         with self._transaction() as conn:
             if ids is None:
+                conn.execute(forget.format(""))
                 return conn.execute(
-                    "UPDATE records SET state = 'pending', updated_at = ? WHERE state = 'rejected'",
+                    "UPDATE calls SET state = 'pending', updated_at = ? WHERE state = 'rejected'",
                     (now,),
                 ).rowcount
             count = 0
             for chunk in _chunks(list(ids)):
                 marks = ",".join("?" * len(chunk))
+                conn.execute(forget.format(f"AND id IN ({marks})"), chunk)
                 count += conn.execute(
-                    f"UPDATE records SET state = 'pending', updated_at = ?"
+                    f"UPDATE calls SET state = 'pending', updated_at = ?"
                     f" WHERE state = 'rejected' AND id IN ({marks})",
                     (now, *chunk),
                 ).rowcount
             return count
 
+    def probe(self) -> None:
+        """Take and give back the write lock: raises :class:`OutboxError` while the
+        outbox cannot be written (locked, read-only, full), returns once it can."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE meta SET value = value WHERE name = 'delivered'")
+
     # -- reading -----------------------------------------------------------------------
+    def binding(self, name: str) -> Binding | None:
+        """What the provider ``name`` gave its dependents, if it was settled."""
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT value, error FROM bindings WHERE name = ?", (name,)
+            ).fetchone()
+        return None if found is None else Binding(found[0], found[1])
+
+    def provider_waiting(self, name: str) -> bool:
+        """Whether the row that provides ``name`` is still pending or inflight."""
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM calls WHERE provides = ?"
+                " AND state IN ('pending', 'inflight'))",
+                (name,),
+            )
+            return bool(found.fetchone()[0])
+
     def counts(self) -> OutboxCounts:
         """Row counts by state, and the delivered total."""
         with self._connection() as conn:
@@ -420,7 +550,7 @@ class Outbox:
         seq_limit = (1 << 63) - 1 if up_to_seq is None else up_to_seq
         with self._connection() as conn:
             found = conn.execute(
-                "SELECT EXISTS (SELECT 1 FROM records"
+                "SELECT EXISTS (SELECT 1 FROM calls"
                 " WHERE state IN ('pending', 'inflight') AND session = ? AND seq <= ?)",
                 (session, seq_limit),
             )
@@ -437,10 +567,10 @@ class Outbox:
     def _list(self, where: str, limit: int | None) -> list[OutboxRow]:
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM records WHERE {where} {_ORDER} LIMIT ?",
+                f"SELECT {_COLUMNS} FROM calls WHERE {where} {_ORDER} LIMIT ?",
                 (-1 if limit is None else limit,),
             ).fetchall()
-        return [_row(row, strict=False) for row in rows]
+        return [_row(row) for row in rows]
 
     # -- lifecycle ---------------------------------------------------------------------
     def close(self) -> None:
@@ -469,16 +599,17 @@ class Outbox:
                 check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(f"cannot open the outbox at {self.path}: {exc}") from exc
+            raise _error(f"cannot open the outbox at {self.path}", exc) from exc
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.executescript(_SCHEMA)
+            _convert_records_table(conn)
             _ensure_state_counts(conn)
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
-            raise OutboxError(f"the outbox at {self.path} is not usable: {exc}") from exc
+            raise _error(f"the outbox at {self.path} is not usable", exc) from exc
         return conn
 
     @contextlib.contextmanager
@@ -493,7 +624,16 @@ class Outbox:
             try:
                 yield self._conn
             except (sqlite3.Error, OSError) as exc:
-                raise OutboxError(f"outbox {self.path}: {exc}") from exc
+                if getattr(exc, "sqlite_errorname", None) not in _KEEPS_CONNECTION:
+                    self._drop_connection()
+                raise _error(f"outbox {self.path}", exc) from exc
+
+    def _drop_connection(self) -> None:
+        """Forget a connection that failed; the next use opens the file afresh."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -506,6 +646,65 @@ class Outbox:
         if self._conn is not None:
             _ABANDONED.append(self._conn)
             self._conn = None
+
+
+def _keep_binding(
+    conn: sqlite3.Connection, name: str, value: str | None, error: str | None, now: float
+) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO bindings (name, value, error, created_at) VALUES (?, ?, ?, ?)",
+        (name, value, error, now),
+    )
+
+
+def _convert_records_table(conn: sqlite3.Connection) -> None:
+    """Move the rows of a file written by an earlier version (whole records as JSON in
+    ``records``) into ``calls``, keeping their order, state and history, in one
+    transaction. A row whose JSON cannot be read is kept as rejected, with its text."""
+    if "records" not in _schema_names(conn):
+        return
+    with _write_transaction(conn):
+        if "records" not in _schema_names(conn):  # another process got there first
+            return
+        old = conn.execute(
+            "SELECT session, seq, record, state, attempts, status, last_error, created_at,"
+            " updated_at FROM records ORDER BY id"
+        ).fetchall()
+        for session, seq, text, *history, created, updated in old:
+            state, attempts, status, last_error = history
+            try:
+                call = Call.from_record(Record.from_json(text))
+            except (TypeError, ValueError) as exc:
+                call = Call("unknown", "", "", str(text).encode("utf-8", "replace"), "")
+                state, status, last_error = "rejected", 0, f"unreadable record: {exc}"
+            conn.execute(
+                "INSERT INTO calls (session, seq, ordering_key, kind, method, path, body,"
+                " provides, needs, state, attempts, status, last_error, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session,
+                    seq,
+                    call.ordering_key,
+                    call.kind,
+                    call.method,
+                    call.path,
+                    call.body,
+                    call.provides,
+                    call.needs,
+                    state,
+                    attempts,
+                    status,
+                    last_error,
+                    created,
+                    updated,
+                ),
+            )
+        conn.execute("DROP TABLE records")
+        # The counts were kept for the old table: count the new one afresh.
+        for name in _COUNT_OBJECTS:
+            kind = "TABLE" if name == "state_counts" else "TRIGGER"
+            conn.execute(f"DROP {kind} IF EXISTS {name}")
+    _log.info("outbox converted: %d rows moved to the current layout", len(old))
 
 
 def _ensure_state_counts(conn: sqlite3.Connection) -> None:
@@ -530,7 +729,7 @@ def _ensure_state_counts(conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM state_counts")
         conn.executemany(
             "INSERT INTO state_counts (state, row_count)"
-            " VALUES (?, (SELECT COUNT(*) FROM records WHERE state = ?))",
+            " VALUES (?, (SELECT COUNT(*) FROM calls WHERE state = ?))",
             [(state, state) for state in _STATES],
         )
 
@@ -592,32 +791,32 @@ os.register_at_fork(
 )
 
 
-def _row(
-    row: tuple[int, int, int, str, str, int, int | None, str | None, float, float],
-    *,
-    state: str | None = None,
-    strict: bool = True,
-) -> OutboxRow:
-    """Build a row; an unreadable record raises ``ValueError`` unless not ``strict``."""
-    row_id, session, seq, text, stored_state, attempts, status, last_error, created, updated = row
-    try:
-        record: Record | None = Record.from_json(text)
-    except ValueError:
-        if strict:
-            raise
-        record = None
+def _row(row: tuple[object, ...], *, state: str | None = None) -> OutboxRow:
+    (
+        row_id, session, seq, key, kind, method, path, body, provides, needs, stored_state,
+        attempts, status, last_error, created, updated,
+    ) = row  # fmt: skip
+    call = Call(
+        str(kind),
+        str(method),
+        str(path),
+        bytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else str(body).encode(),
+        str(key),
+        float(created),  # type: ignore[arg-type]
+        provides if isinstance(provides, str) else None,
+        needs if isinstance(needs, str) else None,
+    )
     return OutboxRow(
-        id=row_id,
-        record=record,
+        id=int(row_id),  # type: ignore[call-overload]
+        call=call,
         state=state or stored_state,  # type: ignore[arg-type]
-        attempts=attempts,
-        status=status,
-        last_error=last_error,
-        session=session,
-        seq=seq,
-        created_at=created,
-        updated_at=updated,
-        raw=text,
+        attempts=int(attempts),  # type: ignore[call-overload]
+        status=None if status is None else int(status),  # type: ignore[call-overload]
+        last_error=None if last_error is None else str(last_error),
+        session=int(session),  # type: ignore[call-overload]
+        seq=int(seq),  # type: ignore[call-overload]
+        created_at=float(created),  # type: ignore[arg-type]
+        updated_at=float(updated),  # type: ignore[arg-type]
     )
 
 

@@ -1,78 +1,72 @@
 """DeliveryService: records go out in the background, in order per key, and are not lost.
 
-``submit`` only appends to a bounded in-memory queue; background threads do all I/O.
+A thin service over small parts:
 
-Threads. ``senders`` sender threads each own a partition of the queue, chosen by
-``hash(ordering_key)``: records with the same key share a thread, so they leave in
-submission order while different keys travel in parallel on their own keep-alive
-connections. A coordinator thread handles the outbox.
+* :class:`~hackagent_otel._delivery.queue.PartitionedQueue`: the bounded memory queue,
+  one partition per sender thread, chosen by ordering key (a result's records leave in
+  submission order; other results travel in parallel on their own connections);
+* :class:`~hackagent_otel._delivery.spool.Spool`: the outbox, and whether it can be
+  written now;
+* :mod:`~hackagent_otel._delivery.drain`: claim, send, settle (shared with ``push``);
+* :class:`~hackagent_otel._delivery.modes.ModeMachine`: where records go, changed in
+  one place along a table (docs/architecture.md);
+* :class:`~hackagent_otel._delivery.bindings.Bindings`: ids from earlier answers for
+  the records that depend on them.
 
-Two modes.
-
-* ``direct``: senders send from the queue. A transient failure is retried with the
-  policy's jittered backoff (honouring ``Retry-After``) for up to
-  ``policy.max_elapsed`` seconds.
-* ``spooling``: entered when a retry budget runs out, when the queue overflows (the
-  caller then writes the whole queue plus its record to the outbox in one transaction:
-  the documented back-pressure under overload), when the outbox holds pending rows at
-  start (e.g. left by a killed process), or for good when there is no sender (the outbox
-  is then the sink, for ``hackagent-otel push`` later). Senders stop taking records; once
-  the in-flight ones are settled, the coordinator moves everything queued to the outbox
-  and drains it in claim order, in batches spread over the senders by key, probing with
-  backoff while the API is down. When the outbox is empty it returns to ``direct``.
-  While that drain is delivering, ``force_flush`` and ``shutdown`` wait for it (within
-  their timeout) to deliver their records after the older rows, so a short-lived process
-  that finds rows left behind delivers them and its own; while the API is down they only
-  make sure the records are committed to the outbox.
+``submit`` only appends to the queue; background threads do all I/O. In ``direct``
+mode the senders send from the queue, retrying transient failures with jittered
+backoff for up to ``policy.max_elapsed``. In ``spooling`` mode (the API stayed down,
+the queue overflowed, or the outbox holds rows, e.g. left by a killed process) the
+coordinator thread moves the queue to the outbox and drains it in claim order, the
+batch spread over the senders by key, probing with backoff while the API is down; when
+the outbox is empty it goes back to ``direct``. Without a sender the outbox is the sink
+(for ``hackagent-otel push``). In ``memory_only`` mode (the outbox cannot be written:
+locked, full, read-only, corrupt) the senders deliver from memory without a time limit,
+what no longer fits is dropped and counted, and the outbox is probed with backoff; once
+it can be written again, spooling and draining resume.
 
 Order per key holds across retries and spills because each record gets a submission
-number when submitted and the outbox hands rows back by that number; draining starts
-only after every record still in memory or in flight has reached the outbox or been
-settled. Only one process drains an outbox at a time (its drain lock); others append.
+number and the outbox hands rows back by that number; draining starts only after every
+record still in memory or in flight has reached the outbox or been settled.
 
-Outcomes: 2xx is sent; 408/429/502/503/504, timeouts and connection errors are
-transient; anything else is final and goes to the outbox's rejected rows with status and
-reason. Every rejection and drop is counted and logged on ``hackagent_otel.delivery``.
-If the outbox is unusable (disk trouble), the service keeps delivering from memory,
-retrying without end, and drops (counts and logs) what no longer fits.
-
-Fork: a child process starts with an empty queue (the inherited records belong to the
-parent, which still delivers them), its own threads, connections and outbox handle.
+Every thread logs, counts (``errors``) and carries on after an unexpected error. Every
+drop is counted and logged. Fork: a child starts empty (the inherited records belong to
+the parent, which still delivers them), with its own threads, connections and outbox.
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import logging
 import os
 import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow
-from hackagent_otel._delivery.outcome import (
-    Delivered,
-    Outcome,
-    Rejected,
-    Sender,
-    Transient,
-    request_or_rejection,
+from hackagent_otel._delivery.bindings import Bindings
+from hackagent_otel._delivery.drain import (
+    Batch,
+    Waiting,
+    claim,
+    learn_answer,
+    request_for,
+    safe_send,
+    send_rows,
 )
+from hackagent_otel._delivery.modes import Event, Mode, ModeMachine
+from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow, Settlement
+from hackagent_otel._delivery.outcome import Delivered, Outcome, Rejected, Sender, Transient
+from hackagent_otel._delivery.queue import Item, PartitionedQueue
 from hackagent_otel._delivery.retry import RetryPolicy
-from hackagent_otel._records import Record
+from hackagent_otel._delivery.spool import OutboxHealth, Spool
+from hackagent_otel._forksafe import register
+from hackagent_otel._records import Call, Record
 
 __all__ = ["DeliveryService", "DeliveryStats"]
 
 _log = logging.getLogger("hackagent_otel.delivery")
-_LIVE: weakref.WeakSet[DeliveryService] = weakref.WeakSet()
-
-Mode = Literal["direct", "spooling"]
 
 
 @dataclass(frozen=True)
@@ -82,7 +76,9 @@ class DeliveryStats:
     ``sent`` counts records the API accepted, including rows drained from the outbox
     that other processes left there. ``spooled`` counts records this service wrote to
     the outbox as pending. ``queued`` is what waits in memory (including in flight);
-    ``outbox_pending`` is read from the outbox (``None`` if it is not usable).
+    ``outbox_pending`` is read from the outbox (``None`` if it cannot be read).
+    ``outbox`` says whether the outbox can be written (``outbox_error`` why not);
+    ``errors`` counts unexpected errors the background threads survived.
     """
 
     submitted: int
@@ -94,20 +90,9 @@ class DeliveryStats:
     queued: int
     outbox_pending: int | None
     mode: Mode
-
-
-@dataclass(slots=True)
-class _Item:
-    seq: int
-    record: Record
-
-
-@dataclass
-class _DrainResult:
-    delivered: list[int] = field(default_factory=list)
-    rejected: list[tuple[int, int, str]] = field(default_factory=list)
-    failed: tuple[int, str, float | None] | None = None
-    unsent: list[int] = field(default_factory=list)
+    outbox: OutboxHealth = OutboxHealth.OK
+    outbox_error: str | None = None
+    errors: int = 0
 
 
 class _Throttled:
@@ -134,13 +119,15 @@ class DeliveryService:
     ``sender`` makes the API calls (a :class:`HackAgentClient`; ``None`` means no API:
     everything is kept in the outbox). ``outbox`` is used if given (and not closed by
     the service); otherwise one is opened at ``outbox_path`` (default
-    :func:`~hackagent_otel._delivery.outbox.default_outbox_path`) when first needed.
-    ``queue_size`` bounds the records held in memory. ``policy`` shapes retries in
-    direct mode (its ``max_elapsed`` is the budget before spooling); ``probe_policy``
-    (default: ``policy`` without a time limit) paces probes of a down API while draining.
-    Every ``outbox_poll_interval`` seconds in direct mode the outbox is checked for rows
-    other processes left, which are then drained. ``clock`` measures deadlines. The
-    service owns ``sender`` and closes it at :meth:`shutdown`.
+    :func:`~hackagent_otel._delivery.outbox.default_outbox_path`) when first needed,
+    recording ``outbox_target`` (default: the sender's ``base_url``) as the API its
+    records are for. ``queue_size`` bounds the records held in memory. ``policy``
+    shapes retries in direct mode (its ``max_elapsed`` is the budget before spooling);
+    ``probe_policy`` (default: ``policy`` without a time limit) paces probes of a down
+    API while draining and of an outbox that cannot be written. Every
+    ``outbox_poll_interval`` seconds in direct mode the outbox is checked for rows other
+    processes left, which are then drained. ``clock`` measures deadlines. The service
+    owns ``sender`` and closes it at :meth:`shutdown`.
     """
 
     def __init__(
@@ -149,6 +136,7 @@ class DeliveryService:
         outbox: Outbox | None = None,
         *,
         outbox_path: str | os.PathLike[str] | None = None,
+        outbox_target: str | None = None,
         queue_size: int = 2048,
         senders: int = 4,
         policy: RetryPolicy | None = None,
@@ -160,9 +148,12 @@ class DeliveryService:
         if queue_size < 1 or senders < 1 or drain_batch < 1:
             raise ValueError("queue_size, senders and drain_batch must be >= 1")
         self._sender = sender
-        self._outbox = outbox
-        self._owns_outbox = outbox is None
+        self._given_outbox = outbox
         self._outbox_path = Path(outbox_path) if outbox_path is not None else None
+        if outbox_target is None:
+            base_url = getattr(sender, "base_url", None)
+            outbox_target = base_url if isinstance(base_url, str) else None
+        self._outbox_target = outbox_target
         self._queue_size = queue_size
         self._n = senders
         self._policy = policy or RetryPolicy()
@@ -171,49 +162,47 @@ class DeliveryService:
         self._poll_interval = outbox_poll_interval
         self._clock = clock
         self._shutdown_result: bool | None = None
+        self.bindings = Bindings()
         self._init_state()
-        _LIVE.add(self)
+        register(self._after_fork_in_child)
 
     def _init_state(self) -> None:
         """(Re)build every lock, queue, counter and thread slot (also after fork)."""
-        self._pid = os.getpid()
         self._lock = threading.Lock()
         self._part_cv = [threading.Condition(self._lock) for _ in range(self._n)]
         self._coord_cv = threading.Condition(self._lock)
         self._idle_cv = threading.Condition(self._lock)
-        self._spill_lock = threading.Lock()
-        self._parts: list[deque[_Item]] = [deque() for _ in range(self._n)]
-        self._busy: list[_Item | None] = [None] * self._n
+        self._spill_lock = threading.Lock()  # one writer of queued records at a time
+        self._queue = PartitionedQueue(self._n, self._queue_size)
+        self._modes = ModeMachine(Mode.DIRECT)
+        self._spool = Spool(
+            self._given_outbox,
+            path=self._outbox_path,
+            target=self._outbox_target,
+            probe_policy=self._probe_policy,
+            clock=self._clock,
+        )
         self._tasks: list[list[OutboxRow] | None] = [None] * self._n
-        self._results: list[_DrainResult | None] = [None] * self._n
-        self._size = 0
+        self._results: list[Batch | None] = [None] * self._n
         self._seq = 0
         self._session = time.time_ns()
-        self._mode: Mode = "direct"
         self._started = False
         self._closing = False
-        self._closed = False
-        self._broken = False
         self._ready = False  # senders wait until the outbox has been checked for old rows
         self._flush_targets: list[int] = []  # seqs that force_flush callers wait for
-        # Records taken from the queue and not yet committed to the outbox, one entry
-        # (the lowest seq) per batch: force_flush waits for them as for queued ones.
-        self._transit: list[int] = []
-        # What the last call to the API showed: it failed (transient) / the drain lock is
-        # another process's. Either way force_flush does not wait for the outbox's drain.
+        # What the last call showed: the API failed / another process holds the drain
+        # lock. Either way force_flush does not wait for the outbox's drain.
         self._api_down = False
         self._drain_refused = False
         # A Retry-After that outlasted the direct retry budget: the drain waits for it.
         self._resume_at = 0.0
+        # Rows shutdown wrote for records still in flight (seq -> row id).
         self._persisted_busy: dict[int, int] = {}
-        self._counters = {
-            "submitted": 0,
-            "sent": 0,
-            "retried": 0,
-            "spooled": 0,
-            "rejected": 0,
-            "dropped": 0,
-        }
+        # A drained batch's settlement the outbox did not take: applied first when back.
+        self._unsettled: Settlement | None = None
+        self._counters = dict.fromkeys(
+            ("submitted", "sent", "retried", "spooled", "rejected", "dropped", "errors"), 0
+        )
         self._drop_log = _Throttled()
         self._threads: list[threading.Thread] = []
 
@@ -225,28 +214,33 @@ class DeliveryService:
         this thread (one transaction); if that fails too, the record is dropped and
         counted.
         """
+        try:
+            call = Call.from_record(record)
+        except (TypeError, ValueError, RecursionError) as exc:
+            with self._lock:
+                self._counters["submitted"] += 1
+                self._drop_locked(1, f"{record.method} {record.path}: body is not JSON: {exc}")
+            return
         with self._lock:
             self._counters["submitted"] += 1
-            if self._closed or self._closing:
+            if self._closing or self._modes.mode is Mode.CLOSED:
                 self._drop_locked(1, "the delivery service is shut down")
                 return
             if not self._started:
                 self._start_locked()
-            item = _Item(self._seq, record)
+            item = Item(self._seq, call)
             self._seq += 1
-            if self._size < self._queue_size:
-                p = hash(record.ordering_key) % self._n
-                self._parts[p].append(item)
-                self._size += 1
-                if self._mode == "direct":
-                    self._part_cv[p].notify()
-                else:
+            part = self._queue.offer(item)
+            if part is not None:
+                if self._modes.mode is Mode.SPOOLING:
                     self._coord_cv.notify()
+                else:
+                    self._part_cv[part].notify()
                 return
-            if self._broken:
-                self._drop_locked(1, "the queue is full and the outbox is not usable")
+            if self._modes.mode is Mode.MEMORY_ONLY:
+                self._drop_locked(1, "the queue is full and the outbox cannot be written")
                 return
-            self._transit.append(item.seq)
+            self._queue.begin_transit([item])
         self._spill(extra=[item])
 
     def start(self) -> None:
@@ -256,7 +250,7 @@ class DeliveryService:
         process left in the outbox are delivered without waiting for new records.
         """
         with self._lock:
-            if not self._started and not (self._closed or self._closing):
+            if not self._started and not self._closing:
                 self._start_locked()
 
     def accept_durably(self, records: Sequence[Record]) -> None:
@@ -266,26 +260,39 @@ class DeliveryService:
         bridge answers 200 only after this returns): when it returns, a SIGKILL loses
         none of them. They are delivered per key after everything submitted or accepted
         before them, in the order given. Raises :class:`OutboxError` when they could not
-        be committed (then none of them is stored), also after shutdown.
+        be committed (then none of them is stored), also after shutdown. A record whose
+        body is not JSON is dropped and counted.
         """
-        if not records:
+        calls: list[Call] = []
+        for record in records:
+            try:
+                calls.append(Call.from_record(record))
+            except (TypeError, ValueError, RecursionError) as exc:
+                with self._lock:
+                    self._drop_locked(1, f"{record.method} {record.path}: not JSON: {exc}")
+        if not calls:
             return
         with self._spill_lock:
             with self._lock:
-                if self._closed or self._closing:
+                if self._closing or self._modes.mode is Mode.CLOSED:
                     raise OutboxError("the delivery service is shut down")
                 if not self._started:
                     self._start_locked()
                 first = self._seq
-                self._seq += len(records)
-            items = [_Item(first + i, record) for i, record in enumerate(records)]
+                self._seq += len(calls)
+            items = [Item(first + i, call) for i, call in enumerate(calls)]
             self._store(items)  # raises OutboxError; the numbers taken are simply unused
         with self._lock:
             self._counters["submitted"] += len(items)
             self._counters["spooled"] += len(items)
-            if self._mode == "direct" and not self._broken:
-                self._mode = "spooling"  # the coordinator drains the outbox right away
+            self._modes.change(Event.OUTBOX_HAS_ROWS, "records accepted")
             self._coord_cv.notify()
+
+    def wait_for(self, name: str, timeout: float) -> str | None:
+        """The id an earlier record's answer bound to ``name``, waiting up to ``timeout``
+        seconds for it; ``None`` past the bound or when its provider was rejected."""
+        binding = self.bindings.wait(name, timeout)
+        return None if binding is None else binding.value
 
     def force_flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is delivered, rejected or committed to
@@ -304,10 +311,9 @@ class DeliveryService:
         while True:
             with self._lock:
                 flushed = self._flushed_locked(target)
-                spooling = self._mode == "spooling" and not self._broken
+                spooling = self._modes.mode is Mode.SPOOLING
             if spooling and not flushed:
-                # Records handed back by senders reach the queue; write them out.
-                self._spill(extra=[])
+                self._spill(extra=[])  # records handed back by senders: write them out
                 with self._lock:
                     flushed = self._flushed_locked(target)
             if flushed and not self._draining_toward(target):
@@ -321,26 +327,6 @@ class DeliveryService:
                     self._idle_cv.wait(min(remaining, 0.05 if spooling else 0.1))
                 finally:
                     self._flush_targets.remove(target)
-
-    def _draining_toward(self, target: int) -> bool:
-        """Whether own rows up to ``target`` wait in the outbox for a drain now delivering."""
-        with self._lock:
-            if (
-                self._mode != "spooling"
-                or self._broken
-                or self._closing
-                or self._sender is None
-                or self._api_down
-                or self._drain_refused
-            ):
-                return False
-            outbox = self._outbox
-        if outbox is None:
-            return False
-        try:
-            return outbox.has_pending(self._session, up_to_seq=target)
-        except OutboxError:
-            return False
 
     def shutdown(self, timeout: float = 30.0) -> bool:
         """Deliver what can be delivered within ``timeout``, persist the rest; idempotent.
@@ -362,20 +348,18 @@ class DeliveryService:
         remaining = max(0.05, timeout - (self._clock() - started))
         persisted = self._persist_on_shutdown(remaining)
         with self._lock:
-            self._closed = True
+            self._modes.change(Event.SHUTDOWN)
             self._notify_all_locked()
             lost = self._counters["dropped"] > dropped_before
         # Let the coordinator record what its last drain batch delivered, then close.
         for thread in self._threads[:1]:
             thread.join(timeout=max(0.0, timeout - (self._clock() - started)))
-        if self._outbox is not None:
-            with contextlib.suppress(OutboxError, OSError):
-                self._outbox.drain_lock.release()
-            if self._owns_outbox:
-                self._outbox.close()
+        self._spool.close()
         if self._sender is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self._sender.close()
+            except Exception:
+                _log.exception("closing the sender failed")
         for thread in self._threads[1:]:
             thread.join(timeout=max(0.0, timeout - (self._clock() - started)))
         self._shutdown_result = (flushed or persisted) and not lost
@@ -385,12 +369,15 @@ class DeliveryService:
         """A snapshot of the counters (reads the outbox's pending count)."""
         with self._lock:
             counters = dict(self._counters)
-            queued = self._size + sum(1 for b in self._busy if b is not None)
-            mode = self._mode
+            queued = len(self._queue) + len(self._queue.in_flight())
+            mode = self._modes.mode
         pending: int | None = None
-        if self._outbox is not None and not self._broken:
-            with contextlib.suppress(OutboxError):
-                pending = self._outbox.counts().pending
+        outbox = self._spool.opened
+        if outbox is not None and self._spool.health is not OutboxHealth.BROKEN:
+            try:
+                pending = outbox.pending_count()
+            except OutboxError:
+                pending = None
         return DeliveryStats(
             submitted=counters["submitted"],
             sent=counters["sent"],
@@ -401,29 +388,52 @@ class DeliveryService:
             queued=queued,
             outbox_pending=pending,
             mode=mode,
+            outbox=self._spool.health,
+            outbox_error=self._spool.error,
+            errors=counters["errors"],
         )
 
     @property
     def mode(self) -> Mode:
-        """``"direct"`` or ``"spooling"``."""
-        return self._mode
+        """Where records go now (see :class:`~hackagent_otel._delivery.modes.Mode`)."""
+        return self._modes.mode
 
     # -- threads -----------------------------------------------------------------------
     def _start_locked(self) -> None:
         self._started = True
         self._threads = [
             threading.Thread(
-                target=self._coordinate, name="hackagent-otel-delivery-outbox", daemon=True
+                target=self._survive,
+                args=(self._coordinate, "outbox coordinator"),
+                name="hackagent-otel-delivery-outbox",
+                daemon=True,
             )
         ]
         self._threads += [
             threading.Thread(
-                target=self._send_loop, args=(i,), name=f"hackagent-otel-sender-{i}", daemon=True
+                target=self._survive,
+                args=(lambda i=i: self._send_loop(i), f"sender {i}"),
+                name=f"hackagent-otel-sender-{i}",
+                daemon=True,
             )
             for i in range(self._n)
         ]
         for thread in self._threads:
             thread.start()
+
+    def _survive(self, loop: Callable[[], None], name: str) -> None:
+        """Run a thread's loop; after an unexpected error, log, count and carry on."""
+        while True:
+            try:
+                loop()
+                return
+            except Exception:
+                _log.exception("delivery %s failed; carrying on", name)
+                with self._lock:
+                    self._counters["errors"] += 1
+                    if self._closing:
+                        return
+                    self._coord_cv.wait(0.5)  # a bug must not spin
 
     def _notify_all_locked(self) -> None:
         for cv in self._part_cv:
@@ -436,7 +446,7 @@ class DeliveryService:
         while True:
             with self._lock:
                 while True:
-                    if self._closed:
+                    if self._modes.mode is Mode.CLOSED:
                         return
                     task = self._tasks[i]
                     if task is not None:
@@ -444,41 +454,46 @@ class DeliveryService:
                         break
                     if (
                         self._ready
-                        and self._mode == "direct"
-                        and self._parts[i]
+                        and self._modes.mode is not Mode.SPOOLING
+                        and self._queue.has_work(i)
                         and not self._closing
                     ):
-                        item = self._parts[i].popleft()
-                        self._size -= 1
-                        self._busy[i] = item
+                        item = self._queue.take(i)
                         break
                     cv.wait()
             if task is not None:
                 self._run_drain_task(i, task)
             elif item is not None:
-                self._send_direct(i, item)
+                try:
+                    self._send_direct(i, item)
+                except BaseException:
+                    with self._lock:  # not lost: back to the queue for the next try
+                        self._hand_back_locked(i, item, "the sender thread failed")
+                    raise
 
-    def _send_direct(self, i: int, item: _Item) -> None:
+    def _send_direct(self, i: int, item: Item) -> None:
         assert self._sender is not None
         backoff = self._policy.backoff()
         while True:
-            outcome = _send(self._sender, item.record)
+            outcome = self._attempt(item.call)
             if isinstance(outcome, Delivered):
+                learn_answer(item.call, outcome, self.bindings)
                 with self._lock:
                     self._counters["sent"] += 1
                     self._settle_busy_locked(i, item, delivered=True)
                 return
             if isinstance(outcome, Rejected):
+                learn_answer(item.call, outcome, self.bindings)
                 self._keep_rejected(item, outcome)
                 with self._lock:
                     self._settle_busy_locked(i, item, delivered=False)
                 return
-            assert isinstance(outcome, Transient)
             wait = backoff.next_wait(outcome.retry_after)
             with self._lock:
-                if self._broken and wait is None:
-                    wait = self._policy.max_backoff
-                if wait is None or self._mode != "direct" or self._closing:
+                mode = self._modes.mode
+                if mode is Mode.MEMORY_ONLY and wait is None:
+                    wait = self._policy.max_backoff  # nowhere else to keep it: go on trying
+                if wait is None or self._closing or mode in (Mode.SPOOLING, Mode.CLOSED):
                     self._hand_back_locked(i, item, outcome.reason, outcome.retry_after)
                     return
                 self._counters["retried"] += 1
@@ -487,16 +502,30 @@ class DeliveryService:
                     self._hand_back_locked(i, item, outcome.reason)
                 return
 
-    def _settle_busy_locked(self, i: int, item: _Item, *, delivered: bool) -> None:
+    def _attempt(self, call: Call) -> Outcome:
+        """One try of ``call`` from memory (a dependent waiting for its provider is
+        transient: its provider is ahead of it in the same partition)."""
+        assert self._sender is not None
+        outbox = self._spool.opened if self._spool.health is OutboxHealth.OK else None
+        request = request_for(call, self.bindings, outbox)
+        if isinstance(request, Waiting):
+            return Transient(request.reason)
+        if isinstance(request, Rejected):
+            return request
+        return safe_send(self._sender, request)
+
+    def _settle_busy_locked(self, i: int, item: Item, *, delivered: bool) -> None:
         self._api_down = False  # it answered
-        if self._busy[i] is item:
-            self._busy[i] = None
+        self._queue.settle(i, item)
         row_id = self._persisted_busy.pop(item.seq, None)
-        if row_id is not None and delivered and self._outbox is not None:
+        outbox = self._spool.opened
+        if row_id is not None and delivered and outbox is not None:
             # shutdown already saved it; it arrived after all: drop the saved copy.
-            with contextlib.suppress(OutboxError):
-                self._outbox.mark_delivered([row_id])
-        if self._mode == "spooling":
+            try:
+                outbox.mark_delivered([row_id])
+            except OutboxError:
+                _log.info("a record delivered during shutdown stays in the outbox too")
+        if self._modes.mode is Mode.SPOOLING:
             self._coord_cv.notify()  # it may be waiting for in-flight records to settle
         self._wake_flushers_locked()
 
@@ -506,7 +535,7 @@ class DeliveryService:
             self._idle_cv.notify_all()
 
     def _hand_back_locked(
-        self, i: int, item: _Item, reason: str, retry_after: float | None = None
+        self, i: int, item: Item, reason: str, retry_after: float | None = None
     ) -> None:
         """Return an unsent record to the front of its partition and start spooling.
 
@@ -516,37 +545,29 @@ class DeliveryService:
         if retry_after is not None:
             until = self._clock() + min(retry_after, self._policy.max_retry_after)
             self._resume_at = max(self._resume_at, until)
-        if self._busy[i] is item:
-            self._busy[i] = None
-        if item.seq in self._persisted_busy or self._closed:
-            self._persisted_busy.pop(item.seq, None)  # shutdown saved it already
-        else:
-            self._parts[i].appendleft(item)
-            self._size += 1
+        saved = item.seq in self._persisted_busy or self._modes.mode is Mode.CLOSED
+        self._persisted_busy.pop(item.seq, None)
+        self._queue.hand_back(i, item, requeue=not saved)
         self._api_down = True
-        if self._mode == "direct" and not self._broken:
-            _log.info("API unavailable (%s); spooling records to the outbox", reason)
-            self._mode = "spooling"
+        self._modes.change(Event.API_UNAVAILABLE, reason)
         self._coord_cv.notify()
         if self._flush_targets:
             self._idle_cv.notify_all()
 
-    def _keep_rejected(self, item: _Item, outcome: Rejected) -> None:
+    def _keep_rejected(self, item: Item, outcome: Rejected) -> None:
+        call = item.call
         _log.warning(
             "HackAgent API rejected %s %s (%s); kept in the outbox's rejected rows",
-            item.record.method,
-            item.record.path,
+            call.method,
+            call.path,
             outcome.reason,
         )
-        outbox = self._get_outbox()
         try:
-            if outbox is None:
-                raise OutboxError("no usable outbox")
-            outbox.put_rejected(
-                item.record, outcome.status, outcome.reason, session=self._session, seq=item.seq
+            self._spool.store_rejected(
+                call, outcome.status, outcome.reason, session=self._session, seq=item.seq
             )
         except OutboxError as exc:
-            self._mark_broken(exc)
+            self._outbox_failed(exc)
             with self._lock:
                 self._drop_locked(1, f"rejected record could not be kept: {exc}")
             return
@@ -555,61 +576,74 @@ class DeliveryService:
 
     # -- the outbox side ---------------------------------------------------------------
     def _coordinate(self) -> None:
-        try:
-            self._coordinate_loop()
-        except Exception:  # pragma: no cover - a bug; keep the process alive
-            _log.exception("delivery coordinator failed; records stay queued or in the outbox")
+        """Check the outbox for old rows, then follow the mode: poll, drain or probe."""
+        if not self._ready:
+            self._check_outbox_at_start()
+        while True:
+            with self._lock:
+                if self._closing or self._modes.mode is Mode.CLOSED:
+                    return
+                mode = self._modes.mode
+            if mode is Mode.SPOOLING:
+                self._drain()
+            elif mode is Mode.MEMORY_ONLY:
+                self._probe_outbox()
+            else:
+                self._wait_in_direct_mode()
 
-    def _coordinate_loop(self) -> None:
-        outbox = self._get_outbox()
-        spool = self._sender is None
-        if outbox is not None:
-            try:
-                spool = spool or outbox.counts().pending > 0
-            except OutboxError as exc:
-                self._mark_broken(exc)
+    def _check_outbox_at_start(self) -> None:
+        try:
+            outbox = self._spool.get()
+            old_rows = outbox.pending_count()
+        except OutboxError as exc:
+            self._outbox_failed(exc)
+        else:
+            with self._lock:
+                if self._sender is None:
+                    self._modes.change(Event.OUTBOX_HAS_ROWS, "no API: the outbox is the sink")
+                elif old_rows:
+                    self._modes.change(Event.OUTBOX_HAS_ROWS, f"{old_rows} rows")
         with self._lock:
-            if spool and not self._broken:
-                self._mode = "spooling"
             self._ready = True
             for cv in self._part_cv:
                 cv.notify_all()
-        while True:
-            with self._lock:
-                idle = self._idle_locked()
-                if idle:
-                    self._coord_cv.wait(self._poll_interval)
-                    idle = self._idle_locked()
-            if idle:
-                self._poll_outbox()
-                continue
-            with self._lock:
-                while any(b is not None for b in self._busy) and not self._closing:
-                    self._coord_cv.wait()
-                if self._closing:
-                    return
-            self._drain()
 
-    def _idle_locked(self) -> bool:
-        return self._mode != "spooling" and not self._closing
-
-    def _poll_outbox(self) -> None:
-        """In direct mode, now and then: rows appended by other processes? Drain them."""
-        outbox = self._outbox
-        if outbox is None or self._broken or self._sender is None:
+    def _wait_in_direct_mode(self) -> None:
+        """Sleep until the mode changes or the poll interval passes; then look for rows
+        other processes left in the outbox."""
+        with self._lock:
+            if self._modes.mode is Mode.DIRECT and not self._closing:
+                self._coord_cv.wait(self._poll_interval)
+            if self._modes.mode is not Mode.DIRECT or self._closing:
+                return
+        outbox = self._spool.opened
+        if outbox is None or self._spool.health is not OutboxHealth.OK or self._sender is None:
             return
         try:
             pending = outbox.pending_count()
-        except OutboxError:
+        except OutboxError as exc:
+            self._outbox_failed(exc)
             return
         if pending:
             with self._lock:
-                if self._mode == "direct" and not self._closing and not self._broken:
-                    _log.info("%d records waiting in the outbox; draining them", pending)
-                    self._mode = "spooling"
+                if not self._closing:
+                    self._modes.change(Event.OUTBOX_HAS_ROWS, f"{pending} rows left by others")
+
+    def _probe_outbox(self) -> None:
+        """In memory-only mode: try the outbox when the backoff says so."""
+        wait = self._spool.probe_in()
+        with self._lock:
+            if self._closing or self._modes.mode is not Mode.MEMORY_ONLY:
+                return
+            if wait is None or wait > 0:
+                self._coord_cv.wait(wait)  # None: broken for good, wait for shutdown
+                return
+        if self._spool.probe():
+            with self._lock:
+                self._modes.change(Event.OUTBOX_WRITABLE, "a probe succeeded")
 
     def _drain(self) -> None:
-        """Spool what is queued and drain the outbox until empty (or closing)."""
+        """Spool what is queued and drain the outbox until empty (or the mode changes)."""
         backoff = self._probe_policy.backoff()
         while True:
             with self._lock:
@@ -622,7 +656,7 @@ class DeliveryService:
             if step == "idle":
                 # Nothing to send now: no API, or another process holds the drain lock.
                 with self._lock:
-                    if not self._closing:
+                    if not self._closing and self._modes.mode is Mode.SPOOLING:
                         self._coord_cv.wait(0.5 if self._sender is not None else None)
                 continue
             outbox, rows = step
@@ -630,184 +664,139 @@ class DeliveryService:
             if failure is None:
                 backoff.reset()
                 continue
-            wait = backoff.next_wait(failure[1]) or self._probe_policy.max_backoff
+            wait = backoff.next_wait(failure.retry_after) or self._probe_policy.max_backoff
             self._pause(wait, self._coord_cv)
 
     def _drain_step(self) -> Literal["done", "idle"] | tuple[Outbox, list[OutboxRow]]:
         """Under the spill lock: spool the queue, then claim a batch or finish draining."""
         with self._spill_lock:
-            if not self._move_queue_to_outbox():
-                return "done"  # outbox broken: back to direct, from memory
-            outbox = self._outbox
-            assert outbox is not None
             with self._lock:
-                if self._closing:
+                if self._closing or self._modes.mode is not Mode.SPOOLING:
                     return "done"
+                if self._queue.in_flight():
+                    # A sender still holds a record taken in direct mode: claiming now
+                    # could send its key's later rows before it. It settles or comes
+                    # back shortly (the mode change cuts its retry pause short).
+                    return "idle"
+                # Taken in the same breath as the look above: nothing in flight now
+                # can come back to the queue after this.
+                items = self._queue.take_all()
+            if items and not self._write_items(items, extra=[]):
+                return "done"  # the outbox failed: memory-only now
             try:
+                outbox = self._spool.get()
+                self._apply_unsettled(outbox)
                 rows = self._claim(outbox)
                 # Only a sender waits on this process's own rows; without one, skip the look.
                 needs_look = not rows and self._sender is not None
                 own_pending = needs_look and outbox.has_pending(self._session)
             except OutboxError as exc:
-                self._mark_broken(exc)
+                self._outbox_failed(exc)
                 return "done"
             if rows:
                 return outbox, rows
             with self._lock:
-                if self._size or own_pending or self._sender is None:
+                if len(self._queue) or own_pending or self._sender is None:
                     if self._flush_targets:
                         self._idle_cv.notify_all()  # nothing is being delivered now
                     return "idle"
-                self._mode = "direct"
-                for cv in self._part_cv:
-                    cv.notify_all()
-                if self._flush_targets:
-                    self._idle_cv.notify_all()
-            _log.info("outbox drained; sending directly again")
-            with contextlib.suppress(OSError):
+                self._modes.change(Event.OUTBOX_DRAINED)
+                self._notify_all_locked()
+            try:
                 outbox.drain_lock.release()
+            except OSError as exc:
+                _log.info("could not release the drain lock: %s", exc)
             return "done"
-
-    def _pause(self, seconds: float, cv: threading.Condition, *, direct: bool = False) -> bool:
-        """Wait ``seconds`` unless closing (or, with ``direct``, the mode changes).
-
-        Returns False when cut short. Notifications for other reasons do not end the wait.
-        """
-        deadline = self._clock() + seconds
-        with self._lock:
-            while True:
-                if self._closing or (direct and self._mode != "direct"):
-                    return False
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    return True
-                cv.wait(remaining)
 
     def _claim(self, outbox: Outbox) -> list[OutboxRow]:
         if self._sender is None:
             return []
-        held = outbox.drain_lock.held
-        try:
-            acquired = outbox.drain_lock.try_acquire()
-        except OSError as exc:
-            raise OutboxError(f"cannot take the drain lock: {exc}") from exc
+        rows = claim(outbox, self._drain_batch, recover=self._unsettled is not None)
         with self._lock:
-            self._drain_refused = not acquired
-        if not acquired:
-            return []
-        if not held:
-            recovered = outbox.recover_inflight()
-            if recovered:
-                _log.info("recovered %d in-flight outbox rows of a previous drainer", recovered)
-        return outbox.claim_pending(self._drain_batch)
+            self._drain_refused = rows is None
+        return rows or []
 
-    def _send_rows(self, outbox: Outbox, rows: list[OutboxRow]) -> tuple[str, float | None] | None:
+    def _apply_unsettled(self, outbox: Outbox) -> None:
+        """Write a settlement the outbox did not take before (so nothing is sent twice)."""
+        if self._unsettled is not None:
+            outbox.settle(self._unsettled)
+            self._unsettled = None
+
+    def _send_rows(self, outbox: Outbox, rows: list[OutboxRow]) -> Transient | None:
         """Send claimed rows on the sender threads, by key; settle them in the outbox."""
         by_part: list[list[OutboxRow]] = [[] for _ in range(self._n)]
         for row in rows:
-            by_part[hash(row.sendable.ordering_key) % self._n].append(row)
+            by_part[self._queue.partition_of(row.call.ordering_key)].append(row)
         with self._lock:
             for i, part_rows in enumerate(by_part):
                 if part_rows:
                     self._results[i] = None
                     self._tasks[i] = part_rows
                     self._part_cv[i].notify()
-            while any(t is not None for t in self._tasks) and not self._closed:
+            while any(t is not None for t in self._tasks) and self._modes.mode is not Mode.CLOSED:
                 self._coord_cv.wait()
-            results = [r for r in self._results if r is not None]
+            batch = Batch.merged(r for r in self._results if r is not None)
             self._results = [None] * self._n
-            if any(r.delivered or r.rejected or r.failed for r in results):
-                self._api_down = any(r.failed for r in results)
-        failure: tuple[str, float | None] | None = None
+            if batch.sent or batch.rejected or batch.failure:
+                self._api_down = batch.failure is not None
+            if batch.failure is not None:
+                self._counters["retried"] += 1
         try:
-            delivered = [d for r in results for d in r.delivered]
-            outbox.mark_delivered(delivered)
-            with self._lock:
-                self._counters["sent"] += len(delivered)
-            for result in results:
-                for row_id, status, reason in result.rejected:
-                    outbox.mark_rejected(row_id, status, reason)
-                    with self._lock:
-                        self._counters["rejected"] += 1
-                if result.failed is not None:
-                    row_id, reason, retry_after = result.failed
-                    outbox.release([row_id], error=reason)
-                    failure = (reason, retry_after)
-                outbox.release(result.unsent)
+            outbox.settle(batch.settlement)
         except OutboxError as exc:
-            self._mark_broken(exc)
+            self._unsettled = batch.settlement
+            self._outbox_failed(exc)
         with self._lock:
+            self._counters["sent"] += batch.sent
+            self._counters["rejected"] += batch.rejected
             if self._flush_targets:
                 self._idle_cv.notify_all()  # their rows may be delivered, or the API down
-        return failure
+        return batch.failure
 
     def _run_drain_task(self, i: int, rows: list[OutboxRow]) -> None:
         assert self._sender is not None
-        result = _DrainResult()
-        for index, row in enumerate(rows):
-            if self._closing:
-                result.unsent = [r.id for r in rows[index:]]
-                break
-            outcome = _send(self._sender, row.sendable)
-            if isinstance(outcome, Delivered):
-                result.delivered.append(row.id)
-            elif isinstance(outcome, Rejected):
-                _log.warning(
-                    "HackAgent API rejected %s %s (%s); kept in the outbox's rejected rows",
-                    row.sendable.method,
-                    row.sendable.path,
-                    outcome.reason,
-                )
-                result.rejected.append((row.id, outcome.status, outcome.reason))
-            else:
-                result.failed = (row.id, outcome.reason, outcome.retry_after)
-                result.unsent = [r.id for r in rows[index + 1 :]]
-                break
-        with self._lock:
-            if result.failed is not None:
-                self._counters["retried"] += 1
-            self._results[i] = result
-            self._tasks[i] = None
-            self._coord_cv.notify()
+        batch = Batch(failure=Transient("the sender thread failed"))
+        batch.settlement.released = [row.id for row in rows]
+        try:
+            batch = send_rows(
+                rows,
+                self._sender,
+                self.bindings,
+                self._spool.opened,
+                stop=lambda: self._closing,
+            )
+        finally:
+            with self._lock:
+                self._results[i] = batch
+                self._tasks[i] = None
+                self._coord_cv.notify()
 
-    def _move_queue_to_outbox(self) -> bool:
-        """Write every queued record to the outbox (caller holds the spill lock)."""
-        with self._lock:
-            items = self._take_all_locked()
-            if not items:
-                return True
-            self._transit.append(items[0].seq)
-        return self._write_items(items, extra=[])
-
-    def _spill(self, extra: list[_Item]) -> None:
+    def _spill(self, extra: list[Item]) -> None:
         """Move the queue (and ``extra``, newer) to the outbox from the calling thread.
 
         ``extra`` is one record the caller has already counted in transit.
         """
         with self._spill_lock:
             with self._lock:
-                items = self._take_all_locked()
-                if items:
-                    self._transit.append(items[0].seq)
-                if not self._broken and self._mode == "direct" and (items or extra):
-                    _log.info("delivery queue full; spooling records to the outbox")
-                    self._mode = "spooling"
+                items = self._queue.take_all()
+                if items or extra:
+                    self._modes.change(Event.QUEUE_FULL)
                 self._coord_cv.notify()
             if items or extra:
                 self._write_items(items, extra)
 
-    def _write_items(self, items: list[_Item], extra: list[_Item]) -> bool:
-        """Commit ``items`` and ``extra`` to the outbox; on failure put ``items`` back.
-
-        Either way both leave the transit list (see ``_transit``) once settled.
-        """
+    def _write_items(self, items: list[Item], extra: list[Item]) -> bool:
+        """Commit ``items`` and ``extra`` to the outbox; on failure put ``items`` back
+        (and drop ``extra``, counted). Either way both leave transit once settled."""
         everything = items + extra
         try:
             self._store(everything)
         except OutboxError as exc:
-            self._mark_broken(exc)
+            self._outbox_failed(exc)
             with self._lock:
-                self._put_back_locked(items)
+                self._queue.put_back(items)
+                for cv in self._part_cv:
+                    cv.notify()
                 self._drop_locked(len(extra), f"the queue is full and the outbox failed: {exc}")
                 self._end_transit_locked(items, extra)
             return False
@@ -816,19 +805,35 @@ class DeliveryService:
             self._end_transit_locked(items, extra)
         return True
 
-    def _store(self, items: list[_Item]) -> list[int]:
-        """Commit ``items`` to the outbox as pending rows, under their submission numbers."""
-        outbox = self._get_outbox()
-        if outbox is None:
-            raise OutboxError("no usable outbox")
-        return outbox.put_many(
-            [it.record for it in items], session=self._session, seqs=[it.seq for it in items]
-        )
+    def _store(self, items: list[Item]) -> list[int]:
+        """Commit ``items`` as pending rows under their submission numbers; a dependent
+        whose provider's id is known already is stored with it filled in."""
+        calls = []
+        for item in items:
+            call = item.call
+            if call.needs is not None:
+                binding = self.bindings.get(call.needs)
+                if binding is not None and binding.value is not None:
+                    call = call.resolved(binding.value)
+            calls.append(call)
+        ids = self._spool.store(calls, session=self._session, seqs=[it.seq for it in items])
+        if self._modes.mode is Mode.MEMORY_ONLY:
+            with self._lock:
+                self._modes.change(Event.OUTBOX_WRITABLE, "a commit succeeded")
+        return ids
 
-    def _end_transit_locked(self, *batches: list[_Item]) -> None:
+    def _outbox_failed(self, exc: OutboxError) -> None:
+        self._spool.failed(exc)
+        with self._lock:
+            if self._closing:
+                _log.debug("outbox use during shutdown failed: %s", exc)
+                return
+            self._modes.change(Event.OUTBOX_FAILED, str(exc))
+            self._notify_all_locked()
+
+    def _end_transit_locked(self, *batches: list[Item]) -> None:
         for batch in batches:
-            if batch:
-                self._transit.remove(batch[0].seq)
+            self._queue.end_transit(batch)
         if self._flush_targets:
             self._idle_cv.notify_all()
 
@@ -836,22 +841,20 @@ class DeliveryService:
         """Write what is still in memory, in flight included, to the outbox."""
         if not self._spill_lock.acquire(timeout=timeout):
             with self._lock:
-                stranded = self._size + sum(1 for b in self._busy if b is not None)
+                stranded = len(self._queue) + len(self._queue.in_flight())
                 self._drop_locked(stranded, "shutdown timed out before the outbox was free")
             return False
         try:
             with self._lock:
-                items = self._take_all_locked()
-                busy = [b for b in self._busy if b is not None]
-                if items:
-                    self._transit.append(items[0].seq)
+                items = self._queue.take_all()
+                busy = self._queue.in_flight()
             everything = sorted(items + busy, key=lambda it: it.seq)
             if not everything:
                 return True
             try:
                 ids = self._store(everything)
             except OutboxError as exc:
-                self._mark_broken(exc)
+                self._spool.failed(exc)
                 with self._lock:
                     self._drop_locked(len(everything), f"could not persist at shutdown: {exc}")
                     self._end_transit_locked(items)
@@ -867,21 +870,37 @@ class DeliveryService:
         finally:
             self._spill_lock.release()
 
-    def _take_all_locked(self) -> list[_Item]:
-        if not self._size:
-            return []
-        items = list(heapq.merge(*self._parts, key=lambda it: it.seq))
-        for part in self._parts:
-            part.clear()
-        self._size = 0
-        return items
+    def _draining_toward(self, target: int) -> bool:
+        """Whether own rows up to ``target`` wait in the outbox for a drain now delivering."""
+        with self._lock:
+            if (
+                self._modes.mode is not Mode.SPOOLING
+                or self._closing
+                or self._sender is None
+                or self._api_down
+                or self._drain_refused
+            ):
+                return False
+        outbox = self._spool.opened
+        if outbox is None:
+            return False
+        try:
+            return outbox.has_pending(self._session, up_to_seq=target)
+        except OutboxError:
+            return False
 
-    def _put_back_locked(self, items: list[_Item]) -> None:
-        for item in reversed(items):
-            self._parts[hash(item.record.ordering_key) % self._n].appendleft(item)
-        self._size += len(items)
-        for cv in self._part_cv:
-            cv.notify()
+    def _pause(self, seconds: float, cv: threading.Condition, *, direct: bool = False) -> bool:
+        """Wait ``seconds`` unless closing (or, with ``direct``, the mode turns to
+        spooling). Returns False when cut short; other notifications do not end it."""
+        deadline = self._clock() + seconds
+        with self._lock:
+            while True:
+                if self._closing or (direct and self._modes.mode is Mode.SPOOLING):
+                    return False
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return True
+                cv.wait(remaining)
 
     def _drop_locked(self, count: int, reason: str) -> None:
         if count <= 0:
@@ -895,38 +914,9 @@ class DeliveryService:
         )
 
     def _flushed_locked(self, target: int) -> bool:
-        """Whether no record up to ``target`` is queued, in flight or on its way to the outbox."""
-        lowest = min(
-            [p[0].seq for p in self._parts if p]
-            + [b.seq for b in self._busy if b is not None]
-            + self._transit,
-            default=None,
-        )
+        """Whether no record up to ``target`` is queued, in flight or on its way out."""
+        lowest = self._queue.lowest_unsettled()
         return lowest is None or lowest > target
-
-    def _get_outbox(self) -> Outbox | None:
-        if self._broken:
-            return None
-        if self._outbox is None:
-            try:
-                self._outbox = Outbox(self._outbox_path)
-            except OutboxError as exc:
-                self._mark_broken(exc)
-                return None
-        return self._outbox
-
-    def _mark_broken(self, exc: Exception) -> None:
-        with self._lock:
-            if self._closing:
-                _log.debug("outbox use after shutdown: %s", exc)
-                return
-            if not self._broken:
-                _log.error(
-                    "outbox unusable (%s); delivering from memory only, dropping overflow", exc
-                )
-            self._broken = True
-            self._mode = "direct"
-            self._notify_all_locked()
 
     def _after_fork_in_child(self) -> None:
         self._init_state()
@@ -944,16 +934,3 @@ def _unbounded(policy: RetryPolicy) -> RetryPolicy:
         random=policy.random,
         clock=policy.clock,
     )
-
-
-def _reinit_after_fork() -> None:
-    for service in list(_LIVE):
-        service._after_fork_in_child()
-
-
-os.register_at_fork(after_in_child=_reinit_after_fork)
-
-
-def _send(sender: Sender, record: Record) -> Outcome:
-    request = request_or_rejection(record)
-    return request if isinstance(request, Rejected) else sender.send(request)

@@ -1,0 +1,124 @@
+"""PartitionedQueue: the records waiting in memory, one partition per sender thread.
+
+A record's partition is chosen by its ordering key, so records of one result share a
+partition and leave in submission order, while other results travel in parallel. Each
+record carries its submission number (``seq``); whatever leaves the queue for the
+outbox is taken whole and merged back into submission order.
+
+It also knows what is *not* settled yet: queued, in flight on a sender (``busy``), or
+taken out on its way to the outbox (``transit``), which is what ``force_flush`` waits
+for. No threads and no locks in here: the delivery service uses it under its own lock.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from dataclasses import dataclass
+
+from hackagent_otel._records import Call
+
+__all__ = ["Item", "PartitionedQueue"]
+
+
+@dataclass(slots=True)
+class Item:
+    """One call waiting to be delivered, with its submission number."""
+
+    seq: int
+    call: Call
+
+
+class PartitionedQueue:
+    """At most ``capacity`` queued items over ``partitions`` FIFO partitions."""
+
+    def __init__(self, partitions: int, capacity: int) -> None:
+        if partitions < 1 or capacity < 1:
+            raise ValueError("partitions and capacity must be >= 1")
+        self.partitions = partitions
+        self.capacity = capacity
+        self._parts: list[deque[Item]] = [deque() for _ in range(partitions)]
+        self._busy: list[Item | None] = [None] * partitions
+        self._transit: list[int] = []  # the lowest seq of each batch on its way out
+        self._size = 0
+
+    def partition_of(self, ordering_key: str) -> int:
+        """The partition (and so the sender thread) of an ordering key."""
+        return hash(ordering_key) % self.partitions
+
+    def offer(self, item: Item) -> int | None:
+        """Queue ``item`` behind its key's earlier ones; its partition, or ``None`` if full."""
+        if self._size >= self.capacity:
+            return None
+        part = self.partition_of(item.call.ordering_key)
+        self._parts[part].append(item)
+        self._size += 1
+        return part
+
+    def has_work(self, part: int) -> bool:
+        """Whether partition ``part`` has a queued item."""
+        return bool(self._parts[part])
+
+    def take(self, part: int) -> Item:
+        """The oldest item of ``part``, now in flight on that partition's sender."""
+        item = self._parts[part].popleft()
+        self._size -= 1
+        self._busy[part] = item
+        return item
+
+    def settle(self, part: int, item: Item) -> None:
+        """``item``'s flight on ``part`` is over (delivered, rejected, or persisted)."""
+        if self._busy[part] is item:
+            self._busy[part] = None
+
+    def hand_back(self, part: int, item: Item, *, requeue: bool = True) -> None:
+        """End ``item``'s flight; with ``requeue``, back at the front of its partition."""
+        self.settle(part, item)
+        if requeue:
+            self._parts[part].appendleft(item)
+            self._size += 1
+
+    def in_flight(self) -> list[Item]:
+        """The items senders hold right now."""
+        return [item for item in self._busy if item is not None]
+
+    def take_all(self) -> list[Item]:
+        """Every queued item, in submission order, marked in transit until
+        :meth:`end_transit` (see :meth:`lowest_unsettled`)."""
+        if not self._size:
+            return []
+        items = list(heapq.merge(*self._parts, key=lambda it: it.seq))
+        for part in self._parts:
+            part.clear()
+        self._size = 0
+        self.begin_transit(items)
+        return items
+
+    def begin_transit(self, items: list[Item]) -> None:
+        """``items`` (in seq order) are on their way to the outbox."""
+        if items:
+            self._transit.append(items[0].seq)
+
+    def end_transit(self, items: list[Item]) -> None:
+        """``items`` reached the outbox, or came back, or were dropped."""
+        if items:
+            self._transit.remove(items[0].seq)
+
+    def put_back(self, items: list[Item]) -> None:
+        """Return ``items`` (in seq order, taken by :meth:`take_all`) to their partitions'
+        fronts, ahead of anything queued since; may exceed the capacity for a moment."""
+        for item in reversed(items):
+            self._parts[self.partition_of(item.call.ordering_key)].appendleft(item)
+        self._size += len(items)
+
+    def lowest_unsettled(self) -> int | None:
+        """The lowest seq still queued, in flight or in transit (``None``: all settled)."""
+        return min(
+            [p[0].seq for p in self._parts if p]
+            + [b.seq for b in self._busy if b is not None]
+            + self._transit,
+            default=None,
+        )
+
+    def __len__(self) -> int:
+        return self._size
