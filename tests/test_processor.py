@@ -276,11 +276,11 @@ def test_force_flush_returns_only_once_records_are_in_the_outbox_when_the_api_is
             pass
 
     class SlowOutbox(Outbox):
-        def put_many(self, records: Any, *args: Any, **kwargs: Any) -> list[int]:
-            if len(records) == 2:
+        def put_many(self, calls: Any, *args: Any, **kwargs: Any) -> list[int]:  # type: ignore[override]
+            if len(calls) == 2:
                 writing.set()
             time.sleep(0.3)
-            return super().put_many(records, *args, **kwargs)
+            return super().put_many(calls, *args, **kwargs)
 
     outbox = SlowOutbox(outbox_path)
     service = DeliveryService(Down(), outbox, policy=RetryPolicy(max_elapsed=0.0))
