@@ -276,7 +276,7 @@ def test_force_flush_returns_only_once_records_are_in_the_outbox_when_the_api_is
             pass
 
     class SlowOutbox(Outbox):
-        def put_many(self, calls: Any, *args: Any, **kwargs: Any) -> list[int]:  # type: ignore[override]
+        def put_many(self, calls: Any, *args: Any, **kwargs: Any) -> list[int]:
             if len(calls) == 2:
                 writing.set()
             time.sleep(0.3)
