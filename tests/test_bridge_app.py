@@ -360,7 +360,7 @@ def test_an_unwritable_outbox_is_503_with_retry_after_and_not_ready(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "5"
     ready = http.get(f"{bridge.url}/readyz")
-    assert (ready.status_code, ready.text) == (503, "outbox unusable\n")
+    assert (ready.status_code, ready.text) == (503, "outbox unreadable\n")
 
 
 def test_requests_beyond_the_waiting_line_are_429(

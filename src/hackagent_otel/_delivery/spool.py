@@ -95,17 +95,25 @@ class Spool:
     def failed(self, exc: OutboxError) -> None:
         """A use of the outbox failed: probe it again later, or give up if it is broken."""
         with self._lock:
+            before = self.health
             if not exc.transient:
-                if self.health is not OutboxHealth.BROKEN:
-                    _log.error("outbox broken for good (%s); delivering from memory only", exc)
                 self.health = OutboxHealth.BROKEN
-            else:
+            elif before is not OutboxHealth.BROKEN:
                 if self._backoff is None:
                     self._backoff = self._policy.backoff()
                 wait = self._backoff.next_wait() or self._policy.max_backoff
                 self._next_probe = self._clock() + wait
                 self.health = OutboxHealth.RETRYING
             self.error = str(exc)
+            after = self.health
+        if after is not before:
+            _log.error(
+                "outbox unusable (%s); delivering from memory, %s",
+                exc,
+                "for good: the file cannot be used"
+                if after is OutboxHealth.BROKEN
+                else "trying it again with backoff",
+            )
 
     def succeeded(self) -> bool:
         """A use of the outbox worked; True if it was not healthy before."""

@@ -157,8 +157,10 @@ class BridgeApp:
             reason = "starting" if self.state == "starting" else "shutting down"
             await _respond(send, 503, f"{reason}\n".encode(), "text/plain; charset=utf-8")
             return
-        if not await asyncio.to_thread(self.pipeline.usable):
-            await _respond(send, 503, b"outbox unusable\n", "text/plain; charset=utf-8")
+        problem = await asyncio.to_thread(self.pipeline.outbox_problem)
+        if problem is not None:
+            body = f"outbox {problem}\n".encode("utf-8", "replace")
+            await _respond(send, 503, body, "text/plain; charset=utf-8")
             return
         await _respond(send, 200, b"ready\n", "text/plain; charset=utf-8")
 

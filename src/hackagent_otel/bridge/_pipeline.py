@@ -40,6 +40,7 @@ from hackagent_otel import _records, semconv
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox, OutboxError
 from hackagent_otel._delivery.service import DeliveryService, DeliveryStats
+from hackagent_otel._delivery.spool import OutboxHealth
 from hackagent_otel._mapping import map_end
 from hackagent_otel._records import Record
 from hackagent_otel._spanview import SpanView
@@ -236,11 +237,26 @@ class BridgePipeline:
         )
 
     # -- state -------------------------------------------------------------------------
+    def outbox_problem(self) -> str | None:
+        """Why records cannot be taken now, or ``None`` when they can.
+
+        ``"retrying: <error>"`` while the outbox cannot be written for a while (locked
+        by another process, full, read-only: probed again with backoff, and ready again
+        once it can be written); ``"broken: <error>"`` for a file that cannot be used at
+        all (not a database, corrupt), which stays so until it is replaced.
+        """
+        if self._closed:
+            return "closed"
+        if self._pending_count(fresh=True) is None:
+            return "unreadable"
+        stats = self._delivery.stats()
+        if stats.outbox is not OutboxHealth.OK:
+            return f"{stats.outbox.value}: {stats.outbox_error}"
+        return None
+
     def usable(self) -> bool:
-        """Whether the outbox can be read and the delivery service has not given up on it."""
-        if self._closed or self._pending_count(fresh=True) is None:
-            return False
-        return self._delivery.stats().outbox_pending is not None
+        """Whether the outbox can take records now (see :meth:`outbox_problem`)."""
+        return self.outbox_problem() is None
 
     def pending(self) -> int | None:
         """Outbox rows waiting for the API (``None`` when the outbox cannot be read)."""
