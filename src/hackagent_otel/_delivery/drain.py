@@ -159,9 +159,10 @@ def send_rows(
             break
         value = learn_answer(row.call, outcome, bindings)
         if isinstance(outcome, Delivered):
-            settlement.delivered.append(row.id)
             if value is not None and row.call.provides is not None:
-                settlement.bindings[row.call.provides] = value
+                _settle_provider(outbox, settlement, row, row.call.provides, value)
+            else:
+                settlement.delivered.append(row.id)
             batch.sent += 1
         else:
             _log.warning(
@@ -174,6 +175,22 @@ def send_rows(
             batch.rejected += 1
         on_settled()
     return batch
+
+
+def _settle_provider(
+    outbox: Outbox | None, settlement: Settlement, row: OutboxRow, name: str, value: str
+) -> None:
+    """Commit a delivered provider and its id now, before any dependent is sent: a
+    crash between its answer and the next call then neither loses the id nor sends the
+    creation twice. If the outbox cannot take it now, it is settled with the batch."""
+    if outbox is not None:
+        try:
+            outbox.settle(Settlement(delivered=[row.id], bindings={name: value}))
+            return
+        except OutboxError as exc:
+            _log.info("a provider's id is kept with its batch: %s", exc)
+    settlement.delivered.append(row.id)
+    settlement.bindings[name] = value
 
 
 def claim(outbox: Outbox, limit: int, *, recover: bool = False) -> list[OutboxRow] | None:
