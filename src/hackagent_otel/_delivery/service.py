@@ -149,6 +149,7 @@ class DeliveryService:
         outbox: Outbox | None = None,
         *,
         outbox_path: str | os.PathLike[str] | None = None,
+        outbox_target: str | None = None,
         queue_size: int = 2048,
         senders: int = 4,
         policy: RetryPolicy | None = None,
@@ -163,6 +164,7 @@ class DeliveryService:
         self._outbox = outbox
         self._owns_outbox = outbox is None
         self._outbox_path = Path(outbox_path) if outbox_path is not None else None
+        self._outbox_target = outbox_target
         self._queue_size = queue_size
         self._n = senders
         self._policy = policy or RetryPolicy()
@@ -909,7 +911,7 @@ class DeliveryService:
             return None
         if self._outbox is None:
             try:
-                self._outbox = Outbox(self._outbox_path)
+                self._outbox = Outbox(self._outbox_path, target=self._outbox_target)
             except OutboxError as exc:
                 self._mark_broken(exc)
                 return None
