@@ -7,11 +7,25 @@ Where valgrind is installed, the hot path is also weighed in instructions
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 from bench import bridge_ingest, delivery, hot_path, instructions, memory
 from bench._table import print_table
 
 
 def main() -> None:
+    # Each benchmark names fresh outboxes of its own in a temporary folder; this default
+    # also keeps anything that takes its outbox from the environment (a subprocess, an
+    # implicit set-up) out of the user's outbox, and is removed with the run.
+    with tempfile.TemporaryDirectory(prefix="hackagent-otel-bench-") as folder:
+        os.environ["HACKAGENT_OUTBOX_PATH"] = str(Path(folder) / "outbox.sqlite3")
+        run_all()
+
+
+def run_all() -> None:
+    """Every benchmark, then the targets table."""
     hot = hot_path.main()
     sent = delivery.main()
     ingest = bridge_ingest.main()

@@ -43,10 +43,12 @@ def child(steps: int, outbox: str) -> None:
     import hackagent_otel as ho
     from bench.hot_path import our_step
     from hackagent_otel._delivery.outbox import Outbox
+    from hackagent_otel._outbox_files import outbox_path_for_target
 
+    api_url = f"http://127.0.0.1:{_closed_port()}"
     telemetry = ho.configure(
         tracer_provider=TracerProvider(),
-        hackagent_base_url=f"http://127.0.0.1:{_closed_port()}",
+        hackagent_base_url=api_url,
         hackagent_api_key="k",
         outbox_path=outbox,
         handle_sigterm=False,
@@ -70,9 +72,10 @@ def child(steps: int, outbox: str) -> None:
     peak = max(peak, _rss_kb(), 0)
     stats = telemetry.stats()
     ho.shutdown()
-    with Outbox(outbox) as box:
+    api_outbox = outbox_path_for_target(Path(outbox), api_url)  # where the API's records wait
+    with Outbox(api_outbox) as box:
         pending = box.counts().pending
-    size = sum(p.stat().st_size for p in Path(outbox).parent.glob(Path(outbox).name + "*"))
+    size = sum(p.stat().st_size for p in api_outbox.parent.glob(api_outbox.name + "*"))
     print(
         json.dumps(
             {

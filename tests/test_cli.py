@@ -61,6 +61,14 @@ def test_push_command_with_the_api_down_exits_1_within_max_wait(
     assert pending(filled_outbox.path) == SCENARIO_RECORDS
 
 
+def test_push_help_says_where_each_outbox_goes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["push", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "An outbox made for an API goes to that API, whatever $HACKAGENT_BASE_URL says" in text
+    assert "Records made with no API (the default outbox) go only to an API named" in text
+
+
 def test_version_and_unknown_commands(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as version:
         main(["--version"])

@@ -6,6 +6,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,6 @@ from opentelemetry import trace
 from opentelemetry.util._once import Once
 from rich.console import Console
 
-from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._demo import run_demo
 from hackagent_otel.testing import FakeHackAgentAPI
 
@@ -48,8 +48,17 @@ def demo_output() -> tuple[str, str]:
     return out.getvalue(), demo.result_id
 
 
+@pytest.fixture
+def temporary_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where ``tempfile`` makes its folders during the test."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 def test_the_demo_draws_every_step_marks_the_failure_and_keeps_records_in_the_outbox(
-    fresh_global_provider: None, env_outbox_path: Path
+    fresh_global_provider: None, env_outbox_path: Path, temporary_folders: Path
 ) -> None:
     text, _ = demo_output()
 
@@ -59,14 +68,17 @@ def test_the_demo_draws_every_step_marks_the_failure_and_keeps_records_in_the_ou
     assert "failed" in judge
     assert "judge model timed out" in judge
     assert "run id" in text
-    assert f"HackAgent records: {DEMO_RECORDS} made, kept in the outbox" in text
-    with Outbox(env_outbox_path) as outbox:
-        assert outbox.counts().pending == DEMO_RECORDS
+    assert f"HackAgent records: {DEMO_RECORDS} made, kept in the demo's own outbox" in text
+    # Never in the user's outbox, where a later push would deliver them; its own is gone.
+    assert not env_outbox_path.exists()
+    assert list(temporary_folders.iterdir()) == []
 
 
 def test_the_demo_delivers_its_records_to_the_configured_api(
     fresh_global_provider: None,
     fake_api: FakeHackAgentAPI,
+    env_outbox_path: Path,
+    temporary_folders: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("HACKAGENT_BASE_URL", fake_api.base_url)
@@ -80,6 +92,8 @@ def test_the_demo_delivers_its_records_to_the_configured_api(
     failed = fake_api.result(result_id)
     assert failed is not None
     assert failed["evaluation_status"] == "FAILED_JAILBREAK"
+    assert list(env_outbox_path.parent.iterdir()) == [temporary_folders]
+    assert list(temporary_folders.iterdir()) == []
 
 
 def test_with_only_otlp_configured_the_demo_leaves_records_to_the_bridge(
@@ -118,3 +132,4 @@ def test_hackagent_otel_demo_runs_as_a_command(fake_api: FakeHackAgentAPI, tmp_p
     assert done.returncode == 0, done.stderr
     assert "Judge (fallback)" in done.stdout
     assert len(fake_api.calls) == DEMO_RECORDS
+    assert list(tmp_path.iterdir()) == []  # no outbox in HACKAGENT_OUTBOX_PATH's folder

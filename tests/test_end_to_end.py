@@ -33,6 +33,7 @@ from apps.scenario import (
 )
 from hackagent_otel import StepTracker, TrackingContext, trace_id_hex_for_run
 from hackagent_otel._delivery.outbox import Outbox
+from hackagent_otel._outbox_files import outbox_path_for_target
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
 from otel_fixtures import ConfigureAPI, ConfigureOTel, OTel, api_calls
 
@@ -53,6 +54,11 @@ def scenario_arrived(api: FakeHackAgentAPI, run_id: str, result_id: str) -> bool
     return len(api_calls(api, f"/result/{result_id}")) >= 6 and (
         len(api_calls(api, f"/run/{run_id}")) >= 2
     )
+
+
+def api_outbox(default: Path, api: FakeHackAgentAPI) -> Path:
+    """Where records for ``api`` wait, beside the default outbox ``default``."""
+    return outbox_path_for_target(default, api.base_url)
 
 
 def app_env(api: FakeHackAgentAPI, outbox: Path, **extra: str) -> dict[str, str]:
@@ -223,7 +229,7 @@ def test_records_left_in_the_outbox_are_delivered_by_the_next_process(
     fake_api.stop()
     run_seed_scenario(tracker_for(run_id, result_id))
     hackagent_otel.shutdown()
-    with Outbox(env_outbox_path) as outbox:
+    with Outbox(api_outbox(env_outbox_path, fake_api)) as outbox:
         assert outbox.counts().pending == SCENARIO_RECORDS
 
     fake_api.start()
@@ -242,7 +248,7 @@ def spool_then_sigkill(
 ) -> Path:
     """Run the scenario in a process while the API is down, SIGKILL it once its records
     are in the outbox, and return the outbox."""
-    outbox = Path(env["HACKAGENT_OUTBOX_PATH"])
+    outbox = api_outbox(Path(env["HACKAGENT_OUTBOX_PATH"]), api)
     api.stop()
     app = subprocess.Popen(
         [sys.executable, str(APPS / "pipeline.py"), "spool", run_id, result_id],
@@ -308,7 +314,7 @@ def test_shutdown_returns_within_seconds_while_the_api_hangs_and_keeps_the_recor
     took = time.monotonic() - started
 
     assert took < 6.0
-    with Outbox(env_outbox_path) as outbox:
+    with Outbox(api_outbox(env_outbox_path, fake_api)) as outbox:
         assert outbox.counts().pending == SCENARIO_RECORDS
 
 
@@ -332,7 +338,7 @@ def test_a_process_exits_in_bounded_time_while_the_api_hangs(
 
     assert app.returncode == 0
     assert exit_took < 7.0
-    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+    with Outbox(api_outbox(tmp_path / "outbox.sqlite3", fake_api)) as outbox:
         assert outbox.counts().pending == SCENARIO_RECORDS
 
 
@@ -354,7 +360,7 @@ def test_after_a_fork_the_parents_records_arrive_once_and_the_childs_are_kept(
     assert sequences == {1: 1, 2: 1, 3: 1, 4: 1}
     # The child's records: each delivered once or waiting in the outbox, never lost.
     delivered = api_calls(fake_api, f"/result/{child_result}")
-    with Outbox(tmp_path / "outbox.sqlite3") as outbox:
+    with Outbox(api_outbox(tmp_path / "outbox.sqlite3", fake_api)) as outbox:
         pending: list[tuple[str, str, Any]] = [
             (r.call.method, r.call.path, without_otel(r.call.parsed_body()))
             for r in outbox.list_pending()
@@ -406,7 +412,7 @@ def test_sent_pending_and_rejected_add_up_to_the_records_made(
     assert made == 3 * SCENARIO_RECORDS + 2
     assert stats["mapping"]["unmappable"] == 0
     (delivery,) = stats["delivery"]
-    with Outbox(env_outbox_path) as outbox:
+    with Outbox(api_outbox(env_outbox_path, fake_api)) as outbox:
         counts = outbox.counts()
     delivered = [c for c in fake_api.calls if c.status is not None and c.status < 300]
     assert delivery["sent"] == len(delivered)

@@ -13,10 +13,10 @@ from opentelemetry.sdk.trace import TracerProvider
 import hackagent_otel
 from hackagent_otel import StepTracker, TrackingContext
 from hackagent_otel._config import Settings
-from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox
+from hackagent_otel._outbox_files import api_target, outbox_path_for_target
 from hackagent_otel._routing import routes
-from hackagent_otel._sinks import SinkRouter, outbox_path_for
+from hackagent_otel._sinks import SinkRouter
 from hackagent_otel.testing import FakeHackAgentAPI
 
 
@@ -126,6 +126,41 @@ def test_without_an_api_or_otlp_records_go_to_the_outbox(
     hackagent_otel.shutdown()
 
     assert pending_in(env_outbox_path) == 2
+    with Outbox(env_outbox_path) as outbox:
+        assert outbox.target is None  # made with no API: `push` needs one named for it
+
+
+@pytest.mark.parametrize("client_kind", ["configured API", "httpx.Client on the context"])
+def test_records_for_an_api_wait_in_its_own_outbox_which_records_its_base_url(
+    provider: TracerProvider,
+    env_outbox_path: Path,
+    fake_api: FakeHackAgentAPI,
+    client_kind: str,
+) -> None:
+    fake_api.stop()
+    headers = {"Authorization": f"Bearer {fake_api.api_key}"}
+    if client_kind == "configured API":
+        hackagent_otel.configure(
+            tracer_provider=provider,
+            handle_sigterm=False,
+            hackagent_base_url=fake_api.base_url + "/",
+            hackagent_api_key=fake_api.api_key,
+        )
+        one_step()
+        hackagent_otel.shutdown()
+    else:
+        hackagent_otel.configure(tracer_provider=provider, handle_sigterm=False)
+        with httpx.Client(base_url=fake_api.base_url, headers=headers) as client:
+            one_step(client)
+            hackagent_otel.shutdown()
+
+    assert not env_outbox_path.exists()  # the default outbox is for records made with no API
+    for_api = outbox_path_for_target(env_outbox_path, fake_api.base_url)
+    assert pending_in(for_api) == 2
+    with Outbox(for_api) as outbox:
+        assert outbox.target == api_target(fake_api.base_url) == fake_api.base_url
+    for file in for_api.parent.glob(f"{for_api.name}*"):
+        assert fake_api.api_key.encode() not in file.read_bytes(), file
 
 
 # -- the router ------------------------------------------------------------------------
@@ -146,7 +181,7 @@ def test_each_client_gets_one_service_with_its_own_outbox_beside_the_default(
         assert router(run_c) is router.default
         assert service is not router.default
         assert set(router.sinks()) == {service, router.default}
-        path = outbox_path_for(settings, HackAgentClient.from_httpx(client))
+        path = outbox_path_for_target(env_outbox_path, fake_api.base_url)
         assert path.parent == env_outbox_path.parent
         assert path.name.startswith("outbox-")
         assert path.suffix == ".sqlite3"

@@ -20,12 +20,42 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "demo", help="run the example pipeline and show its step timeline in the terminal"
     )
-    outbox = commands.add_parser("outbox", help="show what waits in the outbox, and why")
-    outbox.add_argument("--path", type=Path, help="an outbox file (default: every one)")
+    outbox = commands.add_parser(
+        "outbox",
+        help="show what waits in the outboxes, for which API, and why",
+        description=(
+            "List every outbox (the default one, $HACKAGENT_OUTBOX_PATH if set, and the "
+            "one per API beside it) with the API its records are for, its counts, and its "
+            "pending and rejected rows."
+        ),
+    )
+    outbox.add_argument("--path", type=Path, help="one outbox file (default: every outbox)")
     outbox.add_argument("--limit", type=int, default=20, help="rows listed per state")
-    push = commands.add_parser("push", help="deliver the outbox's pending records now")
-    push.add_argument("--path", type=Path, help="the outbox file (default: the default one)")
-    push.add_argument("--base-url", help="HackAgent API root (default: $HACKAGENT_BASE_URL)")
+    push = commands.add_parser(
+        "push",
+        help="deliver every outbox's pending records to the API each was made for",
+        description=(
+            "Deliver the pending records of every outbox (the default one and the one per "
+            "API beside it). An outbox made for an API goes to that API, whatever "
+            "$HACKAGENT_BASE_URL says. Records made with no API (the default outbox) go "
+            "only to an API named for them: --base-url, else $HACKAGENT_BASE_URL; with "
+            "neither they are left and push exits 1. --base-url URL pushes only the "
+            "outboxes made for URL and those made with no API. The key (--api-key, else "
+            "$HACKAGENT_API_KEY) is sent to every API pushed to. Exit status: 0 when "
+            "nothing is left pending in the outboxes pushed, 1 when something is, 2 on a "
+            "usage error."
+        ),
+    )
+    push.add_argument(
+        "--path", type=Path, help="one outbox file, pushed alone (default: every outbox)"
+    )
+    push.add_argument(
+        "--base-url",
+        help=(
+            "push the outboxes made for this API root and those made with no API, to it "
+            "(default for records made with no API: $HACKAGENT_BASE_URL)"
+        ),
+    )
     push.add_argument("--api-key", help="API key (default: $HACKAGENT_API_KEY)")
     push.add_argument(
         "--max-wait",

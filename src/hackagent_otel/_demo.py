@@ -10,10 +10,12 @@ the public API, then draws the run's step timeline in the terminal. With
 from __future__ import annotations
 
 import random
+import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -90,9 +92,18 @@ def run_pipeline(tracker: ho.StepTracker, rng: random.Random) -> None:
 
 
 def run_demo(console: Console | None = None) -> DemoRun:
-    """Run the example pipeline, print its timeline, and return what it recorded."""
-    console = console or Console()
-    telemetry = ho.configure(service_name="hackagent-otel-demo")
+    """Run the example pipeline, print its timeline, and return what it recorded.
+
+    Its records spool to an outbox of its own in a temporary folder, removed when the
+    demo ends: a demo run never adds records to the user's outbox, where a later
+    ``hackagent-otel push`` would deliver them to a real API.
+    """
+    with tempfile.TemporaryDirectory(prefix="hackagent-otel-demo-") as folder:
+        return _run_demo(console or Console(), Path(folder) / "outbox.sqlite3")
+
+
+def _run_demo(console: Console, outbox_path: Path) -> DemoRun:
+    telemetry = ho.configure(service_name="hackagent-otel-demo", outbox_path=outbox_path)
     timeline = InMemorySpanExporter()
     telemetry.add_processor(SimpleSpanProcessor(timeline))
 
@@ -133,11 +144,12 @@ def records_report(telemetry: ho.Telemetry) -> str:
         where = f"{sent} delivered to {settings.hackagent_base_url}"
         rest = made - sent
         if rest:
-            where += f", {rest} kept in the outbox {settings.outbox_path}"
+            where += f", {rest} not delivered (the demo's own outbox is removed as it ends)"
     else:
         where = (
-            f"kept in the outbox {settings.outbox_path} (no HACKAGENT_API_KEY / "
-            "HACKAGENT_BASE_URL: see `hackagent-otel outbox`, deliver with `hackagent-otel push`)"
+            "kept in the demo's own outbox, removed as it ends (with no HACKAGENT_API_KEY / "
+            "HACKAGENT_BASE_URL a pipeline's records wait in its outbox: see "
+            "`hackagent-otel outbox`, deliver with `hackagent-otel push --base-url URL`)"
         )
     return f"HackAgent records: {made} made, {where}"
 

@@ -1,58 +1,78 @@
-"""``hackagent-otel outbox`` and ``hackagent-otel push``: inspect and deliver the outbox.
+"""``hackagent-otel outbox`` and ``hackagent-otel push``: inspect and deliver the outboxes.
 
 Records that could not be delivered (API down, process exiting, no API configured)
-wait in SQLite outbox files; records the API refused for good are kept there too, for
-inspection. These commands show both and deliver what is pending.
+wait in SQLite outbox files, one per API they were made for, beside the default outbox
+(see :mod:`hackagent_otel._outbox_files`); records the API refused for good are kept
+there too, for inspection. Both commands work on every outbox found there
+(:func:`~hackagent_otel._outbox_files.find_outboxes`), or on the one ``--path`` names.
+
+Where ``push`` delivers an outbox's records (:func:`destination_of`):
+
+* an outbox made for an API goes to that API (its recorded target), whatever
+  ``$HACKAGENT_BASE_URL`` says: an environment set up for one API never redirects
+  records made for another;
+* an outbox made with no API goes only to an API named for it: ``--base-url``, else
+  ``$HACKAGENT_BASE_URL``; with neither it is left, and ``push`` exits 1;
+* ``--base-url URL`` pushes only the outboxes made for URL and those made with no API.
+
+The key (``--api-key``, else ``$HACKAGENT_API_KEY``) is sent to every API pushed to; it
+is never written to an outbox or printed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hackagent_otel._config import Settings
+from hackagent_otel._config import _first, default_outbox_path
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow
 from hackagent_otel._delivery.push import PushReport, push
 from hackagent_otel._delivery.retry import RetryPolicy
+from hackagent_otel._outbox_files import api_target, find_outboxes
 
 #: How long ``push`` keeps retrying an unreachable API without progress, by default.
 DEFAULT_MAX_WAIT = 60.0
 
-
-def outbox_files(default: Path) -> list[Path]:
-    """The default outbox and the per-client ones beside it (``outbox-<digest>.sqlite3``)."""
-    found = {default} if default.exists() else set()
-    if default.parent.is_dir():
-        found.update(default.parent.glob(f"{default.stem}-*{default.suffix}"))
-    return sorted(found)
+#: How records made with no API are delivered, wherever the commands mention them.
+NO_API_HINT = "no API: push --base-url URL delivers these"
 
 
 def show_outbox(path: Path | None, *, limit: int, console: Console) -> int:
-    """Print counts, pending and rejected rows of each outbox; exit status 0, or 1 on error."""
-    paths = [path] if path is not None else outbox_files(Settings.resolve().outbox_path)
-    if not paths:
-        console.print(f"no outbox at {Settings.resolve().outbox_path}: nothing is waiting")
+    """Print each outbox's target, counts, pending and rejected rows; exit status 0, or
+    1 when an outbox cannot be read."""
+    default = default_outbox_path()
+    files = find_outboxes(default, path)
+    if not files:
+        where = path or f"{default} or beside it"
+        console.print(f"no outbox at {where}: nothing is waiting", soft_wrap=True)
         return 0
     status = 0
-    for file in paths:
+    for file in files:
         try:
             with Outbox(file) as outbox:
                 counts = outbox.counts()
+                target = outbox.target
+                aim = f"target {api_target(target)}" if target else NO_API_HINT
                 console.print(
-                    f"[bold]{file}[/]: {counts.pending} pending, {counts.rejected} rejected, "
-                    f"{counts.delivered} delivered"
+                    f"[bold]{escape(str(file))}[/]: {counts.pending} pending, "
+                    f"{counts.rejected} rejected, {counts.delivered} delivered; {escape(aim)}",
+                    soft_wrap=True,
                 )
                 if counts.pending:
                     console.print(_rows_table("pending", outbox.list_pending(limit)))
                 if counts.rejected:
                     console.print(_rows_table("rejected", outbox.list_rejected(limit)))
         except OutboxError as exc:
-            console.print(f"[red]{file}: {exc}[/]")
+            console.print(f"[red]{escape(f'{file}: {exc}')}[/]", soft_wrap=True)
             status = 1
     return status
 
@@ -74,6 +94,44 @@ def _rows_table(title: str, rows: list[OutboxRow]) -> Table:
     return table
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where one outbox's records go in this push.
+
+    ``base_url`` is ``None`` when they are not pushed, ``reason`` then says why and how
+    to deliver them. ``counted``: whether records left there make the push exit 1 (an
+    outbox that ``--base-url`` leaves out, made for another API, does not).
+    """
+
+    base_url: str | None
+    reason: str = ""
+    counted: bool = True
+
+
+def destination_of(
+    target: str | None, *, base_url_option: str | None, env_base_url: str | None
+) -> Destination:
+    """Where an outbox made for ``target`` (``None``: made with no API) is pushed.
+
+    The recorded target wins over ``$HACKAGENT_BASE_URL`` (``env_base_url``), which only
+    names an API for records made with none. ``--base-url`` (``base_url_option``) takes
+    the outboxes made for it and those made with no API, and leaves the others alone.
+    Both options come in :func:`~hackagent_otel._outbox_files.api_target` form, which
+    ``target`` is compared in.
+    """
+    target = api_target(target) if target else None
+    if base_url_option is not None:
+        if target is None or target == base_url_option:
+            return Destination(base_url_option)
+        reason = f"made for {target}; push without --base-url delivers them there"
+        return Destination(None, reason, counted=False)
+    if target is not None:
+        return Destination(target)
+    if env_base_url is not None:
+        return Destination(env_base_url)
+    return Destination(None, NO_API_HINT)
+
+
 def push_outbox(
     path: Path | None,
     base_url: str | None,
@@ -82,25 +140,79 @@ def push_outbox(
     console: Console,
     max_wait: float = DEFAULT_MAX_WAIT,
 ) -> int:
-    """Deliver the outbox's pending rows; exit status 0 when all went, else 1.
+    """Deliver every outbox's pending rows to where :func:`destination_of` sends them.
 
-    ``max_wait``: seconds to keep retrying an unreachable API without progress.
+    ``path``: that outbox file alone. ``base_url``/``api_key``: the ``--base-url`` and
+    ``--api-key`` options (``None``: not given). ``max_wait``: seconds to keep retrying an
+    unreachable API without progress. Prints a summary per outbox, then the total.
+    Exit status 0 when nothing is left pending in the outboxes this push was due to
+    deliver, 1 when something is, 2 on a usage error (a bad URL, no API key).
     """
-    settings = Settings.resolve(hackagent_base_url=base_url, hackagent_api_key=api_key)
-    if not settings.hackagent_base_url:
+    try:
+        base_url_option = _api_url(base_url, "--base-url")
+        env_base_url = _api_url(os.environ.get("HACKAGENT_BASE_URL"), "HACKAGENT_BASE_URL")
+    except ValueError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        return 2
+    default = default_outbox_path()
+    files = find_outboxes(default, path)
+    if not files:
+        where = path or f"{default} or beside it"
+        console.print(f"no outbox at {where}: nothing to push", soft_wrap=True)
+        return 0
+    key = _first(api_key, os.environ.get("HACKAGENT_API_KEY"))
+    if key is None:
         console.print(
-            "[red]no HackAgent API: pass --base-url/--api-key or set HACKAGENT_BASE_URL / "
-            "HACKAGENT_API_KEY[/]"
+            "[red]no API key: pass --api-key or set HACKAGENT_API_KEY (without one the API "
+            "would refuse every record for good)[/]",
+            soft_wrap=True,
         )
         return 2
-    file = path or settings.outbox_path
-    if not file.exists():
-        console.print(f"no outbox at {file}: nothing to push")
-        return 0
-    sender = HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
+    total = _Total()
+    for file in files:
+        try:
+            with Outbox(file) as outbox:
+                destination = destination_of(
+                    outbox.target, base_url_option=base_url_option, env_base_url=env_base_url
+                )
+                if path is not None:  # named on the command line: whatever is left counts
+                    destination = dataclasses.replace(destination, counted=True)
+                total.add(_push_one(outbox, destination, key, console=console, max_wait=max_wait))
+        except OutboxError as exc:
+            console.print(f"[red]{escape(f'{file}: {exc}')}[/]", soft_wrap=True)
+            total.left_something = True
+    console.print(f"total: {total.summary()}", soft_wrap=True)
+    return 1 if total.left_something else 0
+
+
+@dataclass
+class _OutboxResult:
+    """What one outbox came to: its report (``None``: not pushed), rows left, whether
+    they count."""
+
+    report: PushReport | None
+    left: int
+    counted: bool
+
+
+def _push_one(
+    outbox: Outbox, destination: Destination, key: str, *, console: Console, max_wait: float
+) -> _OutboxResult:
+    pending = outbox.pending_count()
+    name = escape(str(outbox.path))
+    if not pending:
+        console.print(f"{name}: nothing pending", soft_wrap=True)
+        return _OutboxResult(None, 0, destination.counted)
+    if destination.base_url is None:
+        console.print(
+            f"{name}: {pending} pending, not pushed: {escape(destination.reason)}", soft_wrap=True
+        )
+        return _OutboxResult(None, pending, destination.counted)
+    heading = f"{name} -> {escape(destination.base_url)}"
+    sender = HackAgentClient(destination.base_url, key)
     try:
-        with Outbox(file) as outbox, _progress_bar(console) as bar:
-            task = bar.add_task("pushing", total=None)
+        with _progress_bar(console) as bar:
+            task = bar.add_task(f"pushing {outbox.path.name}", total=None)
 
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
@@ -108,13 +220,56 @@ def push_outbox(
             report = push(
                 outbox, sender, progress=progress, policy=RetryPolicy(max_elapsed=max_wait)
             )
-    except OutboxError as exc:
-        console.print(f"[red]{file}: {exc}[/]")
-        return 1
     finally:
         sender.close()
-    console.print(_summary(report))
-    return 0 if report.complete else 1
+    console.print(f"{heading}: {escape(_summary(report))}", soft_wrap=True)
+    return _OutboxResult(report, report.remaining, counted=True)
+
+
+@dataclass
+class _Total:
+    """The sums over the outboxes one push was due to deliver, and whether it left
+    anything in them."""
+
+    outboxes: int = 0
+    delivered: int = 0
+    rejected: int = 0
+    remaining: int = 0
+    left_something: bool = False
+
+    def add(self, result: _OutboxResult) -> None:
+        if not result.counted:
+            return
+        self.outboxes += 1
+        report = result.report
+        if report is not None:
+            self.delivered += report.delivered
+            self.rejected += report.rejected
+        stopped = report is not None and report.stopped is not None
+        # A push stopped by outbox trouble reports -1 rows left: unknown, not none.
+        self.remaining += max(result.left, 0)
+        self.left_something = self.left_something or stopped or result.left != 0
+
+    def summary(self) -> str:
+        return json.dumps(
+            {
+                "outboxes": self.outboxes,
+                "delivered": self.delivered,
+                "rejected": self.rejected,
+                "remaining": self.remaining,
+            }
+        )
+
+
+def _api_url(url: str | None, named_by: str) -> str | None:
+    """A URL given for the API (``None`` when unset or blank), in target form; raises
+    ``ValueError`` when it is not http(s)."""
+    value = _first(url)
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{named_by} {value!r} must start with http:// or https://")
+    return api_target(value)
 
 
 def _progress_bar(console: Console) -> Progress:

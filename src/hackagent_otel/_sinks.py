@@ -1,50 +1,56 @@
 """Where a run's records go: one delivery service per HackAgent API target.
 
 * A run whose ``TrackingContext`` carries its own client is delivered through that
-  client, with its own outbox file beside the default one (so a record spooled for one
-  API is never pushed to another).
+  client.
 * Other runs go to the default target: the configured API (``HACKAGENT_BASE_URL`` /
   ``HACKAGENT_API_KEY``), or with none, the local outbox (the embedded default sink)
   until ``hackagent-otel push`` delivers them. In-process delivery of those runs can be
   off: with ``records="auto"`` it is off when spans go out over OTLP and no API is
   configured, because then a Collector and the bridge make the records.
+
+Every API's records spool to that API's own outbox file, which records its base URL as
+the target (see :mod:`hackagent_otel._outbox_files`); the default outbox holds only the
+records made with no API. So a record spooled for one API is never pushed to another,
+and ``hackagent-otel push`` knows where each file's records go.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from hackagent_otel._config import Settings
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.service import DeliveryService
+from hackagent_otel._outbox_files import api_target, outbox_path_for_target
 from hackagent_otel._routing import routes
 
 _logger = logging.getLogger("hackagent_otel.delivery")
 
 
 def default_service(settings: Settings) -> DeliveryService:
-    """Delivery to the configured API, or outbox-only when no API is configured."""
-    sender = (
-        HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
-        if settings.hackagent_base_url
-        else None
+    """Delivery to the configured API, or outbox-only (the default file, no target)
+    when no API is configured."""
+    if not settings.hackagent_base_url:
+        return DeliveryService(None, outbox_path=settings.outbox_path)
+    sender = HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
+    return api_service(settings, sender)
+
+
+def api_service(settings: Settings, sender: HackAgentClient) -> DeliveryService:
+    """Delivery through ``sender``, spooling to its API's outbox beside the default one,
+    which records the API's base URL as its target (never a key)."""
+    target = api_target(sender.base_url)
+    return DeliveryService(
+        sender,
+        outbox_path=outbox_path_for_target(settings.outbox_path, target),
+        outbox_target=target,
     )
-    return DeliveryService(sender, outbox_path=settings.outbox_path)
-
-
-def outbox_path_for(settings: Settings, sender: HackAgentClient) -> Path:
-    """A client's own outbox beside the default one, named after its API's base URL."""
-    digest = hashlib.sha256(sender.base_url.encode()).hexdigest()[:12]
-    default = settings.outbox_path
-    return default.with_name(f"{default.stem}-{digest}{default.suffix}")
 
 
 #: Client objects whose service is looked up by identity first (each holds a reference).
@@ -105,7 +111,7 @@ class SinkRouter:
         if service is not None:
             sender.close()  # only connections it opened itself; a user's client stays open
             return service
-        service = DeliveryService(sender, outbox_path=outbox_path_for(self._settings, sender))
+        service = api_service(self._settings, sender)
         self._by_target[sender.target] = service
         return service
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from hackagent_otel import EvaluationStatusEnum, StatusEnum, StepTracker, TrackingContext
+from hackagent_otel._outbox_files import outbox_path_for_target
 from hackagent_otel.testing import FakeHackAgentAPI
 from integration._otel_processes import (
     JAEGER_BIN,
@@ -119,11 +120,12 @@ def test_a_canary_secret_reaches_no_api_call_outbox_jaeger_trace_or_log(
     run_id, result_id = str(uuid.uuid4()), str(uuid.uuid4())
     tracker = StepTracker(TrackingContext(run_id=run_id, parent_result_id=result_id))
 
-    fake_api.stop()  # down for the first part: in-process records wait in the outbox
+    fake_api.stop()  # down for the first part: in-process records wait in the API's outbox
     hostile_pipeline(tracker)
     assert otel.telemetry.force_flush(30_000)
-    assert env_outbox_path.exists()
-    outbox_while_down = _bytes_of(env_outbox_path)
+    app_outbox = outbox_path_for_target(env_outbox_path, fake_api.base_url)
+    assert app_outbox.exists()
+    outbox_while_down = _bytes_of(app_outbox)
     fake_api.start()
 
     # Both paths deliver: 9 records in-process, the same 9 made by the bridge.
@@ -139,7 +141,7 @@ def test_a_canary_secret_reaches_no_api_call_outbox_jaeger_trace_or_log(
     places: dict[str, bytes] = {
         "api requests": api_text.encode(),
         "outbox while the API was down": outbox_while_down,
-        "outbox": _bytes_of(env_outbox_path),
+        "outbox": _bytes_of(app_outbox),
         "bridge outbox": _bytes_of(bridge.outbox),
         "jaeger trace": jaeger.api.raw_trace(run_id.replace("-", "")).encode(),
         "jaeger search": jaeger.api.raw_search(service).encode(),

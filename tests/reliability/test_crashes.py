@@ -35,6 +35,7 @@ import pytest
 
 from bridge_support import new_ids, otlp_protobuf, scenario_spans
 from hackagent_otel._delivery.outbox import Outbox
+from hackagent_otel._outbox_files import outbox_path_for_target
 from hackagent_otel.testing import FakeHackAgentAPI
 from integration.test_bridge import BridgeProcess
 
@@ -127,11 +128,10 @@ def producer_lane(lane: int, workdir: Path) -> LaneReport:
             report.acked[result_id] = max(acks, default=0)
         api.set_latency(0)
         api.start()
+        # The producer's environment (its HACKAGENT_OUTBOX_PATH) is all push needs to
+        # find the outbox, and the outbox says which API its records are for.
         pushed = subprocess.run(
-            [
-                *(sys.executable, "-m", "hackagent_otel", "push", "--path", str(outbox_path)),
-                *("--base-url", api.base_url, "--api-key", API_KEY),
-            ],
+            [sys.executable, "-m", "hackagent_otel", "push", "--api-key", API_KEY],
             env=env,
             capture_output=True,
             text=True,
@@ -139,7 +139,7 @@ def producer_lane(lane: int, workdir: Path) -> LaneReport:
             check=False,
         )
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
-        with Outbox(outbox_path) as outbox:
+        with Outbox(outbox_path_for_target(outbox_path, api.base_url)) as outbox:
             counts = outbox.counts()
         assert counts.pending == 0, counts
         assert counts.rejected == 0, counts

@@ -38,6 +38,7 @@ from hackagent_otel import StepTracker, TrackingContext, _tracer
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._delivery.service import DeliveryService
+from hackagent_otel._outbox_files import outbox_path_for_target
 from hackagent_otel._processor import HackAgentSpanProcessor
 from hackagent_otel.testing import FakeHackAgentAPI
 
@@ -169,7 +170,7 @@ def test_an_outage_for_most_of_100k_steps_on_threads_loses_nothing_and_bounds_me
     per_result = 2 * STEPS // len(soak.results)
     for seqs in by_result.values():
         assert sorted(seqs) == list(range(1, per_result + 1))
-    with Outbox(soak.outbox_path) as outbox:
+    with Outbox(outbox_path_for_target(soak.outbox_path, api.base_url)) as outbox:
         counts = outbox.counts()
     assert counts.pending == 0
     assert counts.rejected == 0

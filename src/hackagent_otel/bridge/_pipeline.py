@@ -42,6 +42,7 @@ from hackagent_otel._delivery.outbox import Outbox, OutboxError
 from hackagent_otel._delivery.service import DeliveryService, DeliveryStats
 from hackagent_otel._delivery.spool import OutboxHealth
 from hackagent_otel._mapping import map_end
+from hackagent_otel._outbox_files import api_target
 from hackagent_otel._records import Record
 from hackagent_otel._spanview import SpanView
 from hackagent_otel.bridge._decode import DecodedTraces, decode
@@ -185,7 +186,8 @@ class BridgePipeline:
 
         Raises :class:`OutboxError` when the outbox cannot be opened.
         """
-        outbox = Outbox(settings.outbox_path)
+        base_url = settings.hackagent_base_url
+        outbox = Outbox(settings.outbox_path, target=api_target(base_url) if base_url else None)
         sender = (
             HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
             if settings.hackagent_base_url
