@@ -8,8 +8,10 @@ gzip bomb included), and a fuzz of bodies, headers and encodings that never yiel
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
+import sqlite3
 import threading
 import time
 import zlib
@@ -40,6 +42,7 @@ from bridge_support import (
 from hackagent_otel import _tracer, semconv
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox
+from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel.bridge import BridgePipeline, BridgeSettings
 from hackagent_otel.bridge._decode import DecodedTraces, decode
@@ -630,3 +633,34 @@ def test_after_the_fuzz_the_bridge_still_serves_and_is_ready(
     )
     assert response.status_code == 200
     assert fuzz_bridge.app.metrics.value("hackagent_bridge_requests_total", code="500") == 0
+
+
+def test_an_outbox_locked_by_another_process_is_503_then_ready_again_without_a_restart(
+    fake_api: FakeHackAgentAPI,
+    tmp_path: Path,
+    start_bridge: Callable[..., ServedBridge],
+    http: httpx.Client,
+    seed_spans: list[Any],
+) -> None:
+    path = tmp_path / "bridge.sqlite3"
+    outbox = Outbox(path, busy_timeout=0.1)
+    probe = RetryPolicy(initial_backoff=0.05, max_backoff=0.2, max_elapsed=None)
+    client = HackAgentClient(fake_api.base_url, fake_api.api_key)
+    delivery = DeliveryService(client, outbox, probe_policy=probe)
+    bridge = start_bridge(pipeline=BridgePipeline(delivery, outbox, max_pending_records=100))
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other_process:
+        other_process.execute("BEGIN IMMEDIATE")  # held far past the busy timeout
+        refused = http.post(bridge.traces_url, content=otlp_protobuf(seed_spans), headers=PROTOBUF)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "5"
+        not_ready = http.get(f"{bridge.url}/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.text.startswith("outbox retrying: ")
+        other_process.execute("COMMIT")
+    deadline = time.monotonic() + 10
+    while http.get(f"{bridge.url}/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the bridge never became ready again"
+        time.sleep(0.05)
+    accepted = http.post(bridge.traces_url, content=otlp_protobuf(seed_spans), headers=PROTOBUF)
+    assert accepted.status_code == 200
+    assert fake_api.wait_for(lambda: len(fake_api.calls) > 0, timeout=10)

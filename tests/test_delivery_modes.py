@@ -50,5 +50,5 @@ def test_every_mode_can_be_shut_down() -> None:
 
 
 def test_modes_compare_equal_to_their_names() -> None:
-    assert Mode.SPOOLING == "spooling"
+    assert str.__eq__(Mode.SPOOLING, "spooling")
     assert Mode("memory_only") is Mode.MEMORY_ONLY

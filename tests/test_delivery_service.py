@@ -21,7 +21,7 @@ from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._delivery.push import push
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService, DeliveryStats
-from hackagent_otel._records import Record
+from hackagent_otel._records import REF, Record
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
 
 KEY = "test-key"
@@ -640,3 +640,121 @@ def test_start_drains_rows_left_in_the_outbox_without_a_new_record(
     service.start()  # idempotent
     assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 7, timeout=5)
     assert sequences(fake_api, result_id) == list(range(7))
+
+
+def _hold_write_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process takes the outbox's write lock and holds it for ``seconds``."""
+    script = textwrap.dedent(
+        f"""
+        import sqlite3, time
+        conn = sqlite3.connect({str(path)!r}, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        print("holding", flush=True)
+        time.sleep({seconds})
+        conn.execute("COMMIT")
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_an_outbox_locked_past_the_busy_timeout_recovers_and_nothing_is_dropped(
+    fake_api: FakeHackAgentAPI, outbox_path: Path, services: list[DeliveryService]
+) -> None:
+    """The API is down and another process holds the outbox's write lock far longer
+    than the busy timeout; once it lets go, spooling and draining resume by themselves."""
+    Outbox(outbox_path).close()
+    outbox = Outbox(outbox_path, busy_timeout=0.1)
+    fast_probe = RetryPolicy(initial_backoff=0.05, max_backoff=0.2, max_elapsed=None)
+    client = HackAgentClient(fake_api.base_url, KEY, timeout=2.0)
+    service = DeliveryService(client, outbox, policy=FAST, probe_policy=fast_probe)
+    services.append(service)
+    fake_api.stop()
+    holder = _hold_write_lock(outbox_path, 1.5)
+    result_ids = keys(3)
+    submit_all(service, result_ids, 20)  # produced while the outbox is locked
+    locked = settle(service, lambda s: s.mode == "memory_only")
+    assert locked.outbox == "retrying"
+    holder.wait(10)
+    recovered = settle(service, lambda s: s.outbox == "ok" and s.queued == 0)
+    assert recovered.outbox_pending == 60, recovered
+    more = keys(2)
+    submit_all(service, more, 10)  # produced after the outbox is writable again
+    assert service.force_flush(5)
+    fake_api.start()
+    assert fake_api.wait_for(lambda: len(fake_api.traces) == 80, timeout=20)
+    for result_id in result_ids:
+        assert sequences(fake_api, result_id) == list(range(20))
+    for result_id in more:
+        assert sequences(fake_api, result_id) == list(range(10))
+    assert service.stats().dropped == 0
+
+
+def _goal_records(run_id: str, goal: str, traces: int) -> list[Record]:
+    body = {"run": run_id, "request_payload": {"goal": goal}, "evaluation_status": "NOT_EVALUATED"}
+    records = [Record("result_create", "POST", f"/run/{run_id}/result", body, goal, provides=goal)]
+    for n in range(1, traces + 1):
+        content = {"sequence": n, "step_type": "OTHER", "content": {"n": n}}
+        records.append(Record("trace", "POST", f"/result/{REF}/trace", content, goal, needs=goal))
+    return records
+
+
+def test_a_results_traces_reach_the_id_the_api_gave_it_after_an_outage(
+    fake_api: FakeHackAgentAPI, make: object
+) -> None:
+    fake_api.stop()
+    service: DeliveryService = make()  # type: ignore[operator]
+    run_id, goal = str(uuid.uuid4()), f"goal:{uuid.uuid4()}"
+    for record in _goal_records(run_id, goal, 5):
+        service.submit(record)
+    assert service.force_flush(5)
+    assert service.wait_for(goal, timeout=0.1) is None  # not created yet: bounded, None
+    fake_api.start()
+    result_id = service.wait_for(goal, timeout=10)
+    assert result_id is not None
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 5, timeout=10)
+    assert sequences(fake_api, result_id) == [1, 2, 3, 4, 5]
+    assert [c.path for c in fake_api.calls if c.status == 201] == [f"/run/{run_id}/result"] + [
+        f"/result/{result_id}/trace"
+    ] * 5
+
+
+def test_a_sigkill_between_a_creations_answer_and_its_first_trace_loses_and_repeats_nothing(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    run_id, goal = str(uuid.uuid4()), f"goal:{uuid.uuid4()}"
+    with Outbox(outbox_path) as box:  # what a run left while the API was down
+        box.put_many(_goal_records(run_id, goal, 3))
+    fake_api.inject(Fault.hang(), times=None, path_prefix="/result/", method="POST")
+    script = textwrap.dedent(
+        f"""
+        import time
+        from hackagent_otel._delivery.client import HackAgentClient
+        from hackagent_otel._delivery.service import DeliveryService
+        service = DeliveryService(
+            HackAgentClient({fake_api.base_url!r}, {KEY!r}, timeout=30),
+            outbox_path={str(outbox_path)!r},
+        )
+        service.start()
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        # The creation was answered and the first trace is hanging: kill it there.
+        assert fake_api.wait_for(lambda: len(fake_api.calls) == 2, timeout=20)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    fake_api.clear_faults()
+    successor: DeliveryService = make()  # type: ignore[operator]
+    successor.start()
+    result_id = fake_api.calls[1].path.split("/")[2]
+    assert fake_api.wait_for(lambda: len(fake_api.traces_for(result_id)) == 3, timeout=10)
+    assert successor.shutdown(5)
+    creations = [c for c in fake_api.calls if c.path.endswith("/result")]
+    assert len(creations) == 1  # created once, not again by the successor
+    assert sequences(fake_api, result_id) == [1, 2, 3]
+    assert fake_api.duplicate_traces() == []

@@ -281,7 +281,11 @@ class DeliveryService:
                 first = self._seq
                 self._seq += len(calls)
             items = [Item(first + i, call) for i, call in enumerate(calls)]
-            self._store(items)  # raises OutboxError; the numbers taken are simply unused
+            try:
+                self._store(items)
+            except OutboxError as exc:  # the numbers taken are simply unused
+                self._outbox_failed(exc)
+                raise
         with self._lock:
             self._counters["submitted"] += len(items)
             self._counters["spooled"] += len(items)
