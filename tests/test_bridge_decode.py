@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import uuid
 from collections.abc import Iterable
@@ -28,6 +29,7 @@ from apps.scenario import run_seed_scenario
 from hackagent_otel import StepTracker, semconv
 from hackagent_otel._mapping import map_end
 from hackagent_otel._spanview import SpanView, from_sdk_span
+from hackagent_otel.bridge import _decode
 from hackagent_otel.bridge._decode import (
     MAX_ERRORS,
     MAX_VALUE_DEPTH,
@@ -38,6 +40,7 @@ from hackagent_otel.bridge._decode import (
     decode_json,
     decode_protobuf,
 )
+from hackagent_otel.bridge._throttle import ThrottledLog
 from otel_fixtures import OTel
 
 TRACE_ID = bytes.fromhex("5b8efff798038103d269b633813fc60c")
@@ -515,6 +518,93 @@ def test_invalid_utf8_in_our_string_attribute_rejects_the_span_only() -> None:
     assert [v.span_id for v in decoded.spans] == [0x0505050505050505]
     assert (decoded.ignored, decoded.rejected) == (1, 1)
     assert "UTF-8" in decoded.errors[0]
+
+
+def span_with_raw_attribute(
+    raw: bytes, *, span_id: bytes = SPAN_ID, in_event: bool = False
+) -> bytes:
+    """One of our spans (serialized) with attribute ``bad`` whose ``AnyValue`` is ``raw``
+    as it is on the wire, on the span or on an event of it."""
+    key_value = length_delimited(1, b"bad") + length_delimited(2, raw)
+    if in_event:  # Span.events is field 11; Event.name 2, Event.attributes 3
+        extra = length_delimited(11, length_delimited(2, b"e") + length_delimited(3, key_value))
+    else:  # Span.attributes is field 9
+        extra = length_delimited(9, key_value)
+    return bytes(span_pb(span_id=span_id).SerializeToString()) + extra
+
+
+def request_of_raw(*spans: bytes) -> bytes:
+    scope = b"".join(length_delimited(2, span) for span in spans)
+    return length_delimited(1, length_delimited(2, scope))
+
+
+@pytest.mark.parametrize("in_event", [False, True], ids=["span", "event"])
+@pytest.mark.parametrize("raw", [b"\x0a", b"\x0a\x05ab", b"\x18", b"\x21\x00", b"\xff"])
+def test_an_attribute_value_that_is_no_anyvalue_rejects_only_its_span(
+    raw: bytes, in_event: bool
+) -> None:
+    body = request_of_raw(
+        span_with_raw_attribute(raw, in_event=in_event),
+        span_pb(span_id=b"\x07" * 8).SerializeToString(),
+    )
+
+    decoded = decode(body, "application/x-protobuf")
+
+    assert [v.span_id for v in decoded.spans] == [0x0707070707070707]
+    assert decoded.rejected == 1
+    assert "'bad' is not a valid AnyValue" in decoded.errors[0]
+
+
+@pytest.fixture
+def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder's throttled log, with nothing logged yet (it lives as long as the module)."""
+    monkeypatch.setattr(_decode, "_log", ThrottledLog(logging.getLogger("hackagent_otel.bridge")))
+
+
+@pytest.mark.usefixtures("fresh_log")
+def test_an_unexpected_error_converting_a_span_rejects_that_span_and_is_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(raw: Any) -> dict[str, Any]:
+        if "boom" in raw:
+            raise IndexError("a bug met by this span")
+        return original(raw)
+
+    original = _decode._pb_attributes
+    monkeypatch.setattr(_decode, "_pb_attributes", broken)
+    body = request_of(
+        span_pb({"boom": av(int_value=1)}), span_pb(span_id=b"\x08" * 8)
+    ).SerializeToString()
+
+    for _ in range(3):
+        decoded = decode(body, "application/x-protobuf")
+        assert [v.span_id for v in decoded.spans] == [0x0808080808080808]
+        assert decoded.rejected == 1
+        assert decoded.errors[0].endswith("cannot be decoded (IndexError)")
+
+    logged = [r for r in caplog.records if "could not decode span" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
+
+
+@pytest.mark.usefixtures("fresh_log")
+@pytest.mark.parametrize("content_type", ["application/x-protobuf", "application/json"])
+def test_an_unexpected_error_anywhere_in_decoding_is_a_decode_error_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, content_type: str
+) -> None:
+    def broken(self: Any) -> DecodedTraces:
+        raise KeyError("a bug after the spans")
+
+    monkeypatch.setattr(_decode._Collector, "result", broken)
+    body = PROTOBUF_SEED if "protobuf" in content_type else JSON_SEED
+
+    for _ in range(3):
+        with pytest.raises(DecodeError, match=r"cannot be decoded \(KeyError\)"):
+            decode(body, content_type)
+
+    logged = [r for r in caplog.records if "could not decode a request" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
 
 
 # -- the fast path of protobuf attribute values ---------------------------------------------------
