@@ -7,6 +7,7 @@ is the proto3 JSON of the same request with hex ids (the Python SDK has no JSON 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace import ReadableSpan
 
 from apps.scenario import run_seed_scenario
+from bridge_support import new_ids, otlp_json_dict, otlp_protobuf, scenario_spans
 from hackagent_otel import StepTracker, semconv
 from hackagent_otel._mapping import map_end
 from hackagent_otel._spanview import SpanView, from_sdk_span
@@ -36,6 +38,7 @@ from hackagent_otel.bridge._decode import (
     DecodedTraces,
     DecodeError,
     UnsupportedMediaType,
+    _ViewRequest,
     decode,
     decode_json,
     decode_protobuf,
@@ -454,6 +457,25 @@ def test_attribute_values_flatten_to_what_sdk_spans_hold() -> None:
         assert "unset" not in attrs
 
 
+def test_anyvalue_kinds_that_are_no_span_attribute_value_are_left_out_as_in_json() -> None:
+    strindex = b"\x40\x03"  # AnyValue.string_value_strindex = 3 (field 8): a profile's
+    in_array = length_delimited(5, length_delimited(1, strindex))  # string table index
+    body = request_of_raw(
+        span_with_raw_attribute(strindex)
+        + length_delimited(9, length_delimited(1, b"arr") + length_delimited(2, in_array))
+    )
+    (view,) = decode_protobuf(body).spans
+    assert "bad" not in view.attributes
+    assert view.attributes["arr"] == "[null]"
+    data = json_span(
+        attributes=[
+            {"key": semconv.KIND, "value": {"stringValue": "step"}},
+            {"key": "bad", "value": {"stringValueStrindex": 3}},
+        ]
+    )
+    assert "bad" not in decode_json(data).spans[0].attributes
+
+
 def test_deeply_nested_values_are_cut_at_the_depth_limit() -> None:
     for decoded in both(request_of(span_pb({"deep": nested_kvlist(MAX_VALUE_DEPTH + 8)}))):
         text = decoded.spans[0].attributes["deep"]
@@ -607,6 +629,92 @@ def test_an_unexpected_error_anywhere_in_decoding_is_a_decode_error_logged_once(
     assert logged[0].exc_info is not None
 
 
+# -- any bytes in place of one attribute value of a real export --------------------------------
+
+
+@functools.cache
+def real_exports() -> dict[str, bytes]:
+    """A real export (the nested seed scenario) as the SDK's OTLP encoder makes it, and
+    as OTLP/JSON."""
+    spans = scenario_spans(*new_ids(), nested=True)
+    return {
+        "application/x-protobuf": otlp_protobuf(spans),
+        "application/json": json.dumps(otlp_json_dict(spans)).encode(),
+    }
+
+
+def real_export() -> bytes:
+    return real_exports()["application/x-protobuf"]
+
+
+def no_decoder_bug_met(decoded: DecodedTraces) -> bool:
+    """Whether no span needed the net for unexpected errors (each one would be a bug)."""
+    return not any("cannot be decoded (" in error for error in decoded.errors)
+
+
+def raw_value_mutations(original: bytes) -> st.SearchStrategy[bytes]:
+    """Bytes in place of an encoded ``AnyValue``: cut short, one byte changed, extended,
+    or anything."""
+    size = max(1, len(original))
+    return st.one_of(
+        st.integers(0, len(original)).map(lambda n: original[:n]),
+        st.tuples(st.integers(0, size - 1), st.integers(0, 255)).map(
+            lambda edit: original[: edit[0]] + bytes([edit[1]]) + original[edit[0] + 1 :]
+        ),
+        st.binary(min_size=1, max_size=8).map(lambda tail: original + tail),
+        st.binary(max_size=12),
+    )
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_bytes_for_attribute_values_of_a_real_export_reject_at_most_their_spans(
+    data: st.DataObject,
+) -> None:
+    # The decoder's own wire view of a request: attribute values are raw AnyValue bytes
+    # there, so any bytes can be put in their place and the rest stays as sent.
+    request = _ViewRequest.FromString(real_export())
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    ours = [s for s in spans if semconv.KIND in s.attributes]
+    touched: dict[int, tuple[str, bytes]] = {}
+    for _ in range(data.draw(st.integers(1, 3))):
+        span = data.draw(st.sampled_from(ours))
+        holders = [span, *span.events]
+        holder = data.draw(st.sampled_from(holders))
+        keys = sorted(k for k in holder.attributes if k != semconv.KIND)
+        if not keys:
+            continue
+        key = data.draw(st.sampled_from(keys))
+        raw = data.draw(raw_value_mutations(holder.attributes[key]))
+        holder.attributes[key] = raw
+        if holder is span:
+            touched[int.from_bytes(span.span_id, "big")] = (key, raw)
+        else:
+            touched.setdefault(int.from_bytes(span.span_id, "big"), ("", b""))
+
+    decoded = decode(request.SerializeToString(), "application/x-protobuf")  # never raises
+
+    assert no_decoder_bug_met(decoded), decoded.errors
+    assert decoded.ignored == len(spans) - len(ours)
+    assert len(decoded.spans) + decoded.rejected == len(ours)
+    accepted = {view.span_id: view for view in decoded.spans}
+    untouched = {int.from_bytes(s.span_id, "big") for s in ours} - set(touched)
+    assert untouched <= set(accepted)
+    assert len(decoded.errors) == decoded.rejected
+    for span_id, (key, raw) in touched.items():
+        if not key or span_id not in accepted:
+            continue
+        try:  # accepted: the generated classes read the value too, and agree
+            expected = reference_value(AnyValue.FromString(raw))
+        except Exception as exc:
+            raise AssertionError(f"{raw!r} was accepted as {key!r}") from exc
+        got = accepted[span_id].attributes.get(key)
+        if expected == "container":
+            assert isinstance(got, (str, tuple))
+        else:
+            assert got == expected, raw
+
+
 # -- the fast path of protobuf attribute values ---------------------------------------------------
 
 scalars = st.one_of(
@@ -635,13 +743,13 @@ any_values = st.recursive(
 def reference_value(value: AnyValue) -> Any:
     """What the generated classes say an attribute value is (no fast path involved)."""
     which = value.WhichOneof("value")
-    if which is None:
-        return None
     if which in ("string_value", "bool_value", "int_value", "double_value"):
         return getattr(value, which)
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
-    return "container"
+    if which in ("array_value", "kvlist_value"):
+        return "container"
+    return None  # empty, or a kind newer than span attributes (string_value_strindex)
 
 
 @settings(max_examples=300, deadline=None)
@@ -793,6 +901,27 @@ def test_mutated_protobuf_only_ever_raises_decode_error(body: bytes) -> None:
 @given(mutated(JSON_SEED))
 def test_mutated_json_only_ever_raises_decode_error(body: bytes) -> None:
     decodes_or_refuses(decode_json, body)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["application/x-protobuf", "application/json"]).flatmap(
+        lambda media_type: st.tuples(st.just(media_type), mutated(real_exports()[media_type]))
+    )
+)
+def test_mutated_real_exports_decode_or_are_a_decode_error_and_meet_no_bug(
+    case: tuple[str, bytes],
+) -> None:
+    media_type, body = case
+    try:
+        decoded = decode(body, media_type)
+    except DecodeError as exc:
+        refusal = str(exc)
+    else:
+        assert no_decoder_bug_met(decoded), decoded.errors
+        assert len(decoded.errors) <= MAX_ERRORS
+        return
+    assert "cannot be decoded (" not in refusal  # the net for unexpected errors: a bug
 
 
 json_values = st.recursive(

@@ -27,7 +27,9 @@ Attribute values are flattened to what SDK spans hold: ``str``, ``bool``, ``int`
 ``float`` and tuples of those. What an SDK attribute cannot be (key-value lists, byte
 strings, arrays holding either) becomes text: base64 for bytes, compact JSON for the
 rest (non-finite doubles inside as text), nested at most :data:`MAX_VALUE_DEPTH` deep.
-Empty values are left out; a repeated key keeps its last value. Views are
+Empty values are left out, and so are ``AnyValue`` kinds that no span attribute holds
+(``string_value_strindex`` indexes a profile's string table), as OTLP/JSON's unknown
+fields are; a repeated key keeps its last value. Views are
 ``sanitized=False``: the mapping sanitizes values from other processes again. Status
 codes other than 0, 1, 2 (or their names) read as ``UNSET``.
 
@@ -86,6 +88,10 @@ _STATUS_BY_NAME: Final[dict[str, StatusName]] = {
     "STATUS_CODE_ERROR": "ERROR",
 }
 _PB_SCALARS: Final = frozenset({"string_value", "bool_value", "int_value", "double_value"})
+#: The rest of the ``AnyValue`` kinds a span attribute can hold. Others (newer OTLP has
+#: ``string_value_strindex``, an index into a profile's string table, meaningless here)
+#: read as empty, as unknown fields of OTLP/JSON do.
+_PB_OTHERS: Final = frozenset({"array_value", "kvlist_value", "bytes_value"})
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
 _DECIMAL: Final = re.compile(r"-?[0-9]{1,20}")
 #: After ``json.loads`` joined the valid pairs, any surrogate left is a lone one.
@@ -368,7 +374,7 @@ def _pb_value(key: str, raw: bytes) -> Any:
     which = value.WhichOneof("value")
     if which in _PB_SCALARS:
         return getattr(value, which)
-    return None if which is None else _flat(_pb_plain(value, 0))
+    return _flat(_pb_plain(value, 0)) if which in _PB_OTHERS else None
 
 
 def _pb_plain(value: AnyValue, depth: int) -> Any:
@@ -387,9 +393,9 @@ def _pb_plain(value: AnyValue, depth: int) -> Any:
     if which == "double_value":
         number = value.double_value
         return number if math.isfinite(number) else str(number)
-    if which is None:
-        return None
-    return getattr(value, which)
+    if which in _PB_SCALARS:
+        return getattr(value, which)
+    return None  # empty, or a kind that holds no value by itself (see _PB_OTHERS)
 
 
 # -- JSON -------------------------------------------------------------------------------
