@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -44,8 +45,9 @@ from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService
-from hackagent_otel.bridge import BridgePipeline, BridgeSettings
-from hackagent_otel.bridge._decode import DecodedTraces, decode
+from hackagent_otel.bridge import BridgePipeline, BridgeSettings, _decode
+from hackagent_otel.bridge._decode import DecodedTraces, _ViewRequest, decode
+from hackagent_otel.bridge._throttle import ThrottledLog
 from hackagent_otel.testing import FakeHackAgentAPI
 
 PROTOBUF = {"Content-Type": "application/x-protobuf"}
@@ -186,6 +188,33 @@ def test_unusable_spans_get_a_json_partial_success(
     assert "not-a-uuid" in partial["errorMessage"]
 
 
+def with_a_span_whose_attribute_is_no_anyvalue(body: bytes) -> bytes:
+    """``body`` with a copy of its first span of ours whose step name is the lone byte
+    0x0A on the wire (an ``AnyValue`` cut short after its tag)."""
+    request = _ViewRequest.FromString(body)
+    scope = request.resource_spans[0].scope_spans[0]
+    ours = next(s for s in scope.spans if semconv.KIND in s.attributes)
+    broken = scope.spans.add()
+    broken.CopyFrom(ours)
+    broken.span_id = b"\x0b" * 8
+    broken.attributes[semconv.STEP_NAME] = b"\x0a"
+    return bytes(request.SerializeToString())
+
+
+def test_a_span_with_an_undecodable_attribute_is_rejected_and_the_rest_delivered(
+    bridge: ServedBridge, http: httpx.Client, fake_api: FakeHackAgentAPI, seed_spans: list[Any]
+) -> None:
+    body = with_a_span_whose_attribute_is_no_anyvalue(otlp_protobuf(seed_spans))
+
+    response = http.post(bridge.traces_url, content=body, headers=PROTOBUF)
+
+    assert response.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert partial.rejected_spans == 1
+    assert "is not a valid AnyValue" in partial.error_message
+    assert fake_api.wait_for(SCENARIO_RECORDS, timeout=5)
+
+
 # -- 400 --------------------------------------------------------------------------------
 
 
@@ -211,6 +240,29 @@ def test_undecodable_bodies_are_400_with_a_status_message(
         assert response.json()["code"] == 3  # google.rpc INVALID_ARGUMENT
     else:
         assert response.content.startswith(b"\x08\x03")  # Status.code = 3
+
+
+def test_an_unexpected_error_while_decoding_is_400_logged_once_never_503(
+    bridge: ServedBridge,
+    http: httpx.Client,
+    seed_spans: list[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(self: Any) -> DecodedTraces:
+        raise IndexError("a bug in the decoder")
+
+    monkeypatch.setattr(_decode, "_log", ThrottledLog(logging.getLogger("hackagent_otel.bridge")))
+    monkeypatch.setattr(_decode._Collector, "result", broken)
+    body = otlp_protobuf(seed_spans)
+
+    answers = [http.post(bridge.traces_url, content=body, headers=PROTOBUF) for _ in range(5)]
+
+    assert [a.status_code for a in answers] == [400] * 5
+    assert all("retry-after" not in a.headers for a in answers)
+    assert b"IndexError" in answers[0].content
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]
 
 
 # -- 413 --------------------------------------------------------------------------------

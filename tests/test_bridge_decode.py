@@ -7,7 +7,9 @@ is the proto3 JSON of the same request with hex ids (the Python SDK has no JSON 
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import logging
 import math
 import uuid
 from collections.abc import Iterable
@@ -25,19 +27,23 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from opentelemetry.sdk.trace import ReadableSpan
 
 from apps.scenario import run_seed_scenario
+from bridge_support import new_ids, otlp_json_dict, otlp_protobuf, scenario_spans
 from hackagent_otel import StepTracker, semconv
 from hackagent_otel._mapping import map_end
 from hackagent_otel._spanview import SpanView, from_sdk_span
+from hackagent_otel.bridge import _decode
 from hackagent_otel.bridge._decode import (
     MAX_ERRORS,
     MAX_VALUE_DEPTH,
     DecodedTraces,
     DecodeError,
     UnsupportedMediaType,
+    _ViewRequest,
     decode,
     decode_json,
     decode_protobuf,
 )
+from hackagent_otel.bridge._throttle import ThrottledLog
 from otel_fixtures import OTel
 
 TRACE_ID = bytes.fromhex("5b8efff798038103d269b633813fc60c")
@@ -451,6 +457,25 @@ def test_attribute_values_flatten_to_what_sdk_spans_hold() -> None:
         assert "unset" not in attrs
 
 
+def test_anyvalue_kinds_that_are_no_span_attribute_value_are_left_out_as_in_json() -> None:
+    strindex = b"\x40\x03"  # AnyValue.string_value_strindex = 3 (field 8): a profile's
+    in_array = length_delimited(5, length_delimited(1, strindex))  # string table index
+    body = request_of_raw(
+        span_with_raw_attribute(strindex)
+        + length_delimited(9, length_delimited(1, b"arr") + length_delimited(2, in_array))
+    )
+    (view,) = decode_protobuf(body).spans
+    assert "bad" not in view.attributes
+    assert view.attributes["arr"] == "[null]"
+    data = json_span(
+        attributes=[
+            {"key": semconv.KIND, "value": {"stringValue": "step"}},
+            {"key": "bad", "value": {"stringValueStrindex": 3}},
+        ]
+    )
+    assert "bad" not in decode_json(data).spans[0].attributes
+
+
 def test_deeply_nested_values_are_cut_at_the_depth_limit() -> None:
     for decoded in both(request_of(span_pb({"deep": nested_kvlist(MAX_VALUE_DEPTH + 8)}))):
         text = decoded.spans[0].attributes["deep"]
@@ -517,6 +542,179 @@ def test_invalid_utf8_in_our_string_attribute_rejects_the_span_only() -> None:
     assert "UTF-8" in decoded.errors[0]
 
 
+def span_with_raw_attribute(
+    raw: bytes, *, span_id: bytes = SPAN_ID, in_event: bool = False
+) -> bytes:
+    """One of our spans (serialized) with attribute ``bad`` whose ``AnyValue`` is ``raw``
+    as it is on the wire, on the span or on an event of it."""
+    key_value = length_delimited(1, b"bad") + length_delimited(2, raw)
+    if in_event:  # Span.events is field 11; Event.name 2, Event.attributes 3
+        extra = length_delimited(11, length_delimited(2, b"e") + length_delimited(3, key_value))
+    else:  # Span.attributes is field 9
+        extra = length_delimited(9, key_value)
+    return bytes(span_pb(span_id=span_id).SerializeToString()) + extra
+
+
+def request_of_raw(*spans: bytes) -> bytes:
+    scope = b"".join(length_delimited(2, span) for span in spans)
+    return length_delimited(1, length_delimited(2, scope))
+
+
+@pytest.mark.parametrize("in_event", [False, True], ids=["span", "event"])
+@pytest.mark.parametrize("raw", [b"\x0a", b"\x0a\x05ab", b"\x18", b"\x21\x00", b"\xff"])
+def test_an_attribute_value_that_is_no_anyvalue_rejects_only_its_span(
+    raw: bytes, in_event: bool
+) -> None:
+    body = request_of_raw(
+        span_with_raw_attribute(raw, in_event=in_event),
+        span_pb(span_id=b"\x07" * 8).SerializeToString(),
+    )
+
+    decoded = decode(body, "application/x-protobuf")
+
+    assert [v.span_id for v in decoded.spans] == [0x0707070707070707]
+    assert decoded.rejected == 1
+    assert "'bad' is not a valid AnyValue" in decoded.errors[0]
+
+
+@pytest.fixture
+def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decoder's throttled log, with nothing logged yet (it lives as long as the module)."""
+    monkeypatch.setattr(_decode, "_log", ThrottledLog(logging.getLogger("hackagent_otel.bridge")))
+
+
+@pytest.mark.usefixtures("fresh_log")
+def test_an_unexpected_error_converting_a_span_rejects_that_span_and_is_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(raw: Any) -> dict[str, Any]:
+        if "boom" in raw:
+            raise IndexError("a bug met by this span")
+        return original(raw)
+
+    original = _decode._pb_attributes
+    monkeypatch.setattr(_decode, "_pb_attributes", broken)
+    body = request_of(
+        span_pb({"boom": av(int_value=1)}), span_pb(span_id=b"\x08" * 8)
+    ).SerializeToString()
+
+    for _ in range(3):
+        decoded = decode(body, "application/x-protobuf")
+        assert [v.span_id for v in decoded.spans] == [0x0808080808080808]
+        assert decoded.rejected == 1
+        assert decoded.errors[0].endswith("cannot be decoded (IndexError)")
+
+    logged = [r for r in caplog.records if "could not decode span" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
+
+
+@pytest.mark.usefixtures("fresh_log")
+@pytest.mark.parametrize("content_type", ["application/x-protobuf", "application/json"])
+def test_an_unexpected_error_anywhere_in_decoding_is_a_decode_error_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, content_type: str
+) -> None:
+    def broken(self: Any) -> DecodedTraces:
+        raise KeyError("a bug after the spans")
+
+    monkeypatch.setattr(_decode._Collector, "result", broken)
+    body = PROTOBUF_SEED if "protobuf" in content_type else JSON_SEED
+
+    for _ in range(3):
+        with pytest.raises(DecodeError, match=r"cannot be decoded \(KeyError\)"):
+            decode(body, content_type)
+
+    logged = [r for r in caplog.records if "could not decode a request" in r.getMessage()]
+    assert len(logged) == 1
+    assert logged[0].exc_info is not None
+
+
+# -- any bytes in place of one attribute value of a real export --------------------------------
+
+
+@functools.cache
+def real_exports() -> dict[str, bytes]:
+    """A real export (the nested seed scenario) as the SDK's OTLP encoder makes it, and
+    as OTLP/JSON."""
+    spans = scenario_spans(*new_ids(), nested=True)
+    return {
+        "application/x-protobuf": otlp_protobuf(spans),
+        "application/json": json.dumps(otlp_json_dict(spans)).encode(),
+    }
+
+
+def real_export() -> bytes:
+    return real_exports()["application/x-protobuf"]
+
+
+def no_decoder_bug_met(decoded: DecodedTraces) -> bool:
+    """Whether no span needed the net for unexpected errors (each one would be a bug)."""
+    return not any("cannot be decoded (" in error for error in decoded.errors)
+
+
+def raw_value_mutations(original: bytes) -> st.SearchStrategy[bytes]:
+    """Bytes in place of an encoded ``AnyValue``: cut short, one byte changed, extended,
+    or anything."""
+    size = max(1, len(original))
+    return st.one_of(
+        st.integers(0, len(original)).map(lambda n: original[:n]),
+        st.tuples(st.integers(0, size - 1), st.integers(0, 255)).map(
+            lambda edit: original[: edit[0]] + bytes([edit[1]]) + original[edit[0] + 1 :]
+        ),
+        st.binary(min_size=1, max_size=8).map(lambda tail: original + tail),
+        st.binary(max_size=12),
+    )
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_bytes_for_attribute_values_of_a_real_export_reject_at_most_their_spans(
+    data: st.DataObject,
+) -> None:
+    # The decoder's own wire view of a request: attribute values are raw AnyValue bytes
+    # there, so any bytes can be put in their place and the rest stays as sent.
+    request = _ViewRequest.FromString(real_export())
+    spans = [s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    ours = [s for s in spans if semconv.KIND in s.attributes]
+    touched: dict[int, tuple[str, bytes]] = {}
+    for _ in range(data.draw(st.integers(1, 3))):
+        span = data.draw(st.sampled_from(ours))
+        holders = [span, *span.events]
+        holder = data.draw(st.sampled_from(holders))
+        keys = sorted(k for k in holder.attributes if k != semconv.KIND)
+        if not keys:
+            continue
+        key = data.draw(st.sampled_from(keys))
+        raw = data.draw(raw_value_mutations(holder.attributes[key]))
+        holder.attributes[key] = raw
+        if holder is span:
+            touched[int.from_bytes(span.span_id, "big")] = (key, raw)
+        else:
+            touched.setdefault(int.from_bytes(span.span_id, "big"), ("", b""))
+
+    decoded = decode(request.SerializeToString(), "application/x-protobuf")  # never raises
+
+    assert no_decoder_bug_met(decoded), decoded.errors
+    assert decoded.ignored == len(spans) - len(ours)
+    assert len(decoded.spans) + decoded.rejected == len(ours)
+    accepted = {view.span_id: view for view in decoded.spans}
+    untouched = {int.from_bytes(s.span_id, "big") for s in ours} - set(touched)
+    assert untouched <= set(accepted)
+    assert len(decoded.errors) == decoded.rejected
+    for span_id, (key, raw) in touched.items():
+        if not key or span_id not in accepted:
+            continue
+        try:  # accepted: the generated classes read the value too, and agree
+            expected = reference_value(AnyValue.FromString(raw))
+        except Exception as exc:
+            raise AssertionError(f"{raw!r} was accepted as {key!r}") from exc
+        got = accepted[span_id].attributes.get(key)
+        if expected == "container":
+            assert isinstance(got, (str, tuple))
+        else:
+            assert got == expected, raw
+
+
 # -- the fast path of protobuf attribute values ---------------------------------------------------
 
 scalars = st.one_of(
@@ -545,13 +743,13 @@ any_values = st.recursive(
 def reference_value(value: AnyValue) -> Any:
     """What the generated classes say an attribute value is (no fast path involved)."""
     which = value.WhichOneof("value")
-    if which is None:
-        return None
     if which in ("string_value", "bool_value", "int_value", "double_value"):
         return getattr(value, which)
     if which == "bytes_value":
         return base64.b64encode(value.bytes_value).decode()
-    return "container"
+    if which in ("array_value", "kvlist_value"):
+        return "container"
+    return None  # empty, or a kind newer than span attributes (string_value_strindex)
 
 
 @settings(max_examples=300, deadline=None)
@@ -703,6 +901,27 @@ def test_mutated_protobuf_only_ever_raises_decode_error(body: bytes) -> None:
 @given(mutated(JSON_SEED))
 def test_mutated_json_only_ever_raises_decode_error(body: bytes) -> None:
     decodes_or_refuses(decode_json, body)
+
+
+@FUZZ
+@given(
+    st.sampled_from(["application/x-protobuf", "application/json"]).flatmap(
+        lambda media_type: st.tuples(st.just(media_type), mutated(real_exports()[media_type]))
+    )
+)
+def test_mutated_real_exports_decode_or_are_a_decode_error_and_meet_no_bug(
+    case: tuple[str, bytes],
+) -> None:
+    media_type, body = case
+    try:
+        decoded = decode(body, media_type)
+    except DecodeError as exc:
+        refusal = str(exc)
+    else:
+        assert no_decoder_bug_met(decoded), decoded.errors
+        assert len(decoded.errors) <= MAX_ERRORS
+        return
+    assert "cannot be decoded (" not in refusal  # the net for unexpected errors: a bug
 
 
 json_values = st.recursive(

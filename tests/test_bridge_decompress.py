@@ -6,6 +6,7 @@ import gzip
 import time
 import tracemalloc
 import zlib
+from typing import Any
 
 import pytest
 
@@ -57,6 +58,58 @@ def test_a_bomb_stops_at_the_limit_with_bounded_memory_and_time() -> None:
 
     assert time.monotonic() - started < 1.0
     assert peak < 12 * MIB, f"peak {peak / MIB:.1f} MiB for a 4 MiB limit"
+
+
+class CountingInflater:
+    """A zlib inflater that counts the input bytes it is handed."""
+
+    fed = 0
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._inner = REAL_DECOMPRESSOBJ(**kwargs)
+
+    def decompress(self, data: Any, max_length: int = 0) -> bytes:
+        CountingInflater.fed += len(data)
+        return self._inner.decompress(data, max_length)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+REAL_DECOMPRESSOBJ = zlib.decompressobj
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [gzip.compress(b"")] * 50_000,
+        [gzip.compress(bytes([i % 256]) * (i % 3000)) for i in range(2000)],
+        [gzip.compress(b"x" * MIB), gzip.compress(b"")] * 2,
+    ],
+    ids=["empty", "mixed", "large"],
+)
+def test_members_are_inflated_from_input_handed_over_about_once(
+    monkeypatch: pytest.MonkeyPatch, members: list[bytes]
+) -> None:
+    body = b"".join(members)
+    expected = gzip.decompress(body)
+    monkeypatch.setattr(zlib, "decompressobj", CountingInflater)
+    CountingInflater.fed = 0
+
+    assert decompress(body, "gzip", len(expected)) == expected
+    assert CountingInflater.fed <= 4 * len(body) + 64 * len(members)
+
+
+def test_a_4_mib_body_of_empty_gzip_members_is_read_in_linear_time() -> None:
+    member = gzip.compress(b"")
+    times = {}
+    for size in (MIB, 4 * MIB):
+        body = member * (size // len(member))
+        started = time.perf_counter()
+        assert decompress(body, "gzip", 20 * MIB) == b""
+        times[size] = time.perf_counter() - started
+    print(f"\nempty gzip members: 1 MiB in {times[MIB]:.2f} s, 4 MiB in {times[4 * MIB]:.2f} s")
+    assert times[4 * MIB] < 3.0  # quadratic, as before, it took 13 s and more
 
 
 @pytest.mark.parametrize(

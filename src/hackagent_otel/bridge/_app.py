@@ -15,7 +15,8 @@ retries 429/502/503/504 and connection errors, honouring ``Retry-After``; 400, 4
 =====  ===========================================================================
 200    every record of the request is committed to the outbox (durable); with
        ``partialSuccess`` when some of our spans could not be used
-400    the body is not an OTLP trace request (or not valid gzip)
+400    the body is not an OTLP trace request (or not valid gzip), or decoding it met
+       an unexpected error (the same bytes would meet it again)
 401    a token is configured and the request lacks ``Authorization: Bearer <token>``
 413    the body is over the limit as sent, or once decompressed (a gzip bomb)
 415    a content type other than protobuf/JSON, or an encoding other than gzip/identity
@@ -24,8 +25,9 @@ retries 429/502/503/504 and connection errors, honouring ``Retry-After``; 400, 4
 503    ``Retry-After``: starting, shutting down, or the outbox cannot be written
 =====  ===========================================================================
 
-A transient state never answers 500: anything unexpected while handling an export is
-logged and answered 503 with ``Retry-After``. The CPU and disk work of an export runs
+A transient state never answers 500: anything unexpected after decoding (mapping,
+the outbox) is logged and answered 503 with ``Retry-After``; bad data is never answered
+so, since a client would send the same bytes again for ever. The CPU and disk work of an export runs
 on worker threads, at most ``max_concurrent_requests`` at once; requests beyond that
 wait (bodies unread) up to ``max_waiting_requests``, then get 429. Building the app
 (:func:`build_app`) is separate from serving it (:mod:`._server`).

@@ -13,6 +13,12 @@ that). One of ours that cannot be used (bad ids, an attribute that is not UTF-8 
 OTLP partial success; a body that is not a request at all (not protobuf, not JSON, the
 wrong shape on the way to the spans) raises :class:`DecodeError` (HTTP 400).
 
+Nothing else comes out of :func:`decode`, whatever the bytes: an unexpected exception
+while converting one span (a bug here, met by data no test had) rejects that span
+only, and one anywhere else becomes a :class:`DecodeError`; both are logged with their
+traceback at most once per 5 s (:mod:`._throttle`). Bad data is a 400 or a partial
+success, never a transient error the client would retry with the same bytes forever.
+
 Ids: a trace id is 16 bytes, a span id 8, neither all zeros. An empty or all-zero parent
 span id means no parent (OTLP's root; the SDK's invalid id). Times are kept as given;
 an end time of 0 reads as "not ended" (``None``).
@@ -21,7 +27,9 @@ Attribute values are flattened to what SDK spans hold: ``str``, ``bool``, ``int`
 ``float`` and tuples of those. What an SDK attribute cannot be (key-value lists, byte
 strings, arrays holding either) becomes text: base64 for bytes, compact JSON for the
 rest (non-finite doubles inside as text), nested at most :data:`MAX_VALUE_DEPTH` deep.
-Empty values are left out; a repeated key keeps its last value. Views are
+Empty values are left out, and so are ``AnyValue`` kinds that no span attribute holds
+(``string_value_strindex`` indexes a profile's string table), as OTLP/JSON's unknown
+fields are; a repeated key keeps its last value. Views are
 ``sanitized=False``: the mapping sanitizes values from other processes again. Status
 codes other than 0, 1, 2 (or their names) read as ``UNSET``.
 
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import re
 import struct
@@ -49,6 +58,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from hackagent_otel import semconv
 from hackagent_otel._spanview import EventView, SpanView, StatusName
+from hackagent_otel.bridge._throttle import ThrottledLog
 
 __all__ = [
     "MAX_ERRORS",
@@ -78,12 +88,17 @@ _STATUS_BY_NAME: Final[dict[str, StatusName]] = {
     "STATUS_CODE_ERROR": "ERROR",
 }
 _PB_SCALARS: Final = frozenset({"string_value", "bool_value", "int_value", "double_value"})
+#: The rest of the ``AnyValue`` kinds a span attribute can hold. Others (newer OTLP has
+#: ``string_value_strindex``, an index into a profile's string table, meaningless here)
+#: read as empty, as unknown fields of OTLP/JSON do.
+_PB_OTHERS: Final = frozenset({"array_value", "kvlist_value", "bytes_value"})
 _HEX: Final = re.compile(r"[0-9a-fA-F]+")
 _DECIMAL: Final = re.compile(r"-?[0-9]{1,20}")
 #: After ``json.loads`` joined the valid pairs, any surrogate left is a lone one.
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _UINT64: Final = 1 << 64
 _INT64: Final = 1 << 63
+_log: Final = ThrottledLog(logging.getLogger("hackagent_otel.bridge"))
 
 
 class DecodeError(ValueError):
@@ -113,13 +128,29 @@ class _Rejected(Exception):
 
 
 def decode(body: bytes, content_type: str) -> DecodedTraces:
-    """Decode by ``Content-Type`` (parameters such as ``charset`` are allowed)."""
+    """Decode by ``Content-Type`` (parameters such as ``charset`` are allowed).
+
+    Raises :class:`DecodeError` or :class:`UnsupportedMediaType`, nothing else (but
+    ``MemoryError``, which says nothing about the data).
+    """
     media_type = content_type.partition(";")[0].strip().lower()
     if media_type == PROTOBUF:
-        return decode_protobuf(body)
-    if media_type == JSON:
-        return decode_json(body)
-    raise UnsupportedMediaType(f"content type {content_type[:100]!r} is not {PROTOBUF} or {JSON}")
+        decoder = decode_protobuf
+    elif media_type == JSON:
+        decoder = decode_json
+    else:
+        raise UnsupportedMediaType(
+            f"content type {content_type[:100]!r} is not {PROTOBUF} or {JSON}"
+        )
+    try:
+        return decoder(body)
+    except (DecodeError, MemoryError):
+        raise
+    except Exception as exc:
+        _log.warning(
+            "could not decode a request: %r", exc, key=("request", type(exc)), exc_info=True
+        )
+        raise DecodeError(f"the request cannot be decoded ({type(exc).__name__})") from None
 
 
 class _Collector:
@@ -137,6 +168,14 @@ class _Collector:
         self.rejected += 1
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(f"{where}: {reason}")
+
+    def reject_unexpected(self, where: str, exc: Exception) -> None:
+        """A span whose conversion raised what no check here expected: a bug, met by
+        this span's data. Only that span is lost; the traceback is logged (throttled)."""
+        if isinstance(exc, MemoryError):
+            raise exc
+        _log.warning("could not decode %s: %r", where, exc, key=("span", type(exc)), exc_info=True)
+        self.reject(where, f"cannot be decoded ({type(exc).__name__})")
 
     def result(self) -> DecodedTraces:
         return DecodedTraces(self.spans, self.ignored, self.rejected, self.errors)
@@ -247,6 +286,8 @@ def decode_protobuf(body: bytes) -> DecodedTraces:
                     out.reject(_where(span.span_id.hex(), span.name), exc)
                 except UnicodeDecodeError:
                     out.reject(_where(span.span_id.hex(), span.name), _NOT_UTF8)
+                except Exception as exc:
+                    out.reject_unexpected(_where(span.span_id.hex(), span.name), exc)
     return out.result()
 
 
@@ -295,9 +336,12 @@ def _pb_attributes(raw: Mapping[str, bytes]) -> dict[str, Any]:
     attributes: dict[str, Any] = {}
     for key in raw:  # faster than .items(), which the map only has as a Python mixin
         value = raw[key]
-        # Inlined fast path: a string shorter than 128 bytes, the usual attribute. Invalid
-        # UTF-8 raises UnicodeDecodeError, which rejects the span.
-        if value and value[0] == 0x0A and value[1] == len(value) - 2:
+        size = len(value)
+        # Inlined fast path: a string shorter than 128 bytes, the usual attribute (tag,
+        # one length byte, the text; a lone tag byte is a truncated AnyValue, left to
+        # the parser to refuse). Invalid UTF-8 raises UnicodeDecodeError: the span is
+        # rejected.
+        if size > 1 and value[0] == 0x0A and value[1] == size - 2:
             attributes[key] = value[2:].decode()
         else:
             converted = _pb_value(key, value)
@@ -330,7 +374,7 @@ def _pb_value(key: str, raw: bytes) -> Any:
     which = value.WhichOneof("value")
     if which in _PB_SCALARS:
         return getattr(value, which)
-    return None if which is None else _flat(_pb_plain(value, 0))
+    return _flat(_pb_plain(value, 0)) if which in _PB_OTHERS else None
 
 
 def _pb_plain(value: AnyValue, depth: int) -> Any:
@@ -349,9 +393,9 @@ def _pb_plain(value: AnyValue, depth: int) -> Any:
     if which == "double_value":
         number = value.double_value
         return number if math.isfinite(number) else str(number)
-    if which is None:
-        return None
-    return getattr(value, which)
+    if which in _PB_SCALARS:
+        return getattr(value, which)
+    return None  # empty, or a kind that holds no value by itself (see _PB_OTHERS)
 
 
 # -- JSON -------------------------------------------------------------------------------
@@ -382,9 +426,13 @@ def _json_span_into(out: _Collector, span: dict[str, Any]) -> None:
         return
     try:
         out.spans.append(_json_span(span, kvs))
-    except _Rejected as exc:
+    except Exception as exc:
         span_id = _get(span, "spanId", "span_id")
-        out.reject(_where(span_id if isinstance(span_id, str) else "?", span.get("name")), exc)
+        where = _where(span_id if isinstance(span_id, str) else "?", span.get("name"))
+        if isinstance(exc, _Rejected):
+            out.reject(where, exc)
+        else:
+            out.reject_unexpected(where, exc)
 
 
 def _json_span(span: dict[str, Any], kvs: list[Any]) -> SpanView:
