@@ -27,11 +27,9 @@ def trace_record(result_id: str | None = None, seq: int = 1, **body: Any) -> Req
     return Record("trace", "POST", f"/result/{result_id}/trace", payload, result_id).request()
 
 
-@pytest.fixture(params=["auto", "httpx"])
-def client(fake_api: FakeHackAgentAPI, request: pytest.FixtureRequest) -> Iterator[HackAgentClient]:
-    """The client on both transports: stdlib (auto, for plain http) and httpx."""
-    with HackAgentClient(fake_api.base_url, KEY, timeout=2.0, transport=request.param) as c:
-        assert c.transport == ("stdlib" if request.param == "auto" else "httpx")
+@pytest.fixture
+def client(fake_api: FakeHackAgentAPI) -> Iterator[HackAgentClient]:
+    with HackAgentClient(fake_api.base_url, KEY, timeout=2.0) as c:
         yield c
 
 
@@ -92,10 +90,9 @@ def test_429_and_503_carry_retry_after_seconds_and_dates(
     assert client.send(trace_record()) == Transient("HTTP 503", None, 503)
 
 
-@pytest.mark.parametrize("transport", ["auto", "httpx"])
-def test_hang_past_the_timeout_is_transient(fake_api: FakeHackAgentAPI, transport: Any) -> None:
+def test_hang_past_the_timeout_is_transient(fake_api: FakeHackAgentAPI) -> None:
     fake_api.inject(Fault.hang())
-    with HackAgentClient(fake_api.base_url, KEY, timeout=0.2, transport=transport) as client:
+    with HackAgentClient(fake_api.base_url, KEY, timeout=0.2) as client:
         outcome = client.send(trace_record())
     fake_api.release()
     assert isinstance(outcome, Transient)
@@ -137,14 +134,11 @@ def test_unserializable_body_is_rejected_without_a_call(fake_api: FakeHackAgentA
     assert fake_api.calls == []
 
 
-@pytest.mark.parametrize("transport", ["auto", "httpx"])
-def test_base_url_path_is_kept_and_slashes_are_joined_once(
-    fake_api: FakeHackAgentAPI, transport: Any
-) -> None:
+def test_base_url_path_is_kept_and_slashes_are_joined_once(fake_api: FakeHackAgentAPI) -> None:
     for base in (fake_api.base_url, fake_api.base_url + "/"):
-        with HackAgentClient(base, KEY, transport=transport) as client:
+        with HackAgentClient(base, KEY) as client:
             assert isinstance(client.send(trace_record()), Delivered)
-    with HackAgentClient(fake_api.base_url + "/api", KEY, transport=transport) as client:
+    with HackAgentClient(fake_api.base_url + "/api", KEY) as client:
         outcome = client.send(trace_record())
     assert isinstance(outcome, Rejected)
     assert fake_api.calls[-1].path.startswith("/api/result/")
@@ -279,56 +273,22 @@ def test_delivery_imports_opentelemetry_only_inside_suppress_instrumentation() -
     assert offenders == []
 
 
-def test_auto_transport_uses_the_stdlib_for_plain_http_without_proxy_else_httpx(
-    fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as plain:
-        assert plain.transport == "stdlib"
-    with HackAgentClient("https://api.hackagent.dev", KEY, transport="auto") as tls:
-        assert tls.transport == "httpx"
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as proxied:
-        assert proxied.transport == "httpx"
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as bypassed:
-        assert bypassed.transport == "stdlib"
-    with httpx.Client(base_url=fake_api.base_url) as http:
-        assert HackAgentClient.from_httpx(http).transport == "httpx"
-
-
-def test_plain_http_defaults_to_the_lean_transport_unless_the_env_asks_for_httpx(
-    fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("HACKAGENT_HTTP_TRANSPORT", raising=False)
-    with HackAgentClient(fake_api.base_url, KEY) as client:
-        assert client.transport == "stdlib"
-    monkeypatch.setenv("HACKAGENT_HTTP_TRANSPORT", "httpx")
-    with HackAgentClient(fake_api.base_url, KEY) as client:
-        assert client.transport == "httpx"
-
-
-def test_stdlib_transport_replaces_a_connection_the_server_closed_while_idle(
+def test_a_connection_the_server_closed_while_idle_is_replaced(
     fake_api: FakeHackAgentAPI,
 ) -> None:
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as client:
+    with HackAgentClient(fake_api.base_url, KEY) as client:
         assert isinstance(client.send(trace_record()), Delivered)
         fake_api.stop()  # cuts the kept-alive connection
         fake_api.start()
         assert isinstance(client.send(trace_record()), Delivered)
 
 
-def test_stdlib_transport_reports_refused_connections_as_transient(
-    fake_api: FakeHackAgentAPI,
-) -> None:
+def test_a_refused_connection_is_transient_and_says_so(fake_api: FakeHackAgentAPI) -> None:
     fake_api.stop()
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as client:
+    with HackAgentClient(fake_api.base_url, KEY) as client:
         outcome = client.send(trace_record())
     assert isinstance(outcome, Transient)
-    assert "ConnectionRefused" in outcome.reason
+    assert "ConnectError" in outcome.reason
 
 
 def test_a_record_whose_path_cannot_be_sent_as_is_is_rejected_not_retried(

@@ -21,20 +21,13 @@ import contextlib
 # that does not exist there, and every connection the child tries would hang on it.
 import encodings.idna  # noqa: F401
 import hashlib
-import http.client
 import logging
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
-from hackagent_otel._delivery.fast_http import (
-    FastResponse,
-    StdlibHTTP,
-    UnsafeRequest,
-    plain_http_without_proxy,
-)
 from hackagent_otel._delivery.outcome import Delivered, Outcome, Rejected, Transient
 from hackagent_otel._delivery.retry import classify_status, parse_retry_after
 from hackagent_otel._records import Request
@@ -75,10 +68,6 @@ def suppress_instrumentation() -> Iterator[None]:
         otel_context.detach(token)
 
 
-#: ``httpx`` makes every client use httpx even for plain http (see HackAgentClient).
-TRANSPORT_ENV = "HACKAGENT_HTTP_TRANSPORT"
-
-
 class HackAgentClient:
     """Makes HackAgent API calls for :class:`~hackagent_otel._records.Record` objects.
 
@@ -89,16 +78,6 @@ class HackAgentClient:
     connections (see :meth:`from_httpx` for what a borrowed client becomes there), and
     a call imports nothing lazily (a fork in the middle of an import on a sender thread
     would leave the child a module lock that no thread there ever releases).
-
-    ``transport``: ``"httpx"`` sends every call through one keep-alive httpx client.
-    ``"auto"`` (default; ``$HACKAGENT_HTTP_TRANSPORT`` overrides it) does so too, except
-    for a plain ``http://`` base URL with no proxy in the environment, where a lean
-    keep-alive HTTP/1.1 transport on plain sockets
-    (:mod:`~hackagent_otel._delivery.fast_http`) carries the calls: on loopback or a LAN
-    the client's CPU is the whole cost, and httpx's calls from several sender threads
-    serialize on the interpreter lock (measured: 0.8x one sequential httpx client with
-    httpx, about 4x with the lean transport). https, proxies and clients built with
-    :meth:`from_httpx` always use httpx.
     """
 
     def __init__(
@@ -112,10 +91,7 @@ class HackAgentClient:
         auth_header_name: str = "Authorization",
         auth_prefix: str = "Bearer",
         max_connections: int = 32,
-        transport: Literal["auto", "httpx"] | None = None,
     ) -> None:
-        if transport is None:
-            transport = "httpx" if os.environ.get(TRANSPORT_ENV, "").lower() == "httpx" else "auto"
         merged: dict[str, str] = {**_JSON_HEADERS, **(headers or {})}
         if api_key:
             merged[auth_header_name] = f"{auth_prefix} {api_key}" if auth_prefix else api_key
@@ -133,15 +109,6 @@ class HackAgentClient:
         self._client: httpx.Client = httpx.Client(**self._settings)
         self._pid = os.getpid()
         self._closed = False
-        self._fast: StdlibHTTP | None = None
-        if transport == "auto" and plain_http_without_proxy(base_url):
-            connect, read = _timeouts(timeout)
-            self._fast = StdlibHTTP(
-                base_url,
-                {"User-Agent": "hackagent-otel", **merged},
-                connect_timeout=connect,
-                read_timeout=read,
-            )
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -199,7 +166,6 @@ class HackAgentClient:
         self._client = client
         self._pid = os.getpid()
         self._closed = False
-        self._fast = None
         return self
 
     @classmethod
@@ -248,10 +214,6 @@ class HackAgentClient:
         content = record.body
         if self._closed:
             return Transient("client closed")
-        if self._fast is not None:
-            # Plain sockets: no OpenTelemetry instrumentation wraps them, so nothing to
-            # suppress (httpx below is instrumented, and is suppressed).
-            return self._send_fast(self._fast, record, content)
         try:
             with suppress_instrumentation():
                 response = self._http().request(
@@ -270,30 +232,11 @@ class HackAgentClient:
             return Transient(f"{type(exc).__name__}: {exc}"[:_MAX_REASON])
         return _outcome(response)
 
-    @property
-    def transport(self) -> Literal["stdlib", "httpx"]:
-        """Which transport carries the calls (see the class docstring)."""
-        return "stdlib" if self._fast is not None else "httpx"
-
     def close(self) -> None:
         """Close the connections (only those we created); idempotent."""
         self._closed = True
-        if self._fast is not None:
-            self._fast.close()
         if self._owned and self._pid == os.getpid():
             self._client.close()
-
-    def _send_fast(self, fast: StdlibHTTP, record: Request, content: bytes) -> Outcome:
-        try:
-            response = fast.request(record.method, record.path, content)
-        except TimeoutError as exc:
-            return Transient(f"timeout ({type(exc).__name__})")
-        except UnsafeRequest as exc:  # the same record would be refused every time
-            return Rejected(0, str(exc)[:_MAX_REASON])
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            # ValueError: a connection closed by shutdown under a blocked read.
-            return Transient(f"{type(exc).__name__}: {exc}"[:_MAX_REASON])
-        return _fast_outcome(response)
 
     def __enter__(self) -> HackAgentClient:
         return self
@@ -322,26 +265,6 @@ def _outcome(response: httpx.Response) -> Outcome:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         return Transient(f"HTTP {status}", retry_after, status)
     return Rejected(status, f"HTTP {status}: {response.text[:_MAX_REASON]}")
-
-
-def _fast_outcome(response: FastResponse) -> Outcome:
-    status = response.status
-    kind = classify_status(status)
-    if kind == "delivered":
-        if "json" in response.content_type:
-            return Delivered(status, json_text=response.body)
-        return Delivered(status)
-    if kind == "transient":
-        return Transient(f"HTTP {status}", parse_retry_after(response.retry_after), status)
-    text = response.body[:_MAX_REASON].decode("utf-8", "replace")
-    return Rejected(status, f"HTTP {status}: {text}")
-
-
-def _timeouts(timeout: float | httpx.Timeout | None) -> tuple[float | None, float | None]:
-    """(connect, read) seconds from an httpx-style timeout."""
-    if isinstance(timeout, httpx.Timeout):
-        return timeout.connect, timeout.read
-    return timeout, timeout
 
 
 def _with_trailing_slash(url: str) -> str:
