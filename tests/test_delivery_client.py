@@ -1,8 +1,11 @@
-"""HackAgentClient over real loopback HTTP: outcomes for every answer and failure."""
+"""HackAgentClient against the fake API over real loopback HTTP: an outcome for every answer
+and failure, with our own httpx client and with a caller's (byte-level misbehaviour is in
+tests/test_delivery_transport.py)."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -27,10 +30,16 @@ def trace_record(result_id: str | None = None, seq: int = 1, **body: Any) -> Req
     return Record("trace", "POST", f"/result/{result_id}/trace", payload, result_id).request()
 
 
-@pytest.fixture
-def client(fake_api: FakeHackAgentAPI) -> Iterator[HackAgentClient]:
-    with HackAgentClient(fake_api.base_url, KEY, timeout=2.0) as c:
-        yield c
+@pytest.fixture(params=["own", "borrowed"])
+def client(fake_api: FakeHackAgentAPI, request: pytest.FixtureRequest) -> Iterator[HackAgentClient]:
+    """The client both ways: on the httpx client we build, and on a caller's."""
+    if request.param == "own":
+        with HackAgentClient(fake_api.base_url, KEY, timeout=2.0) as own:
+            yield own
+        return
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=fake_api.base_url, headers=headers, timeout=2.0) as http:
+        yield HackAgentClient.from_httpx(http)
 
 
 def test_created_trace_is_delivered_with_the_parsed_body(
@@ -97,6 +106,36 @@ def test_hang_past_the_timeout_is_transient(fake_api: FakeHackAgentAPI) -> None:
     fake_api.release()
     assert isinstance(outcome, Transient)
     assert "timeout" in outcome.reason
+
+
+def test_hang_past_the_deadline_is_transient_within_it(fake_api: FakeHackAgentAPI) -> None:
+    fake_api.inject(Fault.hang())
+    with HackAgentClient(fake_api.base_url, KEY, timeout=5.0, deadline=0.3) as client:
+        started = time.monotonic()
+        outcome = client.send(trace_record())
+        took = time.monotonic() - started
+    fake_api.release()
+    assert isinstance(outcome, Transient)
+    assert "deadline" in outcome.reason
+    assert took < 0.3 + 0.5
+
+
+def test_a_borrowed_clients_timeouts_are_cut_to_the_deadline(fake_api: FakeHackAgentAPI) -> None:
+    fake_api.inject(Fault.hang())
+    with httpx.Client(base_url=fake_api.base_url, timeout=5.0) as http:
+        started = time.monotonic()
+        outcome = HackAgentClient.from_httpx(http, deadline=0.3).send(trace_record())
+        took = time.monotonic() - started
+    fake_api.release()
+    assert isinstance(outcome, Transient)
+    assert "timeout" in outcome.reason
+    assert took < 0.3 + 0.5
+
+
+def test_latency_under_the_deadline_is_delivered(fake_api: FakeHackAgentAPI) -> None:
+    fake_api.inject(Fault.latency(150))
+    with HackAgentClient(fake_api.base_url, KEY, deadline=1.0) as client:
+        assert isinstance(client.send(trace_record()), Delivered)
 
 
 def test_connection_reset_is_transient(fake_api: FakeHackAgentAPI, client: HackAgentClient) -> None:
@@ -274,13 +313,12 @@ def test_delivery_imports_opentelemetry_only_inside_suppress_instrumentation() -
 
 
 def test_a_connection_the_server_closed_while_idle_is_replaced(
-    fake_api: FakeHackAgentAPI,
+    fake_api: FakeHackAgentAPI, client: HackAgentClient
 ) -> None:
-    with HackAgentClient(fake_api.base_url, KEY) as client:
-        assert isinstance(client.send(trace_record()), Delivered)
-        fake_api.stop()  # cuts the kept-alive connection
-        fake_api.start()
-        assert isinstance(client.send(trace_record()), Delivered)
+    assert isinstance(client.send(trace_record()), Delivered)
+    fake_api.stop()  # cuts the kept-alive connection
+    fake_api.start()
+    assert isinstance(client.send(trace_record()), Delivered)
 
 
 def test_a_refused_connection_is_transient_and_says_so(fake_api: FakeHackAgentAPI) -> None:
@@ -289,6 +327,13 @@ def test_a_refused_connection_is_transient_and_says_so(fake_api: FakeHackAgentAP
         outcome = client.send(trace_record())
     assert isinstance(outcome, Transient)
     assert "ConnectError" in outcome.reason
+
+
+def test_a_closed_client_reports_transient_without_calling(fake_api: FakeHackAgentAPI) -> None:
+    client = HackAgentClient(fake_api.base_url, KEY)
+    client.close()
+    assert client.send(trace_record()) == Transient("client closed")
+    assert fake_api.calls == []
 
 
 def test_a_record_whose_path_cannot_be_sent_as_is_is_rejected_not_retried(
