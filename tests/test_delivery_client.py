@@ -1,8 +1,11 @@
-"""HackAgentClient over real loopback HTTP: outcomes for every answer and failure."""
+"""HackAgentClient against the fake API over real loopback HTTP: an outcome for every answer
+and failure, with our own httpx client and with a caller's (byte-level misbehaviour is in
+tests/test_delivery_transport.py)."""
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -27,12 +30,16 @@ def trace_record(result_id: str | None = None, seq: int = 1, **body: Any) -> Req
     return Record("trace", "POST", f"/result/{result_id}/trace", payload, result_id).request()
 
 
-@pytest.fixture(params=["auto", "httpx"])
+@pytest.fixture(params=["own", "borrowed"])
 def client(fake_api: FakeHackAgentAPI, request: pytest.FixtureRequest) -> Iterator[HackAgentClient]:
-    """The client on both transports: stdlib (auto, for plain http) and httpx."""
-    with HackAgentClient(fake_api.base_url, KEY, timeout=2.0, transport=request.param) as c:
-        assert c.transport == ("stdlib" if request.param == "auto" else "httpx")
-        yield c
+    """The client both ways: on the httpx client we build, and on a caller's."""
+    if request.param == "own":
+        with HackAgentClient(fake_api.base_url, KEY, timeout=2.0) as own:
+            yield own
+        return
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=fake_api.base_url, headers=headers, timeout=2.0) as http:
+        yield HackAgentClient.from_httpx(http)
 
 
 def test_created_trace_is_delivered_with_the_parsed_body(
@@ -92,14 +99,43 @@ def test_429_and_503_carry_retry_after_seconds_and_dates(
     assert client.send(trace_record()) == Transient("HTTP 503", None, 503)
 
 
-@pytest.mark.parametrize("transport", ["auto", "httpx"])
-def test_hang_past_the_timeout_is_transient(fake_api: FakeHackAgentAPI, transport: Any) -> None:
+def test_hang_past_the_timeout_is_transient(fake_api: FakeHackAgentAPI) -> None:
     fake_api.inject(Fault.hang())
-    with HackAgentClient(fake_api.base_url, KEY, timeout=0.2, transport=transport) as client:
+    with HackAgentClient(fake_api.base_url, KEY, timeout=0.2) as client:
         outcome = client.send(trace_record())
     fake_api.release()
     assert isinstance(outcome, Transient)
     assert "timeout" in outcome.reason
+
+
+def test_hang_past_the_deadline_is_transient_within_it(fake_api: FakeHackAgentAPI) -> None:
+    fake_api.inject(Fault.hang())
+    with HackAgentClient(fake_api.base_url, KEY, timeout=5.0, deadline=0.3) as client:
+        started = time.monotonic()
+        outcome = client.send(trace_record())
+        took = time.monotonic() - started
+    fake_api.release()
+    assert isinstance(outcome, Transient)
+    assert "deadline" in outcome.reason
+    assert took < 0.3 + 0.5
+
+
+def test_a_borrowed_clients_timeouts_are_cut_to_the_deadline(fake_api: FakeHackAgentAPI) -> None:
+    fake_api.inject(Fault.hang())
+    with httpx.Client(base_url=fake_api.base_url, timeout=5.0) as http:
+        started = time.monotonic()
+        outcome = HackAgentClient.from_httpx(http, deadline=0.3).send(trace_record())
+        took = time.monotonic() - started
+    fake_api.release()
+    assert isinstance(outcome, Transient)
+    assert "timeout" in outcome.reason
+    assert took < 0.3 + 0.5
+
+
+def test_latency_under_the_deadline_is_delivered(fake_api: FakeHackAgentAPI) -> None:
+    fake_api.inject(Fault.latency(150))
+    with HackAgentClient(fake_api.base_url, KEY, deadline=1.0) as client:
+        assert isinstance(client.send(trace_record()), Delivered)
 
 
 def test_connection_reset_is_transient(fake_api: FakeHackAgentAPI, client: HackAgentClient) -> None:
@@ -137,14 +173,11 @@ def test_unserializable_body_is_rejected_without_a_call(fake_api: FakeHackAgentA
     assert fake_api.calls == []
 
 
-@pytest.mark.parametrize("transport", ["auto", "httpx"])
-def test_base_url_path_is_kept_and_slashes_are_joined_once(
-    fake_api: FakeHackAgentAPI, transport: Any
-) -> None:
+def test_base_url_path_is_kept_and_slashes_are_joined_once(fake_api: FakeHackAgentAPI) -> None:
     for base in (fake_api.base_url, fake_api.base_url + "/"):
-        with HackAgentClient(base, KEY, transport=transport) as client:
+        with HackAgentClient(base, KEY) as client:
             assert isinstance(client.send(trace_record()), Delivered)
-    with HackAgentClient(fake_api.base_url + "/api", KEY, transport=transport) as client:
+    with HackAgentClient(fake_api.base_url + "/api", KEY) as client:
         outcome = client.send(trace_record())
     assert isinstance(outcome, Rejected)
     assert fake_api.calls[-1].path.startswith("/api/result/")
@@ -279,56 +312,28 @@ def test_delivery_imports_opentelemetry_only_inside_suppress_instrumentation() -
     assert offenders == []
 
 
-def test_auto_transport_uses_the_stdlib_for_plain_http_without_proxy_else_httpx(
-    fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
+def test_a_connection_the_server_closed_while_idle_is_replaced(
+    fake_api: FakeHackAgentAPI, client: HackAgentClient
 ) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as plain:
-        assert plain.transport == "stdlib"
-    with HackAgentClient("https://api.hackagent.dev", KEY, transport="auto") as tls:
-        assert tls.transport == "httpx"
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as proxied:
-        assert proxied.transport == "httpx"
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as bypassed:
-        assert bypassed.transport == "stdlib"
-    with httpx.Client(base_url=fake_api.base_url) as http:
-        assert HackAgentClient.from_httpx(http).transport == "httpx"
+    assert isinstance(client.send(trace_record()), Delivered)
+    fake_api.stop()  # cuts the kept-alive connection
+    fake_api.start()
+    assert isinstance(client.send(trace_record()), Delivered)
 
 
-def test_plain_http_defaults_to_the_lean_transport_unless_the_env_asks_for_httpx(
-    fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("HACKAGENT_HTTP_TRANSPORT", raising=False)
-    with HackAgentClient(fake_api.base_url, KEY) as client:
-        assert client.transport == "stdlib"
-    monkeypatch.setenv("HACKAGENT_HTTP_TRANSPORT", "httpx")
-    with HackAgentClient(fake_api.base_url, KEY) as client:
-        assert client.transport == "httpx"
-
-
-def test_stdlib_transport_replaces_a_connection_the_server_closed_while_idle(
-    fake_api: FakeHackAgentAPI,
-) -> None:
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as client:
-        assert isinstance(client.send(trace_record()), Delivered)
-        fake_api.stop()  # cuts the kept-alive connection
-        fake_api.start()
-        assert isinstance(client.send(trace_record()), Delivered)
-
-
-def test_stdlib_transport_reports_refused_connections_as_transient(
-    fake_api: FakeHackAgentAPI,
-) -> None:
+def test_a_refused_connection_is_transient_and_says_so(fake_api: FakeHackAgentAPI) -> None:
     fake_api.stop()
-    with HackAgentClient(fake_api.base_url, KEY, transport="auto") as client:
+    with HackAgentClient(fake_api.base_url, KEY) as client:
         outcome = client.send(trace_record())
     assert isinstance(outcome, Transient)
-    assert "ConnectionRefused" in outcome.reason
+    assert "ConnectError" in outcome.reason
+
+
+def test_a_closed_client_reports_transient_without_calling(fake_api: FakeHackAgentAPI) -> None:
+    client = HackAgentClient(fake_api.base_url, KEY)
+    client.close()
+    assert client.send(trace_record()) == Transient("client closed")
+    assert fake_api.calls == []
 
 
 def test_a_record_whose_path_cannot_be_sent_as_is_is_rejected_not_retried(

@@ -240,7 +240,6 @@ class HttpxInstrumentation:
 def test_deliverys_http_calls_are_made_with_instrumentation_suppressed(
     configure_api: Any, fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HACKAGENT_HTTP_TRANSPORT", "httpx")  # every call through httpx
     otel: OTel = configure_api()
     instrumentation = HttpxInstrumentation(otel.provider, monkeypatch)
     headers = {"Authorization": f"Bearer {fake_api.api_key}"}

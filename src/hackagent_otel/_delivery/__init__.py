@@ -3,7 +3,10 @@
 No OpenTelemetry imports here, with one documented exception: the client suppresses
 OTel instrumentation around its own HTTP calls (:func:`client.suppress_instrumentation`).
 
-* :class:`HackAgentClient` makes one record's call and reports an :data:`Outcome`.
+* :class:`HackAgentClient` makes one record's call and reports an :data:`Outcome`;
+  :mod:`~hackagent_otel._delivery.transport` moves its bytes over httpx (our own client
+  or a caller's: the answer capped, the call bounded by a deadline, no redirect to
+  another origin followed).
 * :class:`RetryPolicy`, :func:`classify_status`, :func:`parse_retry_after`: what is
   retried and when.
 * :class:`Outbox`: the durable SQLite store of undelivered and rejected records.

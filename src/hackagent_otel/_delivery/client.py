@@ -1,9 +1,11 @@
-"""HackAgentClient: one keep-alive httpx client that makes a record's API call once.
+"""HackAgentClient: makes a record's API call once, over httpx, and says how it went.
 
 It turns every answer and every network failure into an :class:`Outcome` and never
 raises for them. It can be built from this package's own settings, from a hackagent
 ``AuthenticatedClient`` (duck-typed: hackagent is never imported) or from an
-``httpx.Client`` the caller already configured (used as is and never closed).
+``httpx.Client`` the caller already configured (used as is and never closed). Either
+way the bytes move through one :class:`~hackagent_otel._delivery.transport.Transport`,
+and :func:`outcome_of` is the one place where an answer becomes an outcome.
 
 This module holds the delivery package's single OpenTelemetry import, in
 :func:`suppress_instrumentation`: our own HTTP calls run with OTel instrumentation
@@ -21,33 +23,45 @@ import contextlib
 # that does not exist there, and every connection the child tries would hang on it.
 import encodings.idna  # noqa: F401
 import hashlib
-import http.client
-import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
-from hackagent_otel._delivery.fast_http import (
-    FastResponse,
-    StdlibHTTP,
-    UnsafeRequest,
-    plain_http_without_proxy,
-)
 from hackagent_otel._delivery.outcome import Delivered, Outcome, Rejected, Transient
 from hackagent_otel._delivery.retry import classify_status, parse_retry_after
+from hackagent_otel._delivery.transport import (
+    MAX_ANSWER_BYTES,
+    Answer,
+    BorrowedTransport,
+    OwnTransport,
+    Transport,
+    TransportError,
+)
 from hackagent_otel._records import Request
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "HackAgentClient", "suppress_instrumentation"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_TIMEOUT",
+    "MAX_REDIRECTS",
+    "HackAgentClient",
+    "outcome_of",
+    "suppress_instrumentation",
+]
 
 DEFAULT_BASE_URL = "https://api.hackagent.dev"
-#: Read/write/pool timeout 10 s, connect 5 s: a hung API costs a sender at most that long.
+#: Read/write/pool timeout 10 s, connect 5 s: each phase of a call waits at most that.
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+#: A whole call (connect, send, answer) ends within this many seconds, or within the
+#: timeout's connect + read time when that is longer.
+DEFAULT_DEADLINE = 15.0
+#: Same-origin 307/308 redirects followed for one call; any other redirect is final.
+MAX_REDIRECTS = 3
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _MAX_REASON = 500
-
-_log = logging.getLogger("hackagent_otel.delivery")
 
 
 @contextlib.contextmanager
@@ -75,30 +89,24 @@ def suppress_instrumentation() -> Iterator[None]:
         otel_context.detach(token)
 
 
-#: ``httpx`` makes every client use httpx even for plain http (see HackAgentClient).
-TRANSPORT_ENV = "HACKAGENT_HTTP_TRANSPORT"
-
-
 class HackAgentClient:
-    """Makes HackAgent API calls for :class:`~hackagent_otel._records.Record` objects.
+    """Makes HackAgent API calls for :class:`~hackagent_otel._records.Request` objects.
 
     ``base_url`` defaults to ``https://api.hackagent.dev``; record paths are relative to
     it with no extra prefix (a base URL with a path, such as ``https://host/api``, keeps
-    that path). Thread-safe: the underlying connection pool serves concurrent senders,
-    one keep-alive connection each. Fork-safe: a child process never reuses the parent's
+    that path). Thread-safe: the connection pool serves concurrent senders, one
+    keep-alive connection each. Fork-safe: a child process never reuses the parent's
     connections (see :meth:`from_httpx` for what a borrowed client becomes there), and
     a call imports nothing lazily (a fork in the middle of an import on a sender thread
     would leave the child a module lock that no thread there ever releases).
 
-    ``transport``: ``"httpx"`` sends every call through one keep-alive httpx client.
-    ``"auto"`` (default; ``$HACKAGENT_HTTP_TRANSPORT`` overrides it) does so too, except
-    for a plain ``http://`` base URL with no proxy in the environment, where a lean
-    keep-alive HTTP/1.1 transport on plain sockets
-    (:mod:`~hackagent_otel._delivery.fast_http`) carries the calls: on loopback or a LAN
-    the client's CPU is the whole cost, and httpx's calls from several sender threads
-    serialize on the interpreter lock (measured: 0.8x one sequential httpx client with
-    httpx, about 4x with the lean transport). https, proxies and clients built with
-    :meth:`from_httpx` always use httpx.
+    ``timeout`` bounds each phase of a call (connect, each write, each read, waiting for
+    a pooled connection); ``deadline`` bounds the whole call, in seconds, so a server
+    that trickles its answer cannot hold a sender longer (``None``: the longer of
+    :data:`DEFAULT_DEADLINE` and the timeout's connect + read time). An answer's body is
+    read up to ``max_answer_bytes``. Redirects are not followed, except a 307 or 308 to
+    the same origin (scheme, host and port), up to :data:`MAX_REDIRECTS` times; any other
+    is a rejection naming where it pointed.
     """
 
     def __init__(
@@ -112,36 +120,26 @@ class HackAgentClient:
         auth_header_name: str = "Authorization",
         auth_prefix: str = "Bearer",
         max_connections: int = 32,
-        transport: Literal["auto", "httpx"] | None = None,
+        deadline: float | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
-        if transport is None:
-            transport = "httpx" if os.environ.get(TRANSPORT_ENV, "").lower() == "httpx" else "auto"
         merged: dict[str, str] = {**_JSON_HEADERS, **(headers or {})}
         if api_key:
             merged[auth_header_name] = f"{auth_prefix} {api_key}" if auth_prefix else api_key
+        timeout = _as_timeout(timeout)
         self._settings: dict[str, Any] = {
             "base_url": _with_trailing_slash(base_url),
             "headers": merged,
             "timeout": timeout,
             "verify": verify,
-            "limits": httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            "follow_redirects": False,
+            "max_connections": max_connections,
+            "max_answer_bytes": max_answer_bytes,
         }
+        self._transport: Transport = OwnTransport(**self._settings)
         self._owned = True
-        self._client: httpx.Client = httpx.Client(**self._settings)
+        self._deadline = _deadline_for(timeout, deadline)
         self._pid = os.getpid()
         self._closed = False
-        self._fast: StdlibHTTP | None = None
-        if transport == "auto" and plain_http_without_proxy(base_url):
-            connect, read = _timeouts(timeout)
-            self._fast = StdlibHTTP(
-                base_url,
-                {"User-Agent": "hackagent-otel", **merged},
-                connect_timeout=connect,
-                read_timeout=read,
-            )
 
     # -- construction ------------------------------------------------------------------
     @classmethod
@@ -174,13 +172,25 @@ class HackAgentClient:
         return cls(base_url, token, **kwargs)
 
     @classmethod
-    def from_httpx(cls, client: httpx.Client) -> HackAgentClient:
+    def from_httpx(
+        cls,
+        client: httpx.Client,
+        *,
+        deadline: float | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+    ) -> HackAgentClient:
         """Use a configured ``httpx.Client`` as is: its base URL, headers and auth apply.
 
-        The client is never closed by us. It must have a ``base_url``. In a forked child
-        a new ``httpx.Client`` is built from its base URL, headers, auth, cookies and
-        timeout (a custom transport or TLS setting is not carried over), because the
-        parent's pooled connections must not be shared.
+        The client is never closed by us. It must have a ``base_url``. Our calls are
+        sent with ``follow_redirects=False`` whatever the client's own setting, so its
+        credentials never follow a redirect to another host. The deadline is kept less
+        tightly than with our own client: each phase's timeout is cut to the time left
+        when the call starts and the body is abandoned once it passes, but a server that
+        trickles the answer's headers is bounded only by the client's read timeout.
+
+        In a forked child a new client of our own is built from its base URL, headers,
+        auth, cookies and timeout (a custom transport or TLS setting is not carried
+        over), because the parent's pooled connections must not be shared.
         """
         if not isinstance(client, httpx.Client):
             raise TypeError(f"expected an httpx.Client, got {type(client).__name__}")
@@ -193,13 +203,13 @@ class HackAgentClient:
             "auth": client.auth,
             "cookies": client.cookies,
             "timeout": client.timeout,
-            "follow_redirects": False,
+            "max_answer_bytes": max_answer_bytes,
         }
+        self._transport = BorrowedTransport(client, max_answer_bytes=max_answer_bytes)
         self._owned = False
-        self._client = client
+        self._deadline = _deadline_for(client.timeout, deadline)
         self._pid = os.getpid()
         self._closed = False
-        self._fast = None
         return self
 
     @classmethod
@@ -243,57 +253,33 @@ class HackAgentClient:
         digest = hashlib.sha256(repr((headers, id(auth) if auth else None)).encode())
         return self.base_url, digest.hexdigest()
 
-    def send(self, record: Request) -> Outcome:
-        """Make ``record``'s call once; never raises for network or HTTP trouble."""
-        content = record.body
+    def send(self, request: Request) -> Outcome:
+        """Make ``request``'s call once; never raises for network or HTTP trouble.
+
+        The call, redirects followed included, ends by its deadline.
+        """
         if self._closed:
             return Transient("client closed")
-        if self._fast is not None:
-            # Plain sockets: no OpenTelemetry instrumentation wraps them, so nothing to
-            # suppress (httpx below is instrumented, and is suppressed).
-            return self._send_fast(self._fast, record, content)
-        try:
-            with suppress_instrumentation():
-                response = self._http().request(
-                    record.method,
-                    record.path.lstrip("/"),
-                    content=content,
-                    headers=_JSON_HEADERS,
-                )
-        except httpx.TimeoutException as exc:
-            return Transient(f"timeout ({type(exc).__name__})")
-        except httpx.UnsupportedProtocol as exc:
-            return Rejected(0, f"bad API URL: {exc}")
-        except httpx.HTTPError as exc:
-            return Transient(f"{type(exc).__name__}: {exc}"[:_MAX_REASON])
-        except (OSError, RuntimeError) as exc:  # e.g. client closed under us
-            return Transient(f"{type(exc).__name__}: {exc}"[:_MAX_REASON])
-        return _outcome(response)
-
-    @property
-    def transport(self) -> Literal["stdlib", "httpx"]:
-        """Which transport carries the calls (see the class docstring)."""
-        return "stdlib" if self._fast is not None else "httpx"
+        transport = self._transport_here()
+        deadline = time.monotonic() + self._deadline
+        target = request.path.lstrip("/")
+        with suppress_instrumentation():
+            for _ in range(MAX_REDIRECTS + 1):
+                try:
+                    answer = transport.request(request.method, target, request.body, deadline)
+                except TransportError as exc:
+                    return outcome_of(exc)
+                followed = _same_origin_redirect(answer)
+                if followed is None:
+                    break
+                target = followed
+        return outcome_of(answer)
 
     def close(self) -> None:
         """Close the connections (only those we created); idempotent."""
         self._closed = True
-        if self._fast is not None:
-            self._fast.close()
         if self._owned and self._pid == os.getpid():
-            self._client.close()
-
-    def _send_fast(self, fast: StdlibHTTP, record: Request, content: bytes) -> Outcome:
-        try:
-            response = fast.request(record.method, record.path, content)
-        except TimeoutError as exc:
-            return Transient(f"timeout ({type(exc).__name__})")
-        except UnsafeRequest as exc:  # the same record would be refused every time
-            return Rejected(0, str(exc)[:_MAX_REASON])
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            # ValueError: a connection closed by shutdown under a blocked read.
-            return Transient(f"{type(exc).__name__}: {exc}"[:_MAX_REASON])
-        return _fast_outcome(response)
+            self._transport.close()
 
     def __enter__(self) -> HackAgentClient:
         return self
@@ -301,47 +287,80 @@ class HackAgentClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _http(self) -> httpx.Client:
+    def _transport_here(self) -> Transport:
         if self._pid != os.getpid():
             # Forked: the pooled sockets belong to the parent. Leave them alone (closing
             # a TLS socket here could disturb the parent's session) and start afresh.
             self._pid = os.getpid()
-            self._client = httpx.Client(**self._settings)
+            self._transport = OwnTransport(**self._settings)
             self._owned = True
-        return self._client
+        return self._transport
 
 
-def _outcome(response: httpx.Response) -> Outcome:
-    status = response.status_code
+def outcome_of(result: Answer | TransportError) -> Outcome:
+    """What an answer, or the lack of one, means for the record: the one mapping.
+
+    2xx is delivered (with the body as lazy JSON when it is JSON and was read whole; a
+    body cut short or over the cap still means the API took the record), 408, 429,
+    502, 503, 504 and timeouts and network errors are transient (with ``Retry-After``),
+    everything else is final: a redirect names where it pointed, another status carries
+    the start of the API's answer, and a request that cannot be sent is status 0.
+    """
+    if isinstance(result, TransportError):
+        if result.kind == "unsendable":
+            return Rejected(0, result.reason)
+        return Transient(result.reason)
+    status = result.status
     kind = classify_status(status)
     if kind == "delivered":
-        if "json" in response.headers.get("content-type", ""):
-            return Delivered(status, json_text=response.content)
+        if result.cut is None and "json" in result.content_type:
+            return Delivered(status, json_text=result.body)
         return Delivered(status)
     if kind == "transient":
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        return Transient(f"HTTP {status}", retry_after, status)
-    return Rejected(status, f"HTTP {status}: {response.text[:_MAX_REASON]}")
-
-
-def _fast_outcome(response: FastResponse) -> Outcome:
-    status = response.status
-    kind = classify_status(status)
-    if kind == "delivered":
-        if "json" in response.content_type:
-            return Delivered(status, json_text=response.body)
-        return Delivered(status)
-    if kind == "transient":
-        return Transient(f"HTTP {status}", parse_retry_after(response.retry_after), status)
-    text = response.body[:_MAX_REASON].decode("utf-8", "replace")
+        return Transient(f"HTTP {status}", parse_retry_after(result.retry_after), status)
+    if 300 <= status < 400:
+        where = repr(result.location[:200]) if result.location else "nowhere (no single Location)"
+        return Rejected(
+            status,
+            f"HTTP {status}: a redirect to {where} was not followed (only a 307 or 308 to "
+            f"the same origin is, {MAX_REDIRECTS} times at most); check the base URL",
+        )
+    text = result.body[:_MAX_REASON].decode("utf-8", "replace")
+    if result.cut is not None:
+        text += f" [answer {result.cut}]"
     return Rejected(status, f"HTTP {status}: {text}")
 
 
-def _timeouts(timeout: float | httpx.Timeout | None) -> tuple[float | None, float | None]:
-    """(connect, read) seconds from an httpx-style timeout."""
-    if isinstance(timeout, httpx.Timeout):
-        return timeout.connect, timeout.read
-    return timeout, timeout
+def _same_origin_redirect(answer: Answer) -> str | None:
+    """Where a 307 or 308 to the same scheme, host and port points (else ``None``).
+
+    Those two keep the method and body by definition; a redirect elsewhere would take
+    the credentials with it, and one that turns the call into a GET would lose it.
+    """
+    if answer.status not in (307, 308) or not answer.location:
+        return None
+    here = httpx.URL(answer.url)
+    try:
+        there = here.join(answer.location)
+    except httpx.InvalidURL:
+        return None
+    if (there.scheme, there.host, there.port) != (here.scheme, here.host, here.port):
+        return None
+    return str(there.copy_with(fragment=None))
+
+
+def _as_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+
+
+def _deadline_for(timeout: httpx.Timeout, deadline: float | None) -> float:
+    """``deadline`` if given, else the longer of the default and connect + read time."""
+    if deadline is not None:
+        if not deadline > 0:
+            raise ValueError("deadline must be > 0 seconds")
+        return float(deadline)
+    phases = sum(t for t in (timeout.connect, timeout.read) if t is not None)
+    return max(DEFAULT_DEADLINE, phases)
 
 
 def _with_trailing_slash(url: str) -> str:
