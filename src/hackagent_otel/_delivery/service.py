@@ -138,7 +138,7 @@ class DeliveryService:
         outbox_path: str | os.PathLike[str] | None = None,
         outbox_target: str | None = None,
         queue_size: int = 2048,
-        senders: int = 4,
+        senders: int = 8,
         policy: RetryPolicy | None = None,
         probe_policy: RetryPolicy | None = None,
         drain_batch: int = 256,
