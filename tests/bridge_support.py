@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from apps.attack_scenario import run_attack_scenario
 from apps.scenario import run_seed_scenario
 from hackagent_otel import StepTracker, TrackingContext, _tracer
 from hackagent_otel._delivery.client import HackAgentClient
@@ -63,6 +64,13 @@ def scenario_spans(run_id: str, result_id: str, *, nested: bool = False) -> list
                 with tracker.track_step("Inner", "STEP0_INNER"):
                     tracker.add_step_metadata("depth", 2)
         run_seed_scenario(tracker)
+        return list(exporter.get_finished_spans())
+
+
+def attack_spans(run_id: str) -> list[ReadableSpan]:
+    """Finished spans of the per-goal attack scenario, made by an app with no client."""
+    with private_provider() as exporter:
+        run_attack_scenario(None, run_id)
         return list(exporter.get_finished_spans())
 
 

@@ -14,6 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
+from apps.attack_scenario import attack_calls, expected_attack_calls, results_by_goal
 from apps.scenario import (
     CANARY,
     SCENARIO_RECORDS,
@@ -22,6 +23,7 @@ from apps.scenario import (
     without_otel,
 )
 from bridge_support import (
+    attack_spans,
     make_pipeline,
     new_ids,
     otlp_protobuf,
@@ -363,3 +365,26 @@ def test_a_uuid_in_upper_case_or_braces_still_groups_with_its_result() -> None:
     records, _, _ = order_records(shouted)
 
     assert calls(records, f"/result/{result_id}") == expected_result_calls(result_id)
+
+
+def test_a_per_goal_attack_through_the_bridge_makes_the_originals_calls_with_the_apis_ids(
+    fake_api: FakeHackAgentAPI, tmp_path: Path
+) -> None:
+    """Goals' Results are created from the spans of their creation, and their traces
+    follow once the API has answered, also when they come in a later export."""
+    run_id = str(uuid.uuid4())
+    spans = attack_spans(run_id)
+    first, second = spans[: len(spans) // 2], spans[len(spans) // 2 :]
+    pipeline = make_pipeline(tmp_path / "bridge.sqlite3", fake_api.base_url)
+    pipeline.start()
+    try:
+        assert pipeline.ingest(otlp_protobuf(first), PROTOBUF).rejected == 0
+        assert pipeline.ingest(otlp_protobuf(second), PROTOBUF).rejected == 0
+        assert fake_api.wait_for(lambda: len(fake_api.calls) >= 14, timeout=10)
+    finally:
+        pipeline.close(5.0)
+    ids = results_by_goal(fake_api)
+    assert fake_api.wait_for(lambda: len(fake_api.calls) >= 14, timeout=10)
+    results = [ids[0], ids[1]]
+    assert attack_calls(fake_api, run_id, results) == expected_attack_calls(run_id, *results)
+    assert len(fake_api.calls) == 14  # nothing twice, nothing else

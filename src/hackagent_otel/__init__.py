@@ -8,9 +8,12 @@ ever waiting on the network.
 
 from hackagent_otel import semconv
 from hackagent_otel._context import TrackingContext
+from hackagent_otel._coordinator import TrackingCoordinator
+from hackagent_otel._decorators import track_method, track_operation, track_pipeline
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
 from hackagent_otel._exporter import HackAgentSpanExporter
+from hackagent_otel._goals import Context, Tracker
 from hackagent_otel._processor import HackAgentSpanProcessor
 from hackagent_otel._propagation import ContextPropagatingExecutor, with_current_context
 from hackagent_otel._runs import trace_id_hex_for_run
@@ -20,6 +23,7 @@ from hackagent_otel._tracker import StepTracker
 __version__ = "0.1.0"
 
 __all__ = [
+    "Context",
     "ContextPropagatingExecutor",
     "EvaluationStatusEnum",
     "HackAgentClient",
@@ -29,12 +33,17 @@ __all__ = [
     "StepTracker",
     "StepTypeEnum",
     "Telemetry",
+    "Tracker",
     "TrackingContext",
+    "TrackingCoordinator",
     "__version__",
     "configure",
     "force_flush",
     "semconv",
     "shutdown",
     "trace_id_hex_for_run",
+    "track_method",
+    "track_operation",
+    "track_pipeline",
     "with_current_context",
 ]

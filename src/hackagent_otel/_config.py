@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+_logger = logging.getLogger("hackagent_otel")
+
 DEFAULT_SERVICE_NAME = "hackagent-pipeline"
+#: Seconds a read of a goal's Result id waits for its creation's answer, by default.
+DEFAULT_RESULT_ID_TIMEOUT = 5.0
 DEFAULT_BASE_URL = "https://api.hackagent.dev"
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 RECORDS_MODES = ("auto", "on", "off")
@@ -54,6 +59,9 @@ class Settings:
     redact_keys: tuple[str, ...] = ()
     #: In-process HackAgent records: ``on``, ``off``, or ``auto`` (see ``delivers_records``).
     records: str = "auto"
+    #: Seconds a read of a goal's Result id waits for its creation's answer
+    #: (``HACKAGENT_RESULT_ID_TIMEOUT``); past it the read gives ``None``.
+    result_id_timeout: float = DEFAULT_RESULT_ID_TIMEOUT
 
     @property
     def delivers_default_records(self) -> bool:
@@ -79,6 +87,7 @@ class Settings:
         outbox_path: str | os.PathLike[str] | None = None,
         redact_keys: tuple[str, ...] | list[str] | None = None,
         records: str | None = None,
+        result_id_timeout: float | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Settings:
         """Resolve every setting; raise ``ValueError`` naming a bad one."""
@@ -122,4 +131,27 @@ class Settings:
             outbox_path=Path(outbox_path).expanduser() if outbox_path else default_outbox_path(env),
             redact_keys=tuple(w.strip() for w in words),
             records=records_mode,
+            result_id_timeout=_seconds_setting(
+                result_id_timeout, env.get("HACKAGENT_RESULT_ID_TIMEOUT"), DEFAULT_RESULT_ID_TIMEOUT
+            ),
         )
+
+
+def _seconds_setting(given: float | None, env_value: str | None, default: float) -> float:
+    """A duration: the argument, else the env var; an invalid env value is warned about
+    and the default used, as the OpenTelemetry SDK does with its own settings."""
+    if given is not None:
+        if not given >= 0:  # negative or NaN
+            raise ValueError(f"a duration must be >= 0 seconds, not {given!r}")
+        return float(given)
+    text = _first(env_value)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        _logger.warning("invalid duration %r; using the default %s s", text, default)
+        return default
+    return value

@@ -33,6 +33,18 @@ class _HasSequenceCounter(Protocol):
     sequence_counter: int
 
 
+class _LinkableGoal(Protocol):
+    """A goal's Context (``hackagent_otel.Context``) a step tracker can be linked to."""
+
+    sequence_counter: int
+    _ref: str | None
+
+    @property
+    def result_id(self) -> str | None: ...
+
+    def _next_sequence(self) -> int: ...
+
+
 class _SequenceCounter:
     """A thread-safe counter; ``next()`` returns the incremented value, as the original."""
 
@@ -114,6 +126,9 @@ class TrackingContext:
         self._counter = _shared_counter(parent_result_id, sequence_counter)
         self._delegate: _HasSequenceCounter | None = None
         self._delegate_lock = threading.Lock()
+        # A goal whose Result the steps record to, known by its ref until the API's
+        # answer to its creation gives the id (see link_goal).
+        self._goal: _LinkableGoal | None = None
         # Metadata and progress recorded outside any step: adopted by the next step, with
         # the same bounds as a step's own (and how much those bounds dropped).
         self._pending_metadata: dict[str, tuple[int, str]] = {}
@@ -127,12 +142,33 @@ class TrackingContext:
     # -- identity ------------------------------------------------------------------
     @property
     def parent_result_id(self) -> str | None:
+        """The result steps record to. Linked to a goal whose Result's creation is still
+        on its way, reading it waits (bounded) for the API's id, as the goal's does."""
+        if self._result_id is None and self._goal is not None:
+            return self._goal.result_id
         return self._result_id
 
     @parent_result_id.setter
     def parent_result_id(self, value: str | None) -> None:
         self._result_id = value
         self._counter = _shared_counter(value, 0)
+
+    def _result_target(self) -> tuple[str, str] | None:
+        """Where step records go, without waiting: ``("id", result id)``, ``("ref", goal
+        ref)`` for a linked goal whose id may not be known yet, or ``None``."""
+        if self._result_id:
+            return ("id", str(self._result_id))
+        goal = self._goal
+        if goal is not None and goal._ref is not None:
+            return ("ref", goal._ref)
+        return None
+
+    def link_goal(self, goal: _LinkableGoal) -> None:
+        """Record steps on ``goal``'s Result and share its sequence counter (what
+        ``TrackingCoordinator`` does with goal 0), without waiting for the Result's id:
+        the records name the goal and reach the Result once the API has answered."""
+        self._goal = goal
+        self.delegate_sequence_to(goal)
 
     @property
     def is_enabled(self) -> bool:
@@ -181,6 +217,9 @@ class TrackingContext:
         delegate = self._delegate
         if delegate is None:
             return self._counter.next()
+        next_sequence = getattr(delegate, "_next_sequence", None)
+        if next_sequence is not None:  # our goal Context: its own lock serves both
+            return int(next_sequence())
         with self._delegate_lock:
             delegate.sequence_counter += 1
             return delegate.sequence_counter

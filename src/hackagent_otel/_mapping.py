@@ -57,11 +57,11 @@ def map_start(view: SpanView) -> Mapped:
     """The live start record of a step that has just started."""
     if view.attributes.get(semconv.KIND) != semconv.KIND_STEP:
         return NOTHING
-    result_id = _result_id(view)
-    if isinstance(result_id, Mapped):
-        return result_id
+    target = _result_target(view)
+    if isinstance(target, Mapped):
+        return target
     try:
-        return Mapped(records=(_start_trace(view, result_id),))
+        return Mapped(records=(_start_trace(view, target),))
     except _Unmappable as exc:
         return Mapped(problems=(f"{_where(view)}: {exc}",))
 
@@ -69,38 +69,79 @@ def map_start(view: SpanView) -> Mapped:
 def map_end(view: SpanView, *, include_start: bool) -> Mapped:
     """The records of a finished span; ``include_start`` when no live start was sent."""
     kind = view.attributes.get(semconv.KIND)
-    if kind == semconv.KIND_RUN_STATUS:
-        key = _run_id(view)
-    elif kind in (semconv.KIND_STEP, semconv.KIND_RESULT_STATUS):
-        key = _result_id(view)
-    else:
-        return NOTHING
-    if isinstance(key, Mapped):
-        return key
     try:
-        if kind == semconv.KIND_STEP:
-            return Mapped(records=_step_end(view, key, include_start))
         if kind == semconv.KIND_RUN_STATUS:
-            return Mapped(records=(_run_update(view, key),))
-        return Mapped(records=(_result_update(view, key),))
+            run_id = _run_id(view)
+            return run_id if isinstance(run_id, Mapped) else Mapped((_run_update(view, run_id),))
+        if kind == semconv.KIND_GOAL_CREATE:
+            return Mapped(records=_goal_creation(view))
+        if kind not in _ON_A_RESULT:
+            return NOTHING
+        target = _result_target(view)
+        if isinstance(target, Mapped):
+            return target
+        if kind == semconv.KIND_STEP:
+            return Mapped(records=_step_end(view, target, include_start))
+        if kind == semconv.KIND_GOAL_TRACE:
+            return Mapped(records=(_goal_trace(view, target),))
+        return Mapped(records=(_result_update(view, target),))
     except _Unmappable as exc:
         return Mapped(problems=(f"{_where(view)}: {exc}",))
+
+
+_ON_A_RESULT = frozenset(
+    {
+        semconv.KIND_STEP,
+        semconv.KIND_RESULT_STATUS,
+        semconv.KIND_GOAL_TRACE,
+        semconv.KIND_GOAL_VERDICT,
+    }
+)
 
 
 class _Unmappable(ValueError):
     """A span that says it is ours but lacks what its records need."""
 
 
-def _result_id(view: SpanView) -> str | Mapped:
-    """The span's result id, or why it has no records (none: spans only, as the original
-    skipped its traces; not a UUID: a problem)."""
-    raw = view.attributes.get(semconv.RESULT_ID)
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The Result a span's records go to: by its id, or by the goal ref whose creation's
+    answer will give the id (``needs``), with the ordering key its records share."""
+
+    path_id: str
+    key: str
+    needs: str | None = None
+
+
+def _result_target(view: SpanView) -> _Target | Mapped:
+    """Where the span's records go, or why it has none (no result: spans only, as the
+    original skipped its traces; a bad id or ref: a problem)."""
+    attrs = view.attributes
+    raw = attrs.get(semconv.RESULT_ID)
     result_id = _uuid_text(raw)
     if result_id is not None:
-        return result_id
+        return _Target(result_id, result_id)
+    ref = attrs.get(semconv.GOAL_REF)
+    if raw is None and ref is not None:
+        if not _is_goal_ref(ref):
+            return Mapped(problems=(f"{_where(view)}: goal ref {ref!r} is not goal:<uuid>",))
+        assert isinstance(ref, str)
+        return _Target(_records.REF, ref, ref)
     if raw is None:
         return NOTHING
     return Mapped(problems=(f"{_where(view)}: result id {raw!r} is not a UUID",))
+
+
+def _is_goal_ref(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value.startswith(GOAL_REF_PREFIX)
+        and _uuid_text(value[len(GOAL_REF_PREFIX) :]) is not None
+    )
+
+
+#: A goal ref is this prefix and a UUID.
+GOAL_REF_PREFIX = "goal:"
 
 
 def _run_id(view: SpanView) -> str | Mapped:
@@ -130,8 +171,8 @@ def _uuid_text(value: Any) -> str | None:
         return None
 
 
-def _start_trace(view: SpanView, result_id: str) -> Record:
-    return _start_record(view, result_id, _Step(view))
+def _start_trace(view: SpanView, target: _Target) -> Record:
+    return _start_record(view, target, _Step(view))
 
 
 class _Step:
@@ -149,7 +190,7 @@ class _Step:
         self.otel = _otel(view)
 
 
-def _start_record(view: SpanView, result_id: str, step: _Step) -> Record:
+def _start_record(view: SpanView, target: _Target, step: _Step) -> Record:
     attrs = view.attributes
     content: dict[str, Any] = {
         "step_name": step.name,
@@ -160,7 +201,7 @@ def _start_record(view: SpanView, result_id: str, step: _Step) -> Record:
             content[key] = _json_value(view, attrs[attribute])
     content["otel"] = step.otel
     sequence = _sequence(attrs, semconv.STEP_SEQUENCE_START)
-    return _trace_record(result_id, sequence, step.trace_type, content, step.created_at)
+    return _trace_record(target, sequence, step.trace_type, content, step.created_at)
 
 
 _START_CONTENT = (
@@ -170,19 +211,19 @@ _START_CONTENT = (
 )
 
 
-def _step_end(view: SpanView, result_id: str, include_start: bool) -> tuple[Record, ...]:
+def _step_end(view: SpanView, target: _Target, include_start: bool) -> tuple[Record, ...]:
     attrs = view.attributes
     step = _Step(view)
     name = step.name
     failed = attrs.get(semconv.STEP_STATUS) == semconv.STEP_STATUS_FAILED or (
         view.status == "ERROR" and semconv.STEP_STATUS not in attrs
     )
-    records: list[Record] = [_start_record(view, result_id, step)] if include_start else []
+    records: list[Record] = [_start_record(view, target, step)] if include_start else []
     error = _text(attrs.get(semconv.STEP_ERROR_MESSAGE, "")) if failed else ""
     if failed:
         records.append(
             _result_patch(
-                result_id,
+                target,
                 {
                     "evaluation_status": ERROR_STATUS,
                     "evaluation_notes": f"Pipeline failed at '{name}': {error}",
@@ -208,7 +249,7 @@ def _step_end(view: SpanView, result_id: str, include_start: bool) -> tuple[Reco
         otel["duration_ms"] = round((view.end_time_ns - view.start_time_ns) / 1e6, 3)
     content["otel"] = otel
     sequence = _sequence(attrs, semconv.STEP_SEQUENCE_END)
-    records.append(_trace_record(result_id, sequence, step.trace_type, content, step.created_at))
+    records.append(_trace_record(target, sequence, step.trace_type, content, step.created_at))
     return tuple(records)
 
 
@@ -245,7 +286,7 @@ def _run_update(view: SpanView, run_id: str) -> Record:
     )
 
 
-def _result_update(view: SpanView, result_id: str) -> Record:
+def _result_update(view: SpanView, target: _Target) -> Record:
     attrs = view.attributes
     status = _text(attrs.get(semconv.RESULT_EVALUATION_STATUS, ""))
     if status not in _EVALUATION_STATUSES:
@@ -256,23 +297,25 @@ def _result_update(view: SpanView, result_id: str) -> Record:
     }
     if semconv.RESULT_AGENT_SPECIFIC_DATA in attrs:
         body["agent_specific_data"] = _json_value(view, attrs[semconv.RESULT_AGENT_SPECIFIC_DATA])
-    return _result_patch(result_id, body, _seconds(view.end_time_ns or view.start_time_ns))
+    return _result_patch(target, body, _seconds(view.end_time_ns or view.start_time_ns))
 
 
 _RUN_STATUSES = frozenset(StatusEnum._value2member_map_)
 _EVALUATION_STATUSES = frozenset(EvaluationStatusEnum._value2member_map_)
 _STEP_TYPES = frozenset(StepTypeEnum._value2member_map_)
 _OTHER = StepTypeEnum.OTHER.value
+_NOT_EVALUATED = EvaluationStatusEnum.NOT_EVALUATED.value
 
 
-def _result_patch(result_id: str, body: dict[str, Any], created_at: float) -> Record:
+def _result_patch(target: _Target, body: dict[str, Any], created_at: float) -> Record:
     return Record(
         kind=_records.RESULT_UPDATE,
         method="PATCH",
-        path=f"/result/{result_id}",
+        path=f"/result/{target.path_id}",
         body=body,
-        ordering_key=result_id,
+        ordering_key=target.key,
         created_at=created_at,
+        needs=target.needs,
     )
 
 
@@ -282,15 +325,77 @@ def _trace_type(attrs: Mapping[str, Any]) -> str:
 
 
 def _trace_record(
-    result_id: str, sequence: int, step_type: str, content: dict[str, Any], created_at: float
+    target: _Target, sequence: int, step_type: str, content: Any, created_at: float
 ) -> Record:
     return Record(
         kind=_records.TRACE,
         method="POST",
-        path=f"/result/{result_id}/trace",
+        path=f"/result/{target.path_id}/trace",
         body={"sequence": sequence, "step_type": step_type, "content": content},
-        ordering_key=result_id,
+        ordering_key=target.key,
         created_at=created_at,
+        needs=target.needs,
+    )
+
+
+def _goal_creation(view: SpanView) -> tuple[Record, ...]:
+    """A goal's Result creation (``POST /run/{run}/result``, its id bound to the goal
+    ref) and its "Goal Setup" trace, as the original sent them on a 201."""
+    attrs = view.attributes
+    run_id = _run_id(view)
+    if isinstance(run_id, Mapped):
+        raise _Unmappable(run_id.problems[0] if run_id.problems else "no run id")
+    ref = attrs.get(semconv.GOAL_REF)
+    if not _is_goal_ref(ref):
+        raise _Unmappable(f"goal ref {ref!r} is not goal:<uuid>")
+    assert isinstance(ref, str)
+    goal = _text(attrs.get(semconv.GOAL_TEXT, ""))
+    index = attrs.get(semconv.GOAL_INDEX)
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise _Unmappable(f"goal index {index!r} is not an integer")
+    attack_type = attrs.get(semconv.ATTACK_TYPE)
+    attack = _text(attack_type) if attack_type is not None else None
+    metadata = _json_value(view, attrs.get(semconv.GOAL_METADATA, "{}"))
+    created_at = _seconds(view.start_time_ns)
+    creation = Record(
+        kind=_records.RESULT_CREATE,
+        method="POST",
+        path=f"/run/{run_id}/result",
+        body={
+            "run": run_id,
+            "request_payload": {"goal": goal, "goal_index": index, "attack_type": attack},
+            "evaluation_status": _NOT_EVALUATED,
+            "agent_specific_data": {
+                "goal": goal,
+                "goal_index": index,
+                **(metadata if isinstance(metadata, dict) else {}),
+            },
+        },
+        ordering_key=ref,
+        created_at=created_at,
+        provides=ref,
+    )
+    setup = _trace_record(
+        _Target(_records.REF, ref, ref),
+        _sequence(attrs, semconv.GOAL_SETUP_SEQUENCE),
+        _OTHER,
+        {"goal": goal, "goal_index": index, "attack_type": attack},
+        created_at,
+    )
+    return creation, setup
+
+
+def _goal_trace(view: SpanView, target: _Target) -> Record:
+    """An attempt, evaluation or custom trace of a goal: content as the tracker made it."""
+    attrs = view.attributes
+    step_type = _text(attrs.get(semconv.TRACE_STEP_TYPE, _OTHER))
+    content = _json_value(view, attrs.get(semconv.TRACE_CONTENT, "{}"))
+    return _trace_record(
+        target,
+        _sequence(attrs, semconv.TRACE_SEQUENCE),
+        step_type if step_type in _STEP_TYPES else _OTHER,
+        content,
+        _seconds(view.end_time_ns or view.start_time_ns),
     )
 
 

@@ -23,7 +23,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from hackagent_otel import _sanitize, _sdk_hooks, _tracer
+from hackagent_otel import _goals, _sanitize, _sdk_hooks, _tracer
 from hackagent_otel._config import Settings
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel._processor import HackAgentSpanProcessor
@@ -75,6 +75,7 @@ class Telemetry:
             if self._shut_down:
                 return
             self._shut_down = True
+        _goals.end_open_goals()
         runs.end_all(ended_by)
         if self.owns_provider:
             self.provider.shutdown()
@@ -141,10 +142,12 @@ def configure(
         telemetry = Telemetry(settings, provider, owned)
         if settings.otlp_enabled and (owned or otlp_endpoint):
             telemetry.add_processor(BatchSpanProcessor(_otlp_exporter(settings)))
+        _goals.set_id_resolver(None, settings.result_id_timeout)
         if settings.records != "off":
             router = SinkRouter(settings, default_enabled=settings.delivers_default_records)
             telemetry.records = HackAgentSpanProcessor(router)
             telemetry.add_processor(telemetry.records)
+            _goals.set_id_resolver(router.result_id)
         _tracer.source.use_provider(provider)
         _current = telemetry
         _register_exit_hook()
@@ -247,7 +250,9 @@ def shutdown() -> None:
     if telemetry is not None:
         telemetry.shutdown()
     else:
+        _goals.end_open_goals()
         runs.end_all("shutdown")
+    _goals.set_id_resolver(None)
     _tracer.source.reset()
     _sanitize.set_extra_secret_words(())
 

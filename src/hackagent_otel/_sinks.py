@@ -115,6 +115,13 @@ class SinkRouter:
         self._by_target[sender.target] = service
         return service
 
+    def result_id(self, run_id: str, ref: str, timeout: float) -> str | None:
+        """The id the API gave the Result ``ref`` names, from the delivery that sends the
+        run's records, waiting up to ``timeout`` seconds; ``None`` without in-process
+        records for the run, past the bound, or when the creation was refused."""
+        service = self(run_id)
+        return None if service is None else service.wait_for(ref, timeout)
+
     def sinks(self) -> Iterator[DeliveryService]:
         """Every service built so far (for flush, shutdown and stats)."""
         with self._lock:

@@ -238,8 +238,9 @@ class StepTracker:
                 semconv.STEP_TRACE_TYPE: _TRACE_TYPE_OTHER,
                 semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
             }
-            if ctx.parent_result_id:
-                attributes[semconv.RESULT_ID] = str(ctx.parent_result_id)
+            target = ctx._result_target()
+            if target is not None:
+                attributes[semconv.RESULT_ID if target[0] == "id" else semconv.GOAL_REF] = target[1]
             if config is not None:
                 attributes[semconv.STEP_CONFIG] = _sanitize.dumps(config)
             if input_data is not None:
@@ -414,18 +415,20 @@ class StepTracker:
         tracking is disabled, there is no valid result id, or the status is unknown.
         """
         ctx = self.context
-        if ctx.is_enabled and not ctx.parent_result_id:
+        target = ctx._result_target()
+        if ctx.is_enabled and target is None:
             self.logger.warning("hackagent_otel: cannot update result status: no result id")
             return False
         value = self._status_value(EvaluationStatusEnum, evaluation_status, "result")
-        if value is None:
+        if value is None or target is None:
             return False
+        where, result = target
 
         def attributes(run_id: str) -> dict[str, AttributeValue]:
             found: dict[str, AttributeValue] = {
                 semconv.KIND: semconv.KIND_RESULT_STATUS,
                 semconv.RUN_ID: run_id,
-                semconv.RESULT_ID: str(ctx.parent_result_id),
+                semconv.RESULT_ID if where == "id" else semconv.GOAL_REF: result,
                 semconv.RESULT_EVALUATION_STATUS: value,
                 semconv.RESULT_EVALUATION_NOTES: _sanitize.sanitize_text(
                     evaluation_notes or DEFAULT_EVALUATION_NOTES
@@ -437,7 +440,7 @@ class StepTracker:
 
         if not self._status_span(semconv.SPAN_RESULT_STATUS, attributes, "result"):
             return False
-        return ctx.get_result_uuid() is not None
+        return where == "ref" or ctx.get_result_uuid() is not None
 
     def _status_value(self, enum_type: type[_ApiEnum], status: object, what: str) -> str | None:
         """The API value of a status, or None (logged) when tracking is off or it is bad."""

@@ -22,6 +22,10 @@ KIND_RUN: Final = "run"
 KIND_STEP: Final = "step"
 KIND_RUN_STATUS: Final = "run_status"
 KIND_RESULT_STATUS: Final = "result_status"
+KIND_GOAL: Final = "goal"
+KIND_GOAL_CREATE: Final = "goal_create"
+KIND_GOAL_TRACE: Final = "goal_trace"
+KIND_GOAL_VERDICT: Final = "goal_verdict"
 
 # -- routing ------------------------------------------------------------------------
 RUN_ID: Final = "hackagent.run.id"
@@ -76,3 +80,44 @@ RESULT_AGENT_SPECIFIC_DATA: Final = "hackagent.result.agent_specific_data"
 #: How a run span ended: ``"status"`` (a terminal run status), ``"shutdown"``, ``"exit"``,
 #: or ``"reconfigure"`` (``configure()`` called again while the run was open).
 RUN_ENDED_BY: Final = "hackagent.run.ended_by"
+
+# -- goals (the per-goal Tracker: one Result per goal) ---------------------------------
+#: The goal's span: from ``create_goal_result`` to its verdict, in the run's trace.
+SPAN_GOAL: Final = "hackagent.goal"
+#: Zero-length spans under the goal's: its Result's creation and its verdict.
+SPAN_GOAL_CREATE: Final = "hackagent.goal.create"
+SPAN_GOAL_VERDICT: Final = "hackagent.goal.verdict"
+#: This process's name for the goal's Result until the API gives it an id (the 201
+#: answer to its creation): ``goal:<uuid4>``. Records that need the id name it.
+GOAL_REF: Final = "hackagent.goal.ref"
+GOAL_INDEX: Final = "hackagent.goal.index"
+#: The goal's text, sanitized and capped.
+GOAL_TEXT: Final = "hackagent.goal.text"
+ATTACK_TYPE: Final = "hackagent.attack.type"
+#: JSON: the sanitized ``initial_metadata`` of ``create_goal_result``.
+GOAL_METADATA: Final = "hackagent.goal.metadata"
+#: Sequence number of the goal's "Goal Setup" trace (1 unless delegated counters moved).
+GOAL_SETUP_SEQUENCE: Final = "hackagent.goal.setup_sequence"
+#: The verdict: True for a successful jailbreak; set on the goal span and its verdict.
+GOAL_SUCCESS: Final = "hackagent.goal.success"
+#: How many traces the goal had at its verdict (``total_traces`` in the record).
+GOAL_TOTAL_TRACES: Final = "hackagent.goal.total_traces"
+
+# -- goal traces (attempts, evaluations, custom traces: a zero-length span each) -----
+TRACE_SEQUENCE: Final = "hackagent.trace.sequence"
+TRACE_STEP_NAME: Final = "hackagent.trace.step_name"
+#: The trace's ``StepTypeEnum`` value.
+TRACE_STEP_TYPE: Final = "hackagent.trace.step_type"
+#: JSON: the trace's content as the original sent it, sanitized and capped.
+TRACE_CONTENT: Final = "hackagent.trace.content"
+#: Which of the Tracker's methods made it: ``interaction``, ``evaluation`` or ``custom``.
+TRACE_ORIGIN: Final = "hackagent.trace.origin"
+
+# -- OpenTelemetry GenAI semantic conventions, set on interaction traces whose data maps
+GEN_AI_OPERATION_NAME: Final = "gen_ai.operation.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_INPUT_MESSAGES: Final = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES: Final = "gen_ai.output.messages"
+GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
