@@ -393,6 +393,8 @@ def test_a_forked_childs_records_are_delivered_by_the_child(
 def test_sent_pending_and_rejected_add_up_to_the_records_made(
     api_otel: OTel, fake_api: FakeHackAgentAPI, env_outbox_path: Path, run_id: str
 ) -> None:
+    # The tracking counters are the process's: only what this test adds is its own.
+    errors_before = api_otel.telemetry.stats()["tracking"]["internal_errors"]
     fake_api.inject(Fault.status(400), times=2, path_prefix="/result/")
     fake_api.inject(Fault.status(503), times=2, path_prefix="/run/")
     results = [str(uuid.uuid4()) for _ in range(3)]
@@ -421,7 +423,7 @@ def test_sent_pending_and_rejected_add_up_to_the_records_made(
     assert delivery["dropped"] == 0
     assert counts.pending == 2
     assert delivery["sent"] + counts.pending + counts.rejected == made
-    assert stats["tracking"]["internal_errors"] == 0
+    assert stats["tracking"]["internal_errors"] == errors_before
 
 
 def test_without_an_api_records_wait_in_the_outbox(

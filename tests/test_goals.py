@@ -226,3 +226,25 @@ def test_context_equals_and_shows_like_the_originals_dataclass() -> None:
     assert Context("g", 0) == Context("g", 0)
     assert Context("g", 0) != Context("g", 1)
     assert "goal='g'" in repr(Context("g", 0))
+
+
+def test_an_attack_with_the_api_down_throughout_arrives_whole_once_the_api_is_back(
+    configure_api: ConfigureAPI, fake_api: FakeHackAgentAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HACKAGENT_RESULT_ID_TIMEOUT", "0.2")
+    configure_api()
+    fake_api.stop()
+    run_id = str(uuid.uuid4())
+    started = time.monotonic()
+    coordinator = run_attack_scenario(None, run_id)
+    assert time.monotonic() - started < 2  # one bounded wait for the ids, nothing else
+    assert coordinator.goal_tracker is not None
+    assert coordinator.goal_tracker.get_result_id(0) is None  # not created yet
+    assert hackagent_otel.force_flush(5_000)  # in the outbox: durable
+    fake_api.start()
+    assert fake_api.wait_for(lambda: len(fake_api.calls) >= 14, timeout=20)
+    ids = [coordinator.goal_tracker.get_result_id(i) for i in (0, 1)]
+    assert None not in ids
+    r0, r1 = (str(i) for i in ids)
+    assert attack_calls(fake_api, run_id, [r0, r1]) == expected_attack_calls(run_id, r0, r1)
+    assert len(fake_api.calls) == 14
