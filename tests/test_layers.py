@@ -37,7 +37,17 @@ def test_delivery_depends_on_records_only(path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["_tracker.py", "_context.py", "_runs.py", "_tracer.py", "_propagation.py"]
+    "name",
+    [
+        "_tracker.py",
+        "_context.py",
+        "_goals.py",
+        "_coordinator.py",
+        "_decorators.py",
+        "_runs.py",
+        "_tracer.py",
+        "_propagation.py",
+    ],
 )
 def test_the_tracker_side_uses_the_opentelemetry_api_only(name: str) -> None:
     imports = imports_of(PACKAGE / name)

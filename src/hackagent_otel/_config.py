@@ -8,11 +8,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hackagent_otel._goals import DEFAULT_RESULT_ID_TIMEOUT
+
 _logger = logging.getLogger("hackagent_otel")
 
 DEFAULT_SERVICE_NAME = "hackagent-pipeline"
-#: Seconds a read of a goal's Result id waits for its creation's answer, by default.
-DEFAULT_RESULT_ID_TIMEOUT = 5.0
+
 DEFAULT_BASE_URL = "https://api.hackagent.dev"
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 RECORDS_MODES = ("auto", "on", "off")

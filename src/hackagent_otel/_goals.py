@@ -45,7 +45,6 @@ from opentelemetry.trace import Link, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import _sanitize, _tracer, semconv
-from hackagent_otel._config import DEFAULT_RESULT_ID_TIMEOUT
 from hackagent_otel._enums import EvaluationStatusEnum, StepTypeEnum, enum_value
 from hackagent_otel._forksafe import renew_after_fork
 from hackagent_otel._routing import routes
@@ -55,6 +54,9 @@ from hackagent_otel._tracker import _exception_attributes, stats
 __all__ = ["DEFAULT_RESULT_ID_TIMEOUT", "Context", "Tracker", "set_id_resolver"]
 
 _logger = logging.getLogger("hackagent_otel")
+
+#: Seconds a read of a goal's Result id waits for its creation's answer, by default.
+DEFAULT_RESULT_ID_TIMEOUT = 5.0
 
 #: A goal's text on its spans and records is capped at this many characters.
 MAX_GOAL_CHARS = 16_384

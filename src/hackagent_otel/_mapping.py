@@ -12,6 +12,14 @@ For a step on a result (``hackagent.kind = step``):
   progress_log?, error_message?}``.
 
 Run and result status spans become ``PATCH /run/{run}`` and ``PATCH /result/{result}``.
+
+Goals (the per-goal ``Tracker``): a creation span becomes ``POST /run/{run}/result``,
+which ``provides`` the goal's ref (its answer's id is bound to it), and the "Goal
+Setup" trace; trace and verdict spans become ``POST /result/{ref}/trace`` and
+``PATCH /result/{ref}``, which ``need`` the ref: delivery fills the id in. A step
+linked to a goal (goal 0 of a coordinator) names the goal's ref instead of a result
+id, so its records wait for the same creation. All of a goal's records share the ref
+as their ordering key.
 Every trace's content also carries an ``otel`` object (trace and span ids, times,
 duration) that the original did not have. Values read back from span attributes of
 spans from elsewhere (the bridge) are sanitized again, so they cannot smuggle secrets
