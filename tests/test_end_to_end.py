@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import hackagent_otel
@@ -442,3 +443,97 @@ def test_without_an_api_records_wait_in_the_outbox(
     ]
     assert bodies == expected_result_calls(result_id)
     assert telemetry.stats()["mapping"]["records"] == len(pending) == SCENARIO_RECORDS
+
+
+# -- child processes ---------------------------------------------------------------------
+
+
+def _all_delivered_in_order(api: FakeHackAgentAPI, results: list[str], per_result: int) -> int:
+    """Every record of every result arrived, first arrivals in sequence order; returns
+    how many arrived twice (a child stopped after the API took a record and before its
+    outbox row was settled: at least once, never lost)."""
+    for result in results:
+        arrived = [t["sequence"] for t in api.traces_for(result)]
+        first = list(dict.fromkeys(arrived))
+        assert first == list(range(1, per_result + 1)), (result, arrived)
+    return len(api.duplicate_traces())
+
+
+def _push_what_children_left(api: FakeHackAgentAPI, outbox: Path) -> None:
+    """What a child's drain had not sent before it exited waits in the outbox: the
+    README's recovery path delivers it."""
+    from hackagent_otel._delivery.client import HackAgentClient
+    from hackagent_otel._delivery.push import push
+
+    if outbox.exists():
+        with Outbox(outbox) as box, HackAgentClient(api.base_url, api.api_key) as client:
+            assert push(box, client).complete
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_records_made_in_multiprocessing_children_reach_the_api_or_the_outbox(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, env_outbox_path: Path, method: str
+) -> None:
+    """Pool workers and Process children end through os._exit (or are terminated):
+    their records are committed to the outbox as they are made, so none is lost."""
+    import multiprocessing
+
+    from apps.children import RECORDS_PER_CHILD, configure_child, tracked_steps
+
+    context = multiprocessing.get_context(method)
+    run_id = str(uuid.uuid4())
+    tasks = [(run_id, str(uuid.uuid4())) for _ in range(6)]
+    outbox = api_outbox(env_outbox_path, fake_api)
+    init = (fake_api.base_url, fake_api.api_key, str(env_outbox_path))
+    initializer = None if method == "fork" else configure_child
+    pool = context.Pool(3, initializer=initializer, initargs=init if initializer else ())
+    try:
+        pids = pool.map(tracked_steps, tasks)
+    finally:
+        pool.terminate()  # what `with Pool()` does: SIGTERM to the workers
+        pool.join()
+    children = [(run_id, str(uuid.uuid4())) for _ in range(2)]
+    processes = [context.Process(target=_child_main, args=(method, init, ids)) for ids in children]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    assert len(set(pids)) >= 1
+    _push_what_children_left(fake_api, outbox)
+    results = [ids[1] for ids in tasks + children]
+    duplicates = _all_delivered_in_order(fake_api, results, RECORDS_PER_CHILD)
+    print(f"\n{method}: {len(results) * RECORDS_PER_CHILD} records, {duplicates} twice")
+
+
+def _child_main(method: str, init: tuple[str, str, str], ids: tuple[str, str]) -> None:
+    from apps.children import configure_child, tracked_steps
+
+    if method != "fork":
+        configure_child(*init)
+    tracked_steps(ids)
+
+
+def test_records_of_a_pre_fork_worker_that_ends_with_os_exit_are_not_lost(
+    api_otel: OTel, fake_api: FakeHackAgentAPI, env_outbox_path: Path
+) -> None:
+    """A gunicorn-style worker: forked from the configured master, it works and leaves
+    through os._exit, so no exit hook of ours ever runs in it."""
+    from apps.children import RECORDS_PER_CHILD, tracked_steps
+
+    run_id = str(uuid.uuid4())
+    results = [str(uuid.uuid4()) for _ in range(3)]
+    for result in results:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the worker
+            code = 1
+            try:
+                tracked_steps((run_id, result))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    _push_what_children_left(fake_api, api_outbox(env_outbox_path, fake_api))
+    duplicates = _all_delivered_in_order(fake_api, results, RECORDS_PER_CHILD)
+    print(f"\npre-fork: {len(results) * RECORDS_PER_CHILD} records, {duplicates} twice")

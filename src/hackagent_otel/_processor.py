@@ -8,24 +8,29 @@ HackAgent spans as RECORD_ONLY), so records do not depend on the user's sampler.
 
 The pipeline's thread only appends the span to a queue; mapping to records and
 delivery happen on a background thread. If that thread falls far behind, the caller
-maps the span itself rather than drop it (backpressure, counted).
+maps the span itself rather than drop it (backpressure, counted). In a child process
+(forked, or started by multiprocessing) the caller maps each span itself and commits
+its records to the outbox before going on, since such children often end without
+running exit hooks.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from hackagent_otel import _mapping, semconv
+from hackagent_otel._forksafe import register
 from hackagent_otel._records import Record
 from hackagent_otel._spanview import SpanView, from_sdk_span
 
@@ -47,6 +52,8 @@ class RecordSink(Protocol):
 
     def submit(self, record: Record) -> None: ...
 
+    def accept_durably(self, records: Sequence[Record]) -> None: ...
+
     def force_flush(self, timeout: float) -> bool: ...
 
     def shutdown(self, timeout: float) -> bool: ...
@@ -61,6 +68,7 @@ class MappingCounters:
         self.records = 0
         self.unmappable = 0
         self.inline = 0
+        self.not_durable = 0
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -69,6 +77,7 @@ class MappingCounters:
                 "records": self.records,
                 "unmappable": self.unmappable,
                 "mapped_inline": self.inline,
+                "not_durable": self.not_durable,
             }
 
 
@@ -113,9 +122,13 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._stopping = False
         self._detached = False
         self._pid = os.getpid()
+        # In a child process (forked, or started by multiprocessing) records are
+        # committed to the outbox as they are made: such children often end through
+        # os._exit (multiprocessing, pre-fork servers) or SIGTERM (Pool.terminate), so
+        # nothing kept in memory until exit would survive them.
+        self._durable = multiprocessing.parent_process() is not None
         LIVE_PROCESSORS.add(self)
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._after_fork_in_child)
+        register(self._after_fork_in_child)
 
     # -- SpanProcessor -------------------------------------------------------------------
     def detach(self) -> None:
@@ -185,6 +198,10 @@ class HackAgentSpanProcessor(SpanProcessor):
     def _enqueue(self, phase: int, span: ReadableSpan) -> None:
         if self._pid != os.getpid():
             self._after_fork_in_child()
+        if self._durable:
+            with self._map_lock:
+                self._map_guarded(phase, span)
+            return
         if self._stopping:  # shut down: the sink counts what it can no longer take
             self._map_guarded(phase, span)
             return
@@ -260,7 +277,33 @@ class HackAgentSpanProcessor(SpanProcessor):
             if phase == _START
             else _mapping.map_end(view, include_start=False)
         )
-        submit_mapped(mapped, sink, self.counters)
+        if self._durable and mapped.records:
+            self._commit(mapped, sink)
+        else:
+            submit_mapped(mapped, sink, self.counters)
+
+    def _commit(self, mapped: _mapping.Mapped, sink: RecordSink) -> None:
+        """In a child process: the records into the outbox now, before the caller goes
+        on (delivery sends them from there); if the outbox cannot take them, they are
+        queued in memory, as in the parent, and that is counted and logged."""
+        try:
+            sink.accept_durably(mapped.records)
+        except Exception as exc:
+            with self.counters.lock:
+                self.counters.not_durable += len(mapped.records)
+            _logger.warning(
+                "hackagent_otel: a child process could not commit %d record(s) to the "
+                "outbox (%s); they wait in memory and are lost if it exits at once",
+                len(mapped.records),
+                exc,
+            )
+            submit_mapped(mapped, sink, self.counters)
+            return
+        with self.counters.lock:
+            self.counters.records += len(mapped.records)
+            self.counters.unmappable += len(mapped.problems)
+        for problem in mapped.problems:
+            _logger.warning("hackagent_otel: span left without records: %s", problem)
 
     def stats(self) -> dict[str, int]:
         """Spans mapped, records produced, spans that could not be mapped, backlog."""
@@ -288,3 +331,4 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._worker = None
         self._idle = True
         self._enqueued = self._done = 0
+        self._durable = True

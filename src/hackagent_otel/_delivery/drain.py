@@ -135,12 +135,15 @@ def send_rows(
     outbox: Outbox | None,
     *,
     stop: Callable[[], bool] = lambda: False,
-    on_settled: Callable[[], None] = lambda: None,
+    settle_each: bool = False,
 ) -> Batch:
     """Send ``rows`` in order; stop at the first transient failure (or ``stop()``).
 
     The rows after a stop are released untouched; a transient failure counts an
-    attempt on its row. ``on_settled`` is called after each row that was settled.
+    attempt on its row. A delivered provider is committed at once (see
+    :func:`_settle_now`); with ``settle_each`` every delivered row is, which costs a
+    commit per row and narrows the window in which a process that stops suddenly (a
+    child ended by ``os._exit`` or SIGTERM) leaves a delivered row to be sent again.
     """
     batch = Batch()
     settlement = batch.settlement
@@ -159,8 +162,10 @@ def send_rows(
             break
         value = learn_answer(row.call, outcome, bindings)
         if isinstance(outcome, Delivered):
-            if value is not None and row.call.provides is not None:
-                _settle_provider(outbox, settlement, row, row.call.provides, value)
+            name = row.call.provides
+            bound = {name: value} if name is not None and value is not None else {}
+            if bound or settle_each:
+                _settle_now(outbox, settlement, row, bound)
             else:
                 settlement.delivered.append(row.id)
             batch.sent += 1
@@ -173,24 +178,23 @@ def send_rows(
             )
             settlement.rejected.append((row.id, outcome.status, outcome.reason))
             batch.rejected += 1
-        on_settled()
     return batch
 
 
-def _settle_provider(
-    outbox: Outbox | None, settlement: Settlement, row: OutboxRow, name: str, value: str
+def _settle_now(
+    outbox: Outbox | None, settlement: Settlement, row: OutboxRow, bound: dict[str, str]
 ) -> None:
-    """Commit a delivered provider and its id now, before any dependent is sent: a
+    """Commit a delivered row (and the id it provides) now, before the next is sent: a
     crash between its answer and the next call then neither loses the id nor sends the
-    creation twice. If the outbox cannot take it now, it is settled with the batch."""
+    row twice. If the outbox cannot take it now, it is settled with the batch."""
     if outbox is not None:
         try:
-            outbox.settle(Settlement(delivered=[row.id], bindings={name: value}))
+            outbox.settle(Settlement(delivered=[row.id], bindings=bound))
             return
         except OutboxError as exc:
-            _log.info("a provider's id is kept with its batch: %s", exc)
+            _log.info("a delivered row is settled with its batch: %s", exc)
     settlement.delivered.append(row.id)
-    settlement.bindings[name] = value
+    settlement.bindings.update(bound)
 
 
 def claim(outbox: Outbox, limit: int, *, recover: bool = False) -> list[OutboxRow] | None:

@@ -37,6 +37,8 @@ the parent, which still delivers them), with its own threads, connections and ou
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import multiprocessing.util
 import os
 import threading
 import time
@@ -67,6 +69,9 @@ from hackagent_otel._records import Call, Record
 __all__ = ["DeliveryService", "DeliveryStats"]
 
 _log = logging.getLogger("hackagent_otel.delivery")
+
+#: How long a multiprocessing child that ends normally waits for its records' delivery.
+CHILD_EXIT_FLUSH_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -163,8 +168,14 @@ class DeliveryService:
         self._clock = clock
         self._shutdown_result: bool | None = None
         self.bindings = Bindings()
+        # A child process (forked, or started by multiprocessing) often ends without
+        # warning: its drain commits each delivered row at once (see drain.send_rows).
+        self._in_child = multiprocessing.parent_process() is not None
         self._init_state()
         register(self._after_fork_in_child)
+        if self._in_child:
+            self._flush_at_child_exit()
+        multiprocessing.util.register_after_fork(self, DeliveryService._flush_at_child_exit)
 
     def _init_state(self) -> None:
         """(Re)build every lock, queue, counter and thread slot (also after fork)."""
@@ -768,6 +779,7 @@ class DeliveryService:
                 self.bindings,
                 self._spool.opened,
                 stop=lambda: self._closing,
+                settle_each=self._in_child,
             )
         finally:
             with self._lock:
@@ -922,9 +934,21 @@ class DeliveryService:
         lowest = self._queue.lowest_unsettled()
         return lowest is None or lowest > target
 
+    def _flush_at_child_exit(self) -> None:
+        """A multiprocessing child that ends normally runs its finalizers, not the
+        interpreter's exit hooks: deliver what its drain still has then (bounded), so
+        fewer rows are left to be sent again by whoever drains the outbox next."""
+        multiprocessing.util.Finalize(
+            self,
+            DeliveryService.force_flush,
+            args=(self, CHILD_EXIT_FLUSH_SECONDS),
+            exitpriority=10,
+        )
+
     def _after_fork_in_child(self) -> None:
         self._init_state()
         self._shutdown_result = None
+        self._in_child = True
 
 
 def _unbounded(policy: RetryPolicy) -> RetryPolicy:
