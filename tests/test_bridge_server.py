@@ -1,5 +1,6 @@
 """``hackagent-otel bridge`` / ``bridge.run``: start-up failures, SIGTERM, the CLI, and
-the server under hostile clients (slow bodies), over raw loopback sockets."""
+the server under hostile clients (slow headers and bodies, half-open connections, too
+many of them, a low descriptor limit), over raw loopback sockets."""
 
 from __future__ import annotations
 
@@ -126,22 +127,24 @@ def test_the_cli_passes_the_limits_for_hostile_clients_to_the_settings(
         return 0
 
     monkeypatch.setattr(hackagent_otel.bridge, "run", fake_run)
-    argv = ["bridge", "--max-buffered-bytes", "8192", "--body-timeout", "4"]
+    argv = ["bridge", "--max-connections", "9", "--max-buffered-bytes", "8192"]
+    argv += ["--header-timeout", "1.5", "--body-timeout", "4"]
 
     assert main(argv) == 0
     (settings,) = seen
-    assert (settings.max_buffered_bytes, settings.body_timeout) == (8192, 4.0)
+    assert (settings.max_connections, settings.max_buffered_bytes) == (9, 8192)
+    assert (settings.header_timeout, settings.body_timeout) == (1.5, 4.0)
 
 
-# -- hostile clients: slow bodies ---------------------------------------------------------
+# -- hostile clients: slow, half-open and too many connections --------------------------
 
 PROTOBUF_HEADERS = {"Content-Type": "application/x-protobuf"}
 
 
 @pytest.fixture
 def serve_bridge(tmp_path: Path) -> Iterator[Callable[..., ServedBridge]]:
-    """Serve a bridge (outbox only); keyword arguments go to BridgeSettings. Stopped at
-    teardown."""
+    """Serve a bridge (outbox only) as ``hackagent-otel bridge`` configures uvicorn;
+    keyword arguments go to BridgeSettings. Stopped at teardown."""
     stack = contextlib.ExitStack()
     started = iter(range(1_000))
 
@@ -256,6 +259,80 @@ def test_a_body_trickled_past_the_body_timeout_is_408_and_the_connection_closed(
     assert bridge.app.metrics.value("hackagent_bridge_requests_total", code="408") == 1
 
 
+@pytest.mark.parametrize(
+    "first", [b"", b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "half-headers"]
+)
+def test_a_connection_that_sends_no_complete_headers_is_closed_after_the_header_timeout(
+    serve_bridge: Callable[..., ServedBridge], first: bytes
+) -> None:
+    bridge = serve_bridge(header_timeout=0.5)
+    sock = connect(bridge.port, first)
+
+    with sock:
+        answer, closed_after = read_until_closed(sock, timeout=5)
+
+    print(f"\nno complete headers ({first!r}): closed after {closed_after:.2f} s")
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert 0.4 < closed_after < 2.0
+
+
+def test_the_header_timeout_counts_again_from_the_answer_to_the_previous_request(
+    serve_bridge: Callable[..., ServedBridge], export_body: bytes
+) -> None:
+    bridge = serve_bridge(header_timeout=0.5)
+    with connect(bridge.port) as sock:
+        for _ in range(3):  # a keep-alive client, well within the timeout each time
+            time.sleep(0.3)
+            sock.sendall(request_head(bridge.port, len(export_body)) + export_body)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"POST /v1/traces HTTP/1.1\r\n")  # then one that stops half way
+        answer, closed_after = read_until_closed(sock, timeout=5)
+
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert closed_after < 2.0
+
+
+def test_past_max_connections_a_new_one_closes_the_one_waiting_longest_for_headers(
+    serve_bridge: Callable[..., ServedBridge], export_body: bytes
+) -> None:
+    bridge = serve_bridge(max_connections=10, header_timeout=60)
+    connections = bridge.server.server_state.connections
+    half_open = []
+    for _ in range(10):
+        half_open.append(connect(bridge.port, b"POST /v1/traces HTTP/1.1\r\n"))
+        wait_for(lambda: len(connections) == len(half_open), "the server to see the connection")
+
+    response = httpx.post(
+        bridge.traces_url, content=export_body, headers=PROTOBUF_HEADERS, timeout=5
+    )
+
+    assert response.status_code == 200
+    oldest_answer, oldest_closed = read_until_closed(half_open[0], timeout=2)
+    assert oldest_answer.startswith(b"HTTP/1.1 408 ")
+    assert oldest_closed < 2
+    _, newest_closed = read_until_closed(half_open[-1], timeout=0.2)
+    assert newest_closed == math.inf  # only the oldest made room
+    assert len(connections) <= 10
+    for sock in half_open:
+        sock.close()
+
+
+def test_past_max_connections_with_every_one_mid_request_a_new_one_is_503_with_retry_after(
+    serve_bridge: Callable[..., ServedBridge],
+) -> None:
+    bridge = serve_bridge(max_connections=4, retry_after_seconds=7)
+    connections = bridge.server.server_state.connections
+
+    with trickling(bridge.port, 4):
+        wait_for(lambda: len(connections) == 4, "four connections")
+        with connect(bridge.port) as sock:
+            answer, closed_after = read_until_closed(sock, timeout=5)
+
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert b"retry-after: 7" in answer.lower()
+    assert closed_after < 1.0
+
+
 def test_bodies_held_past_max_buffered_bytes_are_429_and_their_bytes_are_returned(
     serve_bridge: Callable[..., ServedBridge], export_body: bytes
 ) -> None:
@@ -286,3 +363,73 @@ def test_a_refused_request_trickling_its_body_is_answered_and_closed_after_the_d
     assert answer.startswith(b"HTTP/1.1 401 ")
     assert b"connection: close" in answer.lower()
     assert closed_after < DRAIN_SECONDS + 1.5
+
+
+def test_1100_half_open_connections_under_ulimit_1024_exhaust_no_descriptor_nor_flood_the_log(
+    tmp_path: Path, export_body: bytes
+) -> None:
+    port = free_port()
+    log_path = tmp_path / "bridge.log"
+    # The bridge under `ulimit -n 1024`, set in its own interpreter before it starts.
+    limited = (
+        "import resource, runpy, sys; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)); "
+        "sys.argv = ['hackagent-otel', *sys.argv[1:]]; "
+        "runpy.run_module('hackagent_otel', run_name='__main__')"
+    )
+    argv = [sys.executable, "-c", limited, "bridge", "--port", str(port)]
+    argv += ["--outbox", str(tmp_path / "bridge.sqlite3"), "--header-timeout", "2"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            env={**bridge_env(), "HACKAGENT_BRIDGE_TOKEN": "s3cr3t"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    half_open: list[socket.socket] = []
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _ready(base) or proc.poll() is not None, "the bridge", timeout=20)
+        assert proc.poll() is None, log_path.read_text()
+        descriptors = [len(os.listdir(f"/proc/{proc.pid}/fd"))]
+        for _ in range(1100):
+            half_open.append(connect(port, b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"))
+            if len(half_open) % 100 == 0:
+                descriptors.append(len(os.listdir(f"/proc/{proc.pid}/fd")))
+        headers = {**PROTOBUF_HEADERS, "Authorization": "Bearer s3cr3t"}
+        started = time.monotonic()
+        response = httpx.post(f"{base}/v1/traces", content=export_body, headers=headers, timeout=10)
+        took = time.monotonic() - started
+        time.sleep(3)  # past the header timeout: the rest are closed
+        with httpx.Client(timeout=10) as http:
+            after = [
+                http.post(f"{base}/v1/traces", content=export_body, headers=headers)
+                for _ in range(3)
+            ]
+        log_size = log_path.stat().st_size
+        log_text = log_path.read_text()
+        alive = proc.poll() is None
+    finally:
+        for sock in half_open:
+            sock.close()
+        proc.terminate()
+        proc.wait(20)
+
+    print(
+        f"\n1,100 half-open: export {response.status_code} in {took:.3f} s, "
+        f"descriptors at most {max(descriptors)} of 1024, log {log_size} bytes"
+    )
+    assert response.status_code == 200
+    assert took < 5.0
+    assert [a.status_code for a in after] == [200, 200, 200]
+    assert alive
+    assert max(descriptors) < 1024 - 64
+    assert "Too many open files" not in log_text
+    assert log_size < 16 * 1024, log_text[-4000:]
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

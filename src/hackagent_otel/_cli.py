@@ -71,6 +71,17 @@ def add_bridge_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="request body bytes held in memory at once before 429 (default: 64 MiB)",
     )
     bridge.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections; past it the slowest to send headers is closed (default: 512)",
+    )
+    bridge.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time a connection may take to send request headers (default: 10)",
+    )
+    bridge.add_argument(
         "--body-timeout",
         type=float,
         metavar="SECONDS",
@@ -117,6 +128,8 @@ def _run_bridge(args: argparse.Namespace) -> int:
             max_decompressed_bytes=args.max_decompressed_bytes,
             max_pending_records=args.max_pending,
             max_buffered_bytes=args.max_buffered_bytes,
+            max_connections=args.max_connections,
+            header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
             log_level=args.log_level,
         )

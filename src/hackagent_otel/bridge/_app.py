@@ -37,7 +37,8 @@ held at once (read so far, waiting in line, being handled) count against
 most ``max_concurrent_requests`` at once; requests beyond that wait up to
 ``max_waiting_requests``, then get 429. A refusal given before the body was read reads
 and drops the rest first (at most :data:`DRAIN_BYTES` within :data:`DRAIN_SECONDS`)
-or else closes the connection, so nobody is left trickling it. Building the app
+or else closes the connection, so nobody is left trickling it. Connections and the
+time to send headers are bounded by the server (:mod:`._protocol`). Building the app
 (:func:`build_app`) is separate from serving it (:mod:`._server`).
 """
 

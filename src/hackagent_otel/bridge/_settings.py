@@ -64,6 +64,13 @@ class BridgeSettings:
     #: Request body bytes held in memory at once (being read, waiting in line, being
     #: handled); a body that would pass it gets 429. Never less than one largest body.
     max_buffered_bytes: int = 64 * MIB
+    #: Open connections; a new one past it closes the one that has waited longest for
+    #: its request headers, or, when every one is in the middle of a request, is
+    #: answered 503 with ``Retry-After`` and closed.
+    max_connections: int = 512
+    #: Seconds a connection may take to send a request's headers, counted from when it
+    #: opened or from the answer to its previous request; then it is closed (408).
+    header_timeout: float = 10.0
     #: Seconds a request may take to send its whole body once its headers are in;
     #: then it is answered 408 and the connection closed.
     body_timeout: float = 30.0
@@ -84,11 +91,13 @@ class BridgeSettings:
             "max_pending_records",
             "max_concurrent_requests",
             "max_buffered_bytes",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if not self.body_timeout > 0:
-            raise ValueError("body_timeout must be positive")
+        for name in ("header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not a TCP port")
         if self.max_waiting_requests < 0 or self.retry_after_seconds < 0:
@@ -107,6 +116,8 @@ class BridgeSettings:
         max_decompressed_bytes: int | None = None,
         max_pending_records: int | None = None,
         max_buffered_bytes: int | None = None,
+        max_connections: int | None = None,
+        header_timeout: float | None = None,
         body_timeout: float | None = None,
         hackagent_base_url: str | None = None,
         hackagent_api_key: str | None = None,
@@ -119,7 +130,8 @@ class BridgeSettings:
         Env vars: ``HACKAGENT_BRIDGE_HOST``, ``HACKAGENT_BRIDGE_PORT``,
         ``HACKAGENT_BRIDGE_TOKEN``, ``HACKAGENT_BRIDGE_MAX_BODY_BYTES``,
         ``HACKAGENT_BRIDGE_MAX_DECOMPRESSED_BYTES``, ``HACKAGENT_BRIDGE_MAX_PENDING``,
-        ``HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES``, ``HACKAGENT_BRIDGE_BODY_TIMEOUT``,
+        ``HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES``, ``HACKAGENT_BRIDGE_MAX_CONNECTIONS``,
+        ``HACKAGENT_BRIDGE_HEADER_TIMEOUT``, ``HACKAGENT_BRIDGE_BODY_TIMEOUT``,
         ``HACKAGENT_BRIDGE_OUTBOX_PATH``, ``HACKAGENT_BRIDGE_LOG_LEVEL``, and the app's
         ``HACKAGENT_BASE_URL``, ``HACKAGENT_API_KEY``, ``HACKAGENT_OUTBOX_PATH``,
         ``HACKAGENT_REDACT_KEYS``.
@@ -156,6 +168,12 @@ class BridgeSettings:
                 env,
                 "HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES",
                 defaults.max_buffered_bytes,
+            ),
+            max_connections=_int(
+                max_connections, env, "HACKAGENT_BRIDGE_MAX_CONNECTIONS", defaults.max_connections
+            ),
+            header_timeout=_float(
+                header_timeout, env, "HACKAGENT_BRIDGE_HEADER_TIMEOUT", defaults.header_timeout
             ),
             body_timeout=_float(
                 body_timeout, env, "HACKAGENT_BRIDGE_BODY_TIMEOUT", defaults.body_timeout
