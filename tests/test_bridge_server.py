@@ -365,6 +365,20 @@ def test_a_refused_request_trickling_its_body_is_answered_and_closed_after_the_d
     assert closed_after < DRAIN_SECONDS + 1.5
 
 
+def test_max_connections_is_lowered_to_leave_room_under_the_descriptor_limit(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import resource
+
+    from hackagent_otel.bridge._server import FD_RESERVE, connection_limit
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+
+    assert connection_limit(512) == 512
+    assert connection_limit(1000) == 1024 - FD_RESERVE
+    assert "lowered to 576" in caplog.text
+
+
 def test_1100_half_open_connections_under_ulimit_1024_exhaust_no_descriptor_nor_flood_the_log(
     tmp_path: Path, export_body: bytes
 ) -> None:
