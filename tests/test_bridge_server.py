@@ -128,12 +128,13 @@ def test_the_cli_passes_the_limits_for_hostile_clients_to_the_settings(
 
     monkeypatch.setattr(hackagent_otel.bridge, "run", fake_run)
     argv = ["bridge", "--max-connections", "9", "--max-buffered-bytes", "8192"]
-    argv += ["--header-timeout", "1.5", "--body-timeout", "4"]
+    argv += ["--header-timeout", "1.5", "--body-timeout", "4", "--max-spans-per-request", "3"]
 
     assert main(argv) == 0
     (settings,) = seen
     assert (settings.max_connections, settings.max_buffered_bytes) == (9, 8192)
     assert (settings.header_timeout, settings.body_timeout) == (1.5, 4.0)
+    assert settings.max_spans_per_request == 3
 
 
 # -- hostile clients: slow, half-open and too many connections --------------------------

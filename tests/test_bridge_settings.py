@@ -16,6 +16,7 @@ def test_defaults_listen_on_loopback_port_4328_with_collector_sized_limits(
     settings = BridgeSettings.resolve(env={"XDG_STATE_HOME": str(tmp_path)})
 
     assert (settings.header_timeout, settings.body_timeout) == (10.0, 30.0)
+    assert settings.max_spans_per_request == 10_000
     assert (settings.max_connections, settings.max_buffered_bytes) == (512, 64 * 1024 * 1024)
 
     assert (settings.host, settings.port, settings.token) == ("127.0.0.1", 4328, None)
@@ -33,6 +34,7 @@ def test_env_vars_configure_everything() -> None:
         "HACKAGENT_BRIDGE_MAX_BODY_BYTES": "1000",
         "HACKAGENT_BRIDGE_MAX_DECOMPRESSED_BYTES": "2000",
         "HACKAGENT_BRIDGE_MAX_PENDING": "30",
+        "HACKAGENT_BRIDGE_MAX_SPANS_PER_REQUEST": "70",
         "HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES": "4000",
         "HACKAGENT_BRIDGE_MAX_CONNECTIONS": "40",
         "HACKAGENT_BRIDGE_HEADER_TIMEOUT": "2.5",
@@ -48,7 +50,7 @@ def test_env_vars_configure_everything() -> None:
 
     assert (settings.host, settings.port, settings.token) == ("0.0.0.0", 5000, "tok")
     assert (settings.max_body_bytes, settings.max_decompressed_bytes) == (1000, 2000)
-    assert settings.max_pending_records == 30
+    assert (settings.max_pending_records, settings.max_spans_per_request) == (30, 70)
     assert (settings.max_buffered_bytes, settings.max_connections) == (4000, 40)
     assert (settings.header_timeout, settings.body_timeout) == (2.5, 12.0)
     assert settings.outbox_path == Path("/tmp/b.sqlite3")

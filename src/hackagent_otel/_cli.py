@@ -66,6 +66,11 @@ def add_bridge_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="outbox rows waiting for the API above which exports get 429 (default: 200000)",
     )
     bridge.add_argument(
+        "--max-spans-per-request",
+        type=int,
+        help="spans of ours taken from one request; the rest are rejected (default: 10000)",
+    )
+    bridge.add_argument(
         "--max-buffered-bytes",
         type=int,
         help="request body bytes held in memory at once before 429 (default: 64 MiB)",
@@ -127,6 +132,7 @@ def _run_bridge(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             max_decompressed_bytes=args.max_decompressed_bytes,
             max_pending_records=args.max_pending,
+            max_spans_per_request=args.max_spans_per_request,
             max_buffered_bytes=args.max_buffered_bytes,
             max_connections=args.max_connections,
             header_timeout=args.header_timeout,

@@ -278,7 +278,9 @@ class BridgeApp:
         try:
             self.pipeline.check_capacity()
             plain = decompress(body, encoding, self.settings.max_decompressed_bytes)
-            return self.pipeline.ingest(plain, content_type)
+            return self.pipeline.ingest(
+                plain, content_type, max_spans=self.settings.max_spans_per_request
+            )
         except BodyTooLarge as exc:
             raise _Refuse(413, str(exc)) from None
         except (BadEncoding, DecodeError) as exc:

@@ -57,6 +57,9 @@ class BridgeSettings:
     max_decompressed_bytes: int = 20 * MIB
     #: Outbox rows waiting for the API above which requests get 429 (back-pressure).
     max_pending_records: int = 200_000
+    #: Spans of ours taken from one request; the rest are rejected (partial success),
+    #: so one request adds at most three records per span taken.
+    max_spans_per_request: int = 10_000
     #: Requests decoded and written at once; more wait in line (their bodies read).
     max_concurrent_requests: int = 4
     #: Requests allowed to wait in that line; beyond it they get 429.
@@ -89,6 +92,7 @@ class BridgeSettings:
             "max_body_bytes",
             "max_decompressed_bytes",
             "max_pending_records",
+            "max_spans_per_request",
             "max_concurrent_requests",
             "max_buffered_bytes",
             "max_connections",
@@ -115,6 +119,7 @@ class BridgeSettings:
         max_body_bytes: int | None = None,
         max_decompressed_bytes: int | None = None,
         max_pending_records: int | None = None,
+        max_spans_per_request: int | None = None,
         max_buffered_bytes: int | None = None,
         max_connections: int | None = None,
         header_timeout: float | None = None,
@@ -130,6 +135,7 @@ class BridgeSettings:
         Env vars: ``HACKAGENT_BRIDGE_HOST``, ``HACKAGENT_BRIDGE_PORT``,
         ``HACKAGENT_BRIDGE_TOKEN``, ``HACKAGENT_BRIDGE_MAX_BODY_BYTES``,
         ``HACKAGENT_BRIDGE_MAX_DECOMPRESSED_BYTES``, ``HACKAGENT_BRIDGE_MAX_PENDING``,
+        ``HACKAGENT_BRIDGE_MAX_SPANS_PER_REQUEST``,
         ``HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES``, ``HACKAGENT_BRIDGE_MAX_CONNECTIONS``,
         ``HACKAGENT_BRIDGE_HEADER_TIMEOUT``, ``HACKAGENT_BRIDGE_BODY_TIMEOUT``,
         ``HACKAGENT_BRIDGE_OUTBOX_PATH``, ``HACKAGENT_BRIDGE_LOG_LEVEL``, and the app's
@@ -162,6 +168,12 @@ class BridgeSettings:
                 env,
                 "HACKAGENT_BRIDGE_MAX_PENDING",
                 defaults.max_pending_records,
+            ),
+            max_spans_per_request=_int(
+                max_spans_per_request,
+                env,
+                "HACKAGENT_BRIDGE_MAX_SPANS_PER_REQUEST",
+                defaults.max_spans_per_request,
             ),
             max_buffered_bytes=_int(
                 max_buffered_bytes,
