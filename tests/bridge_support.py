@@ -4,8 +4,9 @@
   our tracker on a private SDK provider and returns the finished spans;
 * :func:`otlp_protobuf` / :func:`otlp_json` encode spans as the SDK's OTLP exporter does
   (and as OTLP/JSON, hex ids and all);
-* :class:`ServedBridge` serves :func:`hackagent_otel.bridge.build_app` with uvicorn on a
-  free loopback port in a background thread: the app is driven over real HTTP.
+* :class:`ServedBridge` serves :func:`hackagent_otel.bridge.build_app` with uvicorn, as
+  ``hackagent-otel bridge`` configures it, on a free loopback port in a background
+  thread: the app is driven over real HTTP.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel.bridge import BridgeApp, BridgePipeline, BridgeSettings, build_app
+from hackagent_otel.bridge._server import uvicorn_config, uvicorn_server
 
 #: Retries fast enough for tests.
 FAST = RetryPolicy(initial_backoff=0.01, multiplier=2, max_backoff=0.05, max_elapsed=0.2)
@@ -154,10 +156,8 @@ def serve(settings: BridgeSettings, pipeline: BridgePipeline) -> Iterator[Served
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=5
-    )
-    server = uvicorn.Server(config)
+    config = uvicorn_config(settings, app, log_level="warning", timeout_graceful_shutdown=5)
+    server = uvicorn_server(config, app)
     served = ServedBridge(app, server, threading.Thread(), port)
 
     def target() -> None:

@@ -25,7 +25,11 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.sdk.trace import ReadableSpan
 
 from apps.scenario import SCENARIO_RECORDS
@@ -383,6 +387,87 @@ def test_a_full_outbox_is_429_with_retry_after_until_it_drains(
         time.sleep(0.1)
 
 
+def many_small_steps(count: int, result_id: str) -> bytes:
+    """One export of ``count`` minimal step spans of one result (two records each):
+    they compress to almost nothing."""
+    attributes = [
+        KeyValue(key=semconv.KIND, value=AnyValue(string_value=semconv.KIND_STEP)),
+        KeyValue(key=semconv.RESULT_ID, value=AnyValue(string_value=result_id)),
+        KeyValue(key=semconv.STEP_SEQUENCE_START, value=AnyValue(int_value=1)),
+        KeyValue(key=semconv.STEP_SEQUENCE_END, value=AnyValue(int_value=2)),
+    ]
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for i in range(count):
+        spans.add(
+            trace_id=b"\x01" * 16,
+            span_id=(i + 1).to_bytes(8, "big"),
+            name="s",
+            start_time_unix_nano=1_700_000_000_000_000_000,
+            end_time_unix_nano=1_700_000_001_000_000_000,
+            attributes=attributes,
+        )
+    return gzip.compress(request.SerializeToString())
+
+
+def rss_bytes() -> int:
+    """This process's resident set size, from /proc."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def peak_rss_growth(action: Callable[[], httpx.Response]) -> tuple[httpx.Response, int]:
+    """``action()``, and how far this process's RSS rose above where it was (sampled)."""
+    before = peak = rss_bytes()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.005):
+            peak = max(peak, rss_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        sampler.join()
+    return result, max(peak, rss_bytes()) - before
+
+
+def test_one_request_adds_at_most_its_span_limit_in_bounded_time_and_memory(
+    tmp_path: Path, start_bridge: Callable[..., ServedBridge], http: httpx.Client
+) -> None:
+    pipeline = make_pipeline(tmp_path / "big.sqlite3", None, max_pending_records=1_000)
+    bridge = start_bridge(pipeline=pipeline, max_spans_per_request=1_000)
+    body = many_small_steps(76_000, new_ids()[1])  # about 200 KiB, 15 MiB inflated
+    headers = GZIP_PROTOBUF
+
+    started = time.monotonic()
+    response, growth = peak_rss_growth(
+        lambda: http.post(bridge.traces_url, content=body, headers=headers)
+    )
+    took = time.monotonic() - started
+    again = http.post(bridge.traces_url, content=body, headers=headers)
+
+    print(
+        f"\n76,000 spans of ours in {len(body) // 1024} KiB: {took:.2f} s, "
+        f"RSS +{growth / MIB:.0f} MiB, {pipeline.pending()} records queued"
+    )
+    assert response.status_code == 200
+    partial = ExportTraceServiceResponse.FromString(response.content).partial_success
+    assert partial.rejected_spans == 75_000
+    assert "past the limit of 1000 per request" in partial.error_message
+    assert pipeline.pending() == 2_000
+    assert again.status_code == 429  # the pending limit holds the next one back
+    assert took < 5.0
+    assert growth < 128 * MIB
+
+
 def test_shutting_down_is_503_with_retry_after_and_not_ready(
     bridge: ServedBridge, http: httpx.Client, seed_spans: list[Any]
 ) -> None:
@@ -426,9 +511,9 @@ def test_requests_beyond_the_waiting_line_are_429(
 ) -> None:
     release = threading.Event()
 
-    def slow_decode(body: bytes, content_type: str) -> DecodedTraces:
+    def slow_decode(body: bytes, content_type: str, **options: Any) -> DecodedTraces:
         release.wait(10)
-        return decode(body, content_type)
+        return decode(body, content_type, **options)
 
     outbox = Outbox(tmp_path / "slow.sqlite3")
     delivery = DeliveryService(HackAgentClient(fake_api.base_url, fake_api.api_key), outbox)

@@ -103,11 +103,13 @@ def span_pb(
     )
 
 
-def both(request: ExportTraceServiceRequest) -> tuple[DecodedTraces, DecodedTraces]:
+def both(
+    request: ExportTraceServiceRequest, max_spans: int | None = None
+) -> tuple[DecodedTraces, DecodedTraces]:
     """A request decoded from protobuf and from OTLP/JSON."""
     return (
-        decode_protobuf(request.SerializeToString()),
-        decode_json(json.dumps(json_of(request)).encode()),
+        decode_protobuf(request.SerializeToString(), max_spans=max_spans),
+        decode_json(json.dumps(json_of(request)).encode(), max_spans=max_spans),
     )
 
 
@@ -243,6 +245,19 @@ def test_rejection_reasons_are_bounded_but_all_rejections_counted() -> None:
     for decoded in both(request):
         assert decoded.rejected == MAX_ERRORS + 5
         assert len(decoded.errors) == MAX_ERRORS
+
+
+def test_spans_of_ours_past_max_spans_are_rejected_unread_with_one_reason() -> None:
+    spans = [span_pb(span_id=bytes([i + 1]) * 8) for i in range(5)]
+    spans.insert(1, span_pb(span_id=b"\x00" * 8))  # rejected: counts towards the limit
+    spans += [span_pb(span_id=bytes([9 + i]) * 8, ours=False) for i in range(2)]
+    for decoded in both(request_of(*spans), max_spans=3):
+        assert [v.span_id for v in decoded.spans] == [0x0101010101010101, 0x0202020202020202]
+        assert (decoded.ignored, decoded.rejected) == (2, 1 + 3)
+        assert decoded.errors[0] == (
+            "3 span(s) of ours past the limit of 3 per request were not taken; send smaller batches"
+        )
+        assert decoded.errors[1].endswith("span id is all zeros")
 
 
 def test_json_ids_are_hex_in_either_case_not_base64() -> None:

@@ -15,6 +15,10 @@ def test_defaults_listen_on_loopback_port_4328_with_collector_sized_limits(
 ) -> None:
     settings = BridgeSettings.resolve(env={"XDG_STATE_HOME": str(tmp_path)})
 
+    assert (settings.header_timeout, settings.body_timeout) == (10.0, 30.0)
+    assert settings.max_spans_per_request == 10_000
+    assert (settings.max_connections, settings.max_buffered_bytes) == (512, 64 * 1024 * 1024)
+
     assert (settings.host, settings.port, settings.token) == ("127.0.0.1", 4328, None)
     assert settings.max_body_bytes == 4 * 1024 * 1024
     assert settings.max_decompressed_bytes == 20 * 1024 * 1024
@@ -30,6 +34,11 @@ def test_env_vars_configure_everything() -> None:
         "HACKAGENT_BRIDGE_MAX_BODY_BYTES": "1000",
         "HACKAGENT_BRIDGE_MAX_DECOMPRESSED_BYTES": "2000",
         "HACKAGENT_BRIDGE_MAX_PENDING": "30",
+        "HACKAGENT_BRIDGE_MAX_SPANS_PER_REQUEST": "70",
+        "HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES": "4000",
+        "HACKAGENT_BRIDGE_MAX_CONNECTIONS": "40",
+        "HACKAGENT_BRIDGE_HEADER_TIMEOUT": "2.5",
+        "HACKAGENT_BRIDGE_BODY_TIMEOUT": "12",
         "HACKAGENT_BRIDGE_OUTBOX_PATH": "/tmp/b.sqlite3",
         "HACKAGENT_API_KEY": "key",
         "HACKAGENT_REDACT_KEYS": "prompt, session",
@@ -41,7 +50,9 @@ def test_env_vars_configure_everything() -> None:
 
     assert (settings.host, settings.port, settings.token) == ("0.0.0.0", 5000, "tok")
     assert (settings.max_body_bytes, settings.max_decompressed_bytes) == (1000, 2000)
-    assert settings.max_pending_records == 30
+    assert (settings.max_pending_records, settings.max_spans_per_request) == (30, 70)
+    assert (settings.max_buffered_bytes, settings.max_connections) == (4000, 40)
+    assert (settings.header_timeout, settings.body_timeout) == (2.5, 12.0)
     assert settings.outbox_path == Path("/tmp/b.sqlite3")
     assert settings.hackagent_base_url == "https://api.hackagent.dev"
     assert settings.hackagent_api_key == "key"
@@ -72,6 +83,9 @@ def test_the_apps_outbox_variable_is_used_when_no_bridge_specific_one_is_set() -
         ({"HACKAGENT_BRIDGE_PORT": "http"}, "HACKAGENT_BRIDGE_PORT='http' is not an integer"),
         ({"HACKAGENT_BRIDGE_PORT": "70000"}, "not a TCP port"),
         ({"HACKAGENT_BRIDGE_MAX_BODY_BYTES": "0"}, "max_body_bytes must be at least 1"),
+        ({"HACKAGENT_BRIDGE_MAX_CONNECTIONS": "0"}, "max_connections must be at least 1"),
+        ({"HACKAGENT_BRIDGE_HEADER_TIMEOUT": "soon"}, "HEADER_TIMEOUT='soon' is not a number"),
+        ({"HACKAGENT_BRIDGE_BODY_TIMEOUT": "0"}, "body_timeout must be positive"),
         ({"HACKAGENT_BASE_URL": "ftp://x"}, "must start with http"),
     ],
 )

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
-from hackagent_otel.bridge._throttle import MAX_KEYS, Throttle, ThrottledLog, ThrottleFilter
+from hackagent_otel.bridge._throttle import (
+    MAX_KEYS,
+    Throttle,
+    ThrottledLog,
+    ThrottleFilter,
+    throttled_exception_handler,
+)
 
 
 class Clock:
@@ -81,4 +88,28 @@ def test_a_filter_lets_one_record_of_each_template_through_per_interval(
         "socket.accept() out of system resource (fd 0)",
         "Invalid HTTP request received.",
         "socket.accept() out of system resource (fd 7) (+999 similar in the last 5 s)",
+    ]
+
+
+def test_the_event_loop_reports_each_kind_of_trouble_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(throttled_exception_handler(Throttle(5.0, clock)))
+    try:
+        for fd in range(500):  # asyncio's own lines: the same message, a different socket
+            error = OSError(24, "Too many open files")
+            loop.call_exception_handler(
+                {"message": "socket.accept() out of system resource", "exception": error, "fd": fd}
+            )
+        clock.now += 5
+        loop.call_exception_handler({"message": "socket.accept() out of system resource"})
+    finally:
+        loop.close()
+
+    messages = [r.getMessage().splitlines()[0] for r in caplog.records]
+    assert messages == [
+        "socket.accept() out of system resource",
+        "socket.accept() out of system resource (+499 similar in the last 5 s)",
     ]

@@ -96,6 +96,33 @@ def add_bridge_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         help="outbox rows waiting for the API above which exports get 429 (default: 200000)",
     )
     bridge.add_argument(
+        "--max-spans-per-request",
+        type=int,
+        help="spans of ours taken from one request; the rest are rejected (default: 10000)",
+    )
+    bridge.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        help="request body bytes held in memory at once before 429 (default: 64 MiB)",
+    )
+    bridge.add_argument(
+        "--max-connections",
+        type=int,
+        help="open connections; past it the slowest to send headers is closed (default: 512)",
+    )
+    bridge.add_argument(
+        "--header-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time a connection may take to send request headers (default: 10)",
+    )
+    bridge.add_argument(
+        "--body-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="time a request may take to send its body; then 408 (default: 30)",
+    )
+    bridge.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="default: info"
     )
 
@@ -135,6 +162,11 @@ def _run_bridge(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             max_decompressed_bytes=args.max_decompressed_bytes,
             max_pending_records=args.max_pending,
+            max_spans_per_request=args.max_spans_per_request,
+            max_buffered_bytes=args.max_buffered_bytes,
+            max_connections=args.max_connections,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
             log_level=args.log_level,
         )
     except ValueError as exc:

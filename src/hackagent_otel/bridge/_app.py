@@ -9,8 +9,8 @@ Routes:
 * ``GET /metrics``: Prometheus text format (:mod:`._metrics`).
 
 Answers to an export are what an OTLP client's retries depend on (the Collector
-retries 429/502/503/504 and connection errors, honouring ``Retry-After``; 400, 413 and
-500 are final):
+retries 429/502/503/504 and connection errors, honouring ``Retry-After``; 400, 408,
+413 and 500 are final):
 
 =====  ===========================================================================
 200    every record of the request is committed to the outbox (durable); with
@@ -18,18 +18,27 @@ retries 429/502/503/504 and connection errors, honouring ``Retry-After``; 400, 4
 400    the body is not an OTLP trace request (or not valid gzip), or decoding it met
        an unexpected error (the same bytes would meet it again)
 401    a token is configured and the request lacks ``Authorization: Bearer <token>``
+408    the body did not arrive within ``body_timeout`` (a client trickling it)
 413    the body is over the limit as sent, or once decompressed (a gzip bomb)
 415    a content type other than protobuf/JSON, or an encoding other than gzip/identity
-429    ``Retry-After``: the outbox holds too many undelivered records, or too many
-       requests wait in line
+429    ``Retry-After``: the outbox holds too many undelivered records, too many
+       requests wait in line, or the bodies held in memory are at their limit
 503    ``Retry-After``: starting, shutting down, or the outbox cannot be written
 =====  ===========================================================================
 
 A transient state never answers 500: anything unexpected after decoding (mapping,
 the outbox) is logged and answered 503 with ``Retry-After``; bad data is never answered
-so, since a client would send the same bytes again for ever. The CPU and disk work of an export runs
-on worker threads, at most ``max_concurrent_requests`` at once; requests beyond that
-wait (bodies unread) up to ``max_waiting_requests``, then get 429. Building the app
+so, since a client would send the same bytes again for ever.
+
+A body is read in full, within ``body_timeout``, before its request takes a worker
+slot: a client that trickles its body holds its connection, never a slot. The bodies
+held at once (read so far, waiting in line, being handled) count against
+``max_buffered_bytes``. The CPU and disk work of an export runs on worker threads, at
+most ``max_concurrent_requests`` at once; requests beyond that wait up to
+``max_waiting_requests``, then get 429. A refusal given before the body was read reads
+and drops the rest first (at most :data:`DRAIN_BYTES` within :data:`DRAIN_SECONDS`)
+or else closes the connection, so nobody is left trickling it. Connections and the
+time to send headers are bounded by the server (:mod:`._protocol`). Building the app
 (:func:`build_app`) is separate from serving it (:mod:`._server`).
 """
 
@@ -54,6 +63,7 @@ from hackagent_otel.bridge._decompress import (
 from hackagent_otel.bridge._pipeline import Accepted, Backlogged, BridgePipeline
 from hackagent_otel.bridge._responses import JSON, PROTOBUF, export_response, status_response
 from hackagent_otel.bridge._settings import BridgeSettings
+from hackagent_otel.bridge._throttle import ThrottledLog
 
 __all__ = ["BridgeApp", "build_app"]
 
@@ -65,6 +75,12 @@ State = Literal["starting", "ready", "stopping"]
 
 TRACES_PATH = "/v1/traces"
 _log = logging.getLogger("hackagent_otel.bridge")
+#: Lines a client can make the bridge write for each request.
+_throttled = ThrottledLog(_log)
+#: What is left of a refused request's body is read and dropped, up to this many bytes
+#: within this many seconds, so the answer does not need to close the connection.
+DRAIN_BYTES = 1024 * 1024
+DRAIN_SECONDS = 2.0
 
 
 def build_app(settings: BridgeSettings, pipeline: BridgePipeline) -> BridgeApp:
@@ -94,6 +110,9 @@ class BridgeApp:
         self._working = 0
         self._waiting = 0
         self._turn: asyncio.Condition | None = None
+        #: Body bytes held now, and the most that may be (at least one largest body).
+        self._buffered = 0
+        self._buffer_limit = max(settings.max_buffered_bytes, settings.max_body_bytes)
 
     def begin_shutdown(self) -> None:
         """Refuse new exports (503 with Retry-After) from now on; readiness turns 503."""
@@ -188,17 +207,28 @@ class BridgeApp:
         content_type = headers.get("content-type", "")
         media_type = content_type.partition(";")[0].strip().lower()
         answer_type = PROTOBUF if media_type == PROTOBUF else JSON
+        request_body = _Body(self, headers.get("content-length", "").strip() == "0")
         try:
-            result = await self._handle_export(headers, media_type, content_type, receive)
+            result = await self._handle_export(
+                headers, media_type, content_type, receive, request_body
+            )
         except _Refuse as refusal:
-            await self._refuse(send, answer_type, refusal)
+            try:
+                if refusal.status not in (408, 413):  # a slow client, or a huge body
+                    await request_body.drain(receive)
+            except _Disconnected:
+                self.metrics.inc("hackagent_bridge_requests_total", code="disconnected")
+                return
+            await self._refuse(send, answer_type, refusal, close=not request_body.complete)
             return
         except _Disconnected:
             self.metrics.inc("hackagent_bridge_requests_total", code="disconnected")
             return
+        finally:
+            request_body.release()
         self._count_accepted(result)
         if result.rejected:
-            _log.info(
+            _throttled.info(
                 "accepted a request with %d rejected span(s): %s",
                 result.rejected,
                 "; ".join(result.errors),
@@ -210,9 +240,17 @@ class BridgeApp:
         await _respond(send, 200, body, body_type)
 
     async def _handle_export(
-        self, headers: dict[str, str], media_type: str, content_type: str, receive: Receive
+        self,
+        headers: dict[str, str],
+        media_type: str,
+        content_type: str,
+        receive: Receive,
+        body: _Body,
     ) -> Accepted:
-        """Every check in the order of its cost; raises :class:`_Refuse` to answer."""
+        """Every check in the order of its cost; raises :class:`_Refuse` to answer.
+
+        The body is read (into ``body``) before the request waits for a worker slot.
+        """
         if self._token is not None and not self._authorized(headers.get("authorization", "")):
             raise _Refuse(401, "missing or wrong bearer token")
         if self.state != "ready":
@@ -229,16 +267,22 @@ class BridgeApp:
                 raise _Refuse(400, "invalid Content-Length")
             if int(declared) > self.settings.max_body_bytes:
                 raise _Refuse(413, f"body is over the {self.settings.max_body_bytes}-byte limit")
+        timeout = self.settings.body_timeout
+        try:
+            data = await asyncio.wait_for(body.read(receive), timeout)
+        except asyncio.TimeoutError:
+            raise _Refuse(408, f"the body did not arrive within {timeout:g} s") from None
         async with self._worker_turn():
-            body = await _read_body(receive, self.settings.max_body_bytes)
-            return await asyncio.to_thread(self._ingest, body, encoding, content_type)
+            return await asyncio.to_thread(self._ingest, data, encoding, content_type)
 
     def _ingest(self, body: bytes, encoding: str, content_type: str) -> Accepted:
         """On a worker thread: capacity, decompression, decoding, mapping, the outbox."""
         try:
             self.pipeline.check_capacity()
             plain = decompress(body, encoding, self.settings.max_decompressed_bytes)
-            return self.pipeline.ingest(plain, content_type)
+            return self.pipeline.ingest(
+                plain, content_type, max_spans=self.settings.max_spans_per_request
+            )
         except BodyTooLarge as exc:
             raise _Refuse(413, str(exc)) from None
         except (BadEncoding, DecodeError) as exc:
@@ -248,10 +292,15 @@ class BridgeApp:
         except Backlogged as exc:
             raise _Refuse(429, str(exc)) from None
         except OutboxError as exc:
-            _log.warning("cannot queue records: %s", exc)
+            _throttled.warning("cannot queue records: %s", exc)
             raise _Refuse(503, f"records cannot be queued now: {exc}") from None
-        except Exception as exc:  # a bug; the client should retry, not drop the data
-            _log.exception("unexpected error while handling an export")
+        except Exception as exc:  # a bug after decoding; the client should retry, not drop
+            _throttled.warning(
+                "unexpected error while handling an export: %r",
+                exc,
+                key=type(exc),
+                exc_info=True,
+            )
             raise _Refuse(503, f"internal error: {type(exc).__name__}") from None
 
     def _authorized(self, header: str) -> bool:
@@ -267,7 +316,8 @@ class BridgeApp:
             self._turn = asyncio.Condition()
         return _WorkerTurn(self, self._turn)
 
-    async def _refuse(self, send: Send, answer_type: str, refusal: _Refuse) -> None:
+    async def _refuse(self, send: Send, answer_type: str, refusal: _Refuse, *, close: bool) -> None:
+        """Answer ``refusal``; ``close`` when the rest of the body is not read."""
         self.metrics.inc("hackagent_bridge_requests_total", code=str(refusal.status))
         body, body_type = status_response(answer_type, refusal.status, refusal.message)
         extra: dict[str, str] = {}
@@ -275,8 +325,8 @@ class BridgeApp:
             extra["retry-after"] = str(self.settings.retry_after_seconds)
         if refusal.status == 401:
             extra["www-authenticate"] = 'Bearer realm="hackagent-otel bridge"'
-        if refusal.status == 413:
-            extra["connection"] = "close"  # the rest of the body is not read
+        if close:  # else the server would read (and wait for) what is left of it
+            extra["connection"] = "close"
         await _respond(send, refusal.status, body, body_type, **extra)
 
     def _count_accepted(self, result: Accepted) -> None:
@@ -319,21 +369,70 @@ class _Disconnected(Exception):
     """The client went away before the body was read; nobody is left to answer."""
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    """The request body, or :class:`_Refuse` (413) as soon as it passes ``limit``."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _Refuse(413, f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+class _Body:
+    """One request's body: read in full, its bytes counted against the app's
+    ``max_buffered_bytes`` until :meth:`release` (after the request is answered)."""
+
+    def __init__(self, app: BridgeApp, empty: bool) -> None:
+        self._app = app
+        self._held = 0
+        #: Read to its end (or declared empty): an answer can leave the connection open.
+        self.complete = empty
+
+    async def read(self, receive: Receive) -> bytes:
+        """The body, or :class:`_Refuse`: 413 as soon as it passes ``max_body_bytes``,
+        429 when holding it would pass ``max_buffered_bytes``."""
+        app = self._app
+        limit = app.settings.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _Refuse(413, f"body is over the {limit}-byte limit")
+            if app._buffered + len(chunk) > app._buffer_limit:
+                raise _Refuse(
+                    429, f"request bodies in memory are at their {app._buffer_limit}-byte limit"
+                )
+            app._buffered += len(chunk)
+            self._held += len(chunk)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                self.complete = True
+                return b"".join(chunks)
+
+    async def drain(self, receive: Receive) -> bool:
+        """Read and drop what is left of the body, at most :data:`DRAIN_BYTES` within
+        :data:`DRAIN_SECONDS`; whether it ended (then the connection can stay open:
+        closing it with the body unread would reset it, and the client could lose the
+        answer)."""
+        if self.complete:
+            return True
+
+        async def rest() -> bool:
+            dropped = 0
+            while dropped <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+            return False
+
+        try:
+            self.complete = await asyncio.wait_for(rest(), DRAIN_SECONDS)
+        except asyncio.TimeoutError:
+            return False
+        return self.complete
+
+    def release(self) -> None:
+        self._app._buffered -= self._held
+        self._held = 0
 
 
 def _headers(scope: Scope) -> dict[str, str]:

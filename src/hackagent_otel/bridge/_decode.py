@@ -13,6 +13,10 @@ that). One of ours that cannot be used (bad ids, an attribute that is not UTF-8 
 OTLP partial success; a body that is not a request at all (not protobuf, not JSON, the
 wrong shape on the way to the spans) raises :class:`DecodeError` (HTTP 400).
 
+One request may bring at most ``max_spans`` spans of ours (when given): those past it
+are rejected unread, with one reason saying how many, so what a request costs to decode,
+map and store is bounded whatever its size. Other spans cost a lookup each.
+
 Nothing else comes out of :func:`decode`, whatever the bytes: an unexpected exception
 while converting one span (a bug here, met by data no test had) rejects that span
 only, and one anywhere else becomes a :class:`DecodeError`; both are logged with their
@@ -127,8 +131,9 @@ class _Rejected(Exception):
     """One of our spans cannot be used; the message says why."""
 
 
-def decode(body: bytes, content_type: str) -> DecodedTraces:
-    """Decode by ``Content-Type`` (parameters such as ``charset`` are allowed).
+def decode(body: bytes, content_type: str, *, max_spans: int | None = None) -> DecodedTraces:
+    """Decode by ``Content-Type`` (parameters such as ``charset`` are allowed); at most
+    ``max_spans`` of our spans are taken, the rest rejected.
 
     Raises :class:`DecodeError` or :class:`UnsupportedMediaType`, nothing else (but
     ``MemoryError``, which says nothing about the data).
@@ -143,7 +148,7 @@ def decode(body: bytes, content_type: str) -> DecodedTraces:
             f"content type {content_type[:100]!r} is not {PROTOBUF} or {JSON}"
         )
     try:
-        return decoder(body)
+        return decoder(body, max_spans=max_spans)
     except (DecodeError, MemoryError):
         raise
     except Exception as exc:
@@ -156,13 +161,23 @@ def decode(body: bytes, content_type: str) -> DecodedTraces:
 class _Collector:
     """Accumulates the outcome of one request."""
 
-    __slots__ = ("errors", "ignored", "rejected", "spans")
+    __slots__ = ("errors", "ignored", "limit", "over", "rejected", "spans")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None) -> None:
         self.spans: list[SpanView] = []
         self.ignored = 0
         self.rejected = 0
         self.errors: list[str] = []
+        #: Spans of ours that may be read; those past it are only counted in ``over``.
+        self.limit = limit
+        self.over = 0
+
+    def room(self) -> bool:
+        """Whether one more of our spans may be read (else it is counted as over)."""
+        if self.limit is None or len(self.spans) + self.rejected < self.limit:
+            return True
+        self.over += 1
+        return False
 
     def reject(self, where: str, reason: object) -> None:
         self.rejected += 1
@@ -178,7 +193,14 @@ class _Collector:
         self.reject(where, f"cannot be decoded ({type(exc).__name__})")
 
     def result(self) -> DecodedTraces:
-        return DecodedTraces(self.spans, self.ignored, self.rejected, self.errors)
+        if not self.over:
+            return DecodedTraces(self.spans, self.ignored, self.rejected, self.errors)
+        over = (
+            f"{self.over} span(s) of ours past the limit of {self.limit} per request"
+            " were not taken; send smaller batches"
+        )
+        errors = [over, *self.errors[: MAX_ERRORS - 1]]
+        return DecodedTraces(self.spans, self.ignored, self.rejected + self.over, errors)
 
 
 # -- protobuf ---------------------------------------------------------------------------
@@ -265,20 +287,23 @@ _ZERO_SPAN_ID: Final = bytes(8)
 _NOT_UTF8: Final = "a string attribute is not valid UTF-8"
 
 
-def decode_protobuf(body: bytes) -> DecodedTraces:
-    """Decode a binary protobuf ``ExportTraceServiceRequest``."""
+def decode_protobuf(body: bytes, *, max_spans: int | None = None) -> DecodedTraces:
+    """Decode a binary protobuf ``ExportTraceServiceRequest`` (at most ``max_spans`` of
+    our spans)."""
     request = _ViewRequest()
     try:
         request.ParseFromString(body)
     except (_ProtobufDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise DecodeError(f"not an OTLP protobuf trace request: {exc}") from None
-    out = _Collector()
+    out = _Collector(max_spans)
     for resource_spans in request.resource_spans:
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
                 attributes = span.attributes
                 if _KIND not in attributes:
                     out.ignored += 1
+                    continue
+                if not out.room():
                     continue
                 try:
                     out.spans.append(_pb_span(span, attributes))
@@ -401,15 +426,16 @@ def _pb_plain(value: AnyValue, depth: int) -> Any:
 # -- JSON -------------------------------------------------------------------------------
 
 
-def decode_json(body: bytes) -> DecodedTraces:
-    """Decode an OTLP/JSON ``ExportTraceServiceRequest`` (UTF-8)."""
+def decode_json(body: bytes, *, max_spans: int | None = None) -> DecodedTraces:
+    """Decode an OTLP/JSON ``ExportTraceServiceRequest`` (UTF-8; at most ``max_spans``
+    of our spans)."""
     try:
         request = json.loads(body)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise DecodeError(f"not JSON: {exc}") from None
     if not isinstance(request, dict):
         raise DecodeError("an OTLP/JSON request is a JSON object")
-    out = _Collector()
+    out = _Collector(max_spans)
     for resource_spans in _list(request, "resourceSpans", "resource_spans"):
         for scope_spans in _list(_object(resource_spans), "scopeSpans", "scope_spans"):
             for span in _list(_object(scope_spans), "spans", "spans"):
@@ -423,6 +449,8 @@ def _json_span_into(out: _Collector, span: dict[str, Any]) -> None:
         isinstance(kv, dict) and kv.get("key") == _KIND for kv in kvs
     ):
         out.ignored += 1
+        return
+    if not out.room():
         return
     try:
         out.spans.append(_json_span(span, kvs))

@@ -52,7 +52,8 @@ __all__ = ["Accepted", "Backlogged", "BridgePipeline", "order_records"]
 
 _log = logging.getLogger("hackagent_otel.bridge")
 
-Decoder = Callable[[bytes, str], DecodedTraces]
+#: ``decoder(body, content_type, max_spans=...)``, as :func:`._decode.decode`.
+Decoder = Callable[..., DecodedTraces]
 
 #: Seconds a read of the outbox's pending count is reused for back-pressure checks.
 PENDING_CACHE_SECONDS = 0.25
@@ -215,14 +216,18 @@ class BridgePipeline:
                 f"{pending} records wait for the HackAgent API (limit {self._max_pending})"
             )
 
-    def ingest(self, body: bytes, content_type: str) -> Accepted:
+    def ingest(self, body: bytes, content_type: str, *, max_spans: int | None = None) -> Accepted:
         """Decode ``body`` (already decompressed) and commit its records to the outbox.
+
+        At most ``max_spans`` of our spans are taken (the rest are rejected, for partial
+        success), so one request adds at most three records per span taken, whatever
+        the pending limit (checked before, by :meth:`check_capacity`).
 
         Raises ``DecodeError`` (400), ``UnsupportedMediaType`` (415),
         :class:`Backlogged` (429) or :class:`OutboxError` (503); when it returns, every
         record of the request is durable.
         """
-        decoded = self._decode(body, content_type)
+        decoded = self._decode(body, content_type, max_spans=max_spans)
         records, unmappable, errors = order_records(decoded.spans)
         if records:
             self._delivery.accept_durably(records)

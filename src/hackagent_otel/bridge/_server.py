@@ -9,35 +9,58 @@ requests finish (half of ``shutdown_timeout``); then the delivery service gets t
 half to deliver what the API takes and stops. Every answered export is already in the
 outbox, so what was not delivered is delivered by the next start. The process then
 exits 0.
+
+Hostile clients: uvicorn serves the app with :mod:`._protocol`'s h11 protocol, which
+bounds open connections and the time to send request headers; the app bounds the time
+to send a body. ``max_connections`` is lowered to fit the process's file descriptor
+limit (``ulimit -n``), with room for the outbox, the logs and connections accepted but
+not yet closed, so accepting never fails for want of descriptors. Repeated lines of
+asyncio and uvicorn (accept errors, invalid requests) are logged at most once per
+5 s each (:mod:`._throttle`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import importlib.util
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hackagent_otel import _sanitize
 from hackagent_otel._delivery.outbox import OutboxError
 from hackagent_otel.bridge._app import BridgeApp, build_app
 from hackagent_otel.bridge._pipeline import BridgePipeline
 from hackagent_otel.bridge._settings import BridgeSettings
+from hackagent_otel.bridge._throttle import ThrottleFilter, throttled_exception_handler
 
-__all__ = ["run"]
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["run", "uvicorn_config", "uvicorn_server"]
 
 _log = logging.getLogger("hackagent_otel.bridge")
+
+#: Connections the event loop accepts in one go (uvicorn's ``backlog``, which asyncio
+#: also uses as the number of accepts per wake-up).
+ACCEPT_BACKLOG = 128
+#: File descriptors kept free of connections: the outbox and its journal, logs, the
+#: event loop's own, and up to three accept batches not closed yet.
+FD_RESERVE = 64 + 3 * ACCEPT_BACKLOG
+#: Loggers whose repeated lines a client can cause (the event loop's own trouble goes
+#: through its exception handler, throttled too: see :func:`uvicorn_server`).
+THROTTLED_LOGGERS = ("uvicorn.error",)
 
 
 def run(settings: BridgeSettings | None = None) -> int:
     """Serve until SIGTERM/SIGINT; the exit code (0 after a graceful stop, 1 on failure)."""
-    try:
-        import uvicorn
-    except ImportError:
+    if importlib.util.find_spec("uvicorn") is None:
         print(
             "hackagent-otel bridge needs uvicorn: pip install 'hackagent-otel[bridge]'",
             file=sys.stderr,
@@ -61,18 +84,8 @@ def run(settings: BridgeSettings | None = None) -> int:
         settings.outbox_path,
         "required" if settings.token else "not required",
     )
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        lifespan="on",
-        log_level=settings.log_level,
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout / 2)),
-    )
-    server = _uvicorn_server(config, app)
+    config = uvicorn_config(settings, app)
+    server = uvicorn_server(config, app)
     try:
         with _signals_end_only_the_server():
             server.run()
@@ -83,14 +96,66 @@ def run(settings: BridgeSettings | None = None) -> int:
     return 0 if server.started else 1
 
 
-def _uvicorn_server(config: Any, app: BridgeApp) -> Any:
-    """uvicorn's server, telling the app to refuse new exports as soon as a signal comes."""
+def uvicorn_config(settings: BridgeSettings, app: BridgeApp, **overrides: Any) -> uvicorn.Config:
+    """How uvicorn serves ``app`` for ``settings`` (``overrides`` go to ``uvicorn.Config``)."""
+    import uvicorn
+
+    from hackagent_otel.bridge._protocol import ConnectionLimits, guarded_protocol
+
+    limits = ConnectionLimits(
+        max_connections=connection_limit(settings.max_connections),
+        header_timeout=settings.header_timeout,
+        retry_after_seconds=settings.retry_after_seconds,
+    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "lifespan": "on",
+        "log_level": settings.log_level,
+        "access_log": False,
+        "server_header": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout / 2)),
+        "http": guarded_protocol(limits),
+        "ws": "none",
+        "backlog": ACCEPT_BACKLOG,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def connection_limit(wanted: int) -> int:
+    """``wanted``, or fewer when the descriptor limit leaves no room for that many."""
+    try:
+        import resource
+    except ImportError:  # not on Unix: no limit to read
+        return wanted
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted <= soft - FD_RESERVE:
+        return wanted
+    fitting = max(1, soft - FD_RESERVE)
+    _log.warning(
+        "max_connections %d lowered to %d to fit the file descriptor limit (ulimit -n %d)",
+        wanted,
+        fitting,
+        soft,
+    )
+    return fitting
+
+
+def uvicorn_server(config: uvicorn.Config, app: BridgeApp) -> uvicorn.Server:
+    """uvicorn's server, telling the app to refuse new exports as soon as a signal comes,
+    on an event loop whose repeated errors (accept failures) are logged once per 5 s."""
     import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             app.begin_shutdown()
             super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            asyncio.get_running_loop().set_exception_handler(throttled_exception_handler())
+            await super().startup(sockets=sockets)
 
     return Server(config)
 
@@ -122,3 +187,7 @@ def _configure_logging(level: str) -> None:
             level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     logging.getLogger("hackagent_otel").setLevel(level.upper())
+    for name in THROTTLED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ThrottleFilter) for f in logger.filters):
+            logger.addFilter(ThrottleFilter())

@@ -57,10 +57,26 @@ class BridgeSettings:
     max_decompressed_bytes: int = 20 * MIB
     #: Outbox rows waiting for the API above which requests get 429 (back-pressure).
     max_pending_records: int = 200_000
-    #: Requests decoded and written at once; more wait (their bodies unread) in line.
+    #: Spans of ours taken from one request; the rest are rejected (partial success),
+    #: so one request adds at most three records per span taken.
+    max_spans_per_request: int = 10_000
+    #: Requests decoded and written at once; more wait in line (their bodies read).
     max_concurrent_requests: int = 4
     #: Requests allowed to wait in that line; beyond it they get 429.
     max_waiting_requests: int = 256
+    #: Request body bytes held in memory at once (being read, waiting in line, being
+    #: handled); a body that would pass it gets 429. Never less than one largest body.
+    max_buffered_bytes: int = 64 * MIB
+    #: Open connections; a new one past it closes the one that has waited longest for
+    #: its request headers, or, when every one is in the middle of a request, is
+    #: answered 503 with ``Retry-After`` and closed.
+    max_connections: int = 512
+    #: Seconds a connection may take to send a request's headers, counted from when it
+    #: opened or from the answer to its previous request; then it is closed (408).
+    header_timeout: float = 10.0
+    #: Seconds a request may take to send its whole body once its headers are in;
+    #: then it is answered 408 and the connection closed.
+    body_timeout: float = 30.0
     #: ``Retry-After`` seconds on 429 and 503 answers.
     retry_after_seconds: int = 5
     #: Seconds SIGTERM may take: in-flight requests, then the delivery drain.
@@ -76,10 +92,16 @@ class BridgeSettings:
             "max_body_bytes",
             "max_decompressed_bytes",
             "max_pending_records",
+            "max_spans_per_request",
             "max_concurrent_requests",
+            "max_buffered_bytes",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not a TCP port")
         if self.max_waiting_requests < 0 or self.retry_after_seconds < 0:
@@ -97,6 +119,11 @@ class BridgeSettings:
         max_body_bytes: int | None = None,
         max_decompressed_bytes: int | None = None,
         max_pending_records: int | None = None,
+        max_spans_per_request: int | None = None,
+        max_buffered_bytes: int | None = None,
+        max_connections: int | None = None,
+        header_timeout: float | None = None,
+        body_timeout: float | None = None,
         hackagent_base_url: str | None = None,
         hackagent_api_key: str | None = None,
         outbox_path: str | os.PathLike[str] | None = None,
@@ -108,6 +135,9 @@ class BridgeSettings:
         Env vars: ``HACKAGENT_BRIDGE_HOST``, ``HACKAGENT_BRIDGE_PORT``,
         ``HACKAGENT_BRIDGE_TOKEN``, ``HACKAGENT_BRIDGE_MAX_BODY_BYTES``,
         ``HACKAGENT_BRIDGE_MAX_DECOMPRESSED_BYTES``, ``HACKAGENT_BRIDGE_MAX_PENDING``,
+        ``HACKAGENT_BRIDGE_MAX_SPANS_PER_REQUEST``,
+        ``HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES``, ``HACKAGENT_BRIDGE_MAX_CONNECTIONS``,
+        ``HACKAGENT_BRIDGE_HEADER_TIMEOUT``, ``HACKAGENT_BRIDGE_BODY_TIMEOUT``,
         ``HACKAGENT_BRIDGE_OUTBOX_PATH``, ``HACKAGENT_BRIDGE_LOG_LEVEL``, and the app's
         ``HACKAGENT_BASE_URL``, ``HACKAGENT_API_KEY``, ``HACKAGENT_OUTBOX_PATH``,
         ``HACKAGENT_REDACT_KEYS``.
@@ -139,6 +169,27 @@ class BridgeSettings:
                 "HACKAGENT_BRIDGE_MAX_PENDING",
                 defaults.max_pending_records,
             ),
+            max_spans_per_request=_int(
+                max_spans_per_request,
+                env,
+                "HACKAGENT_BRIDGE_MAX_SPANS_PER_REQUEST",
+                defaults.max_spans_per_request,
+            ),
+            max_buffered_bytes=_int(
+                max_buffered_bytes,
+                env,
+                "HACKAGENT_BRIDGE_MAX_BUFFERED_BYTES",
+                defaults.max_buffered_bytes,
+            ),
+            max_connections=_int(
+                max_connections, env, "HACKAGENT_BRIDGE_MAX_CONNECTIONS", defaults.max_connections
+            ),
+            header_timeout=_float(
+                header_timeout, env, "HACKAGENT_BRIDGE_HEADER_TIMEOUT", defaults.header_timeout
+            ),
+            body_timeout=_float(
+                body_timeout, env, "HACKAGENT_BRIDGE_BODY_TIMEOUT", defaults.body_timeout
+            ),
             hackagent_base_url=app.hackagent_base_url,
             hackagent_api_key=app.hackagent_api_key,
             outbox_path=(
@@ -159,3 +210,15 @@ def _int(given: int | None, env: Mapping[str, str], name: str, default: int) -> 
         return int(text)
     except ValueError:
         raise ValueError(f"{name}={text!r} is not an integer") from None
+
+
+def _float(given: float | None, env: Mapping[str, str], name: str, default: float) -> float:
+    if given is not None:
+        return given
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a number") from None

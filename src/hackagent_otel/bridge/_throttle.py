@@ -11,19 +11,29 @@ Two ways to use it:
 * :class:`ThrottledLog` for the bridge's own repeated lines, keyed by their message
   template (or a key of their own);
 * :class:`ThrottleFilter`, a :class:`logging.Filter` for loggers the bridge does not
-  write itself (asyncio's accept errors, uvicorn's invalid-request warnings), keyed by
-  the logger, level and message template.
+  write itself (uvicorn's invalid-request warnings), keyed by the logger, level and
+  message template;
+* :func:`throttled_exception_handler`, for an event loop, keyed by asyncio's own short
+  description of what went wrong (``socket.accept() out of system resource``): its
+  full lines carry reprs of sockets and timer handles that differ every time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["DEFAULT_INTERVAL", "Throttle", "ThrottleFilter", "ThrottledLog"]
+__all__ = [
+    "DEFAULT_INTERVAL",
+    "Throttle",
+    "ThrottleFilter",
+    "ThrottledLog",
+    "throttled_exception_handler",
+]
 
 #: Seconds between two lines of the same kind.
 DEFAULT_INTERVAL: Final = 5.0
@@ -123,3 +133,23 @@ class ThrottleFilter(logging.Filter):
             record.msg = record.getMessage() + _held_back(held, self.throttle.interval)
             record.args = None
         return True
+
+
+ExceptionHandler = Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]
+
+
+def throttled_exception_handler(throttle: Throttle | None = None) -> ExceptionHandler:
+    """An event loop exception handler (``loop.set_exception_handler``) that hands each
+    kind of trouble to the loop's default handler at most once per interval."""
+    throttle = throttle or Throttle()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message") or "unhandled exception in the event loop")
+        held = throttle.admit(message)
+        if held is None:
+            return
+        if held:
+            context = {**context, "message": message + _held_back(held, throttle.interval)}
+        loop.default_exception_handler(context)
+
+    return handle
