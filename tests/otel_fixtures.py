@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from opentelemetry.sdk.trace.sampling import Sampler
 
 import hackagent_otel
 from hackagent_otel import StepTracker, TrackingContext, _tracker, semconv
+from hackagent_otel._records import Record
 from hackagent_otel.testing import FakeHackAgentAPI
 
 #: Environment variables configure() reads; tests run with none of them set.
@@ -309,3 +311,54 @@ def filled_outbox(configure_otel: ConfigureOTel, env_outbox_path: Path) -> Fille
     run_seed_scenario(StepTracker(TrackingContext(run_id=run_id, parent_result_id=result_id)))
     hackagent_otel.shutdown()
     return FilledOutbox(env_outbox_path, run_id, result_id)
+
+
+class ListSink:
+    """A record sink that keeps what it is given, in order (thread-safe), and what
+    shutting it down was asked for: the processor's and the exporter's far side."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.lock = threading.Lock()
+        self.shut_down = 0
+        self.shut_down_with: float | None = None
+
+    def submit(self, record: Record) -> None:
+        with self.lock:
+            self.records.append(record)
+
+    def accept_durably(self, records: Sequence[Record]) -> None:
+        with self.lock:
+            self.records.extend(records)
+
+    def force_flush(self, timeout: float) -> bool:
+        return True
+
+    def shutdown(self, timeout: float) -> bool:
+        self.shut_down += 1
+        self.shut_down_with = timeout
+        return True
+
+    def sinks(self) -> list[ListSink]:
+        return [self]
+
+    def __call__(self, run_id: str) -> ListSink | None:
+        return self
+
+    def calls(self, prefix: str) -> list[tuple[str, str, Any]]:
+        """(method, path, body without ``content.otel``) of records under ``prefix``."""
+        with self.lock:
+            found = [r for r in self.records if r.path.startswith(prefix)]
+        return [(r.method, r.path, _without_otel(r.body)) for r in found]
+
+    def contents(self) -> list[str]:
+        """The step names of the trace records, in order."""
+        with self.lock:
+            return [r.body["content"]["step_name"] for r in self.records if r.kind == "trace"]
+
+
+def _without_otel(body: dict[str, Any]) -> dict[str, Any]:
+    content = body.get("content")
+    if isinstance(content, dict):
+        return {**body, "content": {k: v for k, v in content.items() if k != "otel"}}
+    return body

@@ -39,6 +39,7 @@ from hackagent_otel.bridge import BridgeSettings
 from hackagent_otel.bridge._decode import decode
 from hackagent_otel.bridge._pipeline import Backlogged, order_records
 from hackagent_otel.testing import FakeHackAgentAPI
+from otel_fixtures import ListSink
 
 PROTOBUF = "application/x-protobuf"
 
@@ -55,20 +56,6 @@ def calls(records: list[Record], prefix: str) -> list[tuple[str, str, Any]]:
 def stored_record(call: Call) -> Record:
     """The record a stored call was made from (its body parsed back)."""
     return Record(call.kind, call.method, call.path, call.parsed_body(), call.ordering_key)  # type: ignore[arg-type]
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    def submit(self, record: Record) -> None:
-        self.records.append(record)
-
-    def force_flush(self, timeout: float) -> bool:
-        return True
-
-    def shutdown(self, timeout: float) -> bool:
-        return True
 
 
 # -- order ------------------------------------------------------------------------------

@@ -493,7 +493,8 @@ def test_records_made_in_multiprocessing_children_reach_the_api_or_the_outbox(
         pool.terminate()  # what `with Pool()` does: SIGTERM to the workers
         pool.join()
     children = [(run_id, str(uuid.uuid4())) for _ in range(2)]
-    processes = [context.Process(target=_child_main, args=(method, init, ids)) for ids in children]
+    start = context.Process  # type: ignore[attr-defined]
+    processes = [start(target=_child_main, args=(method, init, ids)) for ids in children]
     for process in processes:
         process.start()
     for process in processes:

@@ -29,38 +29,13 @@ from apps.scenario import (
     expected_result_calls,
     expected_run_calls,
     run_seed_scenario,
-    without_otel,
 )
 from hackagent_otel import HackAgentSpanExporter, StepTracker, TrackingContext, _tracer, semconv
 from hackagent_otel._processor import LIVE_PROCESSORS
-from hackagent_otel._records import Record
 from hackagent_otel.testing import FakeHackAgentAPI
-from otel_fixtures import OTel, api_calls
+from otel_fixtures import ListSink, OTel, api_calls
 
 APPS = Path(__file__).resolve().parent / "apps"
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.shut_down = 0
-
-    def submit(self, record: Record) -> None:
-        self.records.append(record)
-
-    def force_flush(self, timeout: float) -> bool:
-        return True
-
-    def shutdown(self, timeout: float) -> bool:
-        self.shut_down += 1
-        return True
-
-    def calls(self, prefix: str) -> list[tuple[str, str, Any]]:
-        return [
-            (r.method, r.path, without_otel(r.body))
-            for r in self.records
-            if r.path.startswith(prefix)
-        ]
 
 
 @pytest.fixture

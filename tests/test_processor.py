@@ -19,38 +19,9 @@ from hackagent_otel._delivery.outcome import Transient
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel._processor import LIVE_PROCESSORS, HackAgentSpanProcessor, RecordSink
-from hackagent_otel._records import Record, Request
+from hackagent_otel._records import Request
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
-
-
-class ListSink:
-    """Keeps what it is given, in order; thread-safe."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self.lock = threading.Lock()
-        self.shut_down_with: float | None = None
-
-    def submit(self, record: Record) -> None:
-        with self.lock:
-            self.records.append(record)
-
-    def force_flush(self, timeout: float) -> bool:
-        return True
-
-    def shutdown(self, timeout: float) -> bool:
-        self.shut_down_with = timeout
-        return True
-
-    def sinks(self) -> list[RecordSink]:
-        return [self]
-
-    def __call__(self, run_id: str) -> RecordSink | None:
-        return self
-
-    def contents(self) -> list[str]:
-        with self.lock:
-            return [r.body["content"]["step_name"] for r in self.records if r.kind == "trace"]
+from otel_fixtures import ListSink
 
 
 class Route:
