@@ -9,18 +9,22 @@ the public API, then draws the run's step timeline in the terminal. With
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
 
 import hackagent_otel as ho
@@ -154,24 +158,155 @@ def records_report(telemetry: ho.Telemetry) -> str:
     return f"HackAgent records: {made} made, {where}"
 
 
-def render_timeline(spans: Sequence[ReadableSpan], run_id: str) -> Tree:
-    """A tree of the run's spans, nested as recorded, with offsets, durations, status."""
+def render_timeline(spans: Sequence[ReadableSpan], run_id: str, title: str = "") -> Tree:
+    """A tree of the run's spans, nested as recorded, with offsets, durations, status.
+
+    A goal is drawn as one node: its verdict, then its attempts, evaluations and any
+    crash, from the zero-length spans under it. It sits among its parent's children
+    where its verdict came, so a run reads top to bottom as it happened. A step lists
+    the goals whose attempts link to it: the same attempts, seen from the step.
+    """
     ours = [s for s in spans if s.attributes and s.attributes.get(semconv.RUN_ID) == run_id]
     start = min((s.start_time or 0) for s in ours) if ours else 0
+    by_id = {s.context.span_id: s for s in ours}
     children: dict[int | None, list[ReadableSpan]] = {}
-    ids = {s.context.span_id for s in ours}
-    for span in sorted(ours, key=lambda s: s.start_time or 0):
-        parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
+    for span in sorted(ours, key=_when_shown):
+        parent = span.parent.span_id if span.parent and span.parent.span_id in by_id else None
         children.setdefault(parent, []).append(span)
-    tree = Tree(f"[bold]run {run_id}[/]")
+    attempts_in = _attempts_by_step(ours, by_id)
+    tree = Tree(f"[bold]run {run_id}[/]" + (f" {title}" if title else ""))
 
     def add(node: Tree, parent: int | None) -> None:
         for span in children.get(parent, []):
+            if _kind(span) == semconv.KIND_GOAL:
+                _add_goal(node, span, children.get(span.context.span_id, []), by_id)
+                continue
             child = node.add(_label(span, start))
+            goals = attempts_in.get(span.context.span_id)
+            if goals:
+                listed = ", ".join(f"goal {index}" for index in goals)
+                child.add(f"[dim]attempts in this step: {listed}[/]")
             add(child, span.context.span_id)
 
     add(tree, None)
     return tree
+
+
+def _kind(span: ReadableSpan) -> object:
+    return (span.attributes or {}).get(semconv.KIND)
+
+
+def _when_shown(span: ReadableSpan) -> int:
+    """Spans by start, but a goal (open from its creation to its verdict) by its end."""
+    if _kind(span) == semconv.KIND_GOAL:
+        return span.end_time or span.start_time or 0
+    return span.start_time or 0
+
+
+def _attempts_by_step(
+    spans: Sequence[ReadableSpan], by_id: dict[int, ReadableSpan]
+) -> dict[int, list[int]]:
+    """The goals (by index, in order of their first attempt) each step saw attempts of:
+    an attempt's span links to the step that was current when it was made."""
+    found: dict[int, list[int]] = {}
+    for span in sorted(spans, key=lambda s: s.start_time or 0):
+        index = (span.attributes or {}).get(semconv.GOAL_INDEX)
+        if not _is_attempt(span) or not isinstance(index, int):
+            continue
+        for step in _linked_steps(span, by_id):
+            goals = found.setdefault(step.context.span_id, [])
+            if index not in goals:
+                goals.append(index)
+    return found
+
+
+def _linked_steps(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> list[ReadableSpan]:
+    """The steps of the run that ``span`` links to."""
+    linked = (by_id.get(link.context.span_id) for link in span.links)
+    return [step for step in linked if step is not None and _kind(step) == semconv.KIND_STEP]
+
+
+def _is_attempt(span: ReadableSpan) -> bool:
+    attrs = span.attributes or {}
+    return (
+        attrs.get(semconv.KIND) == semconv.KIND_GOAL_TRACE
+        and attrs.get(semconv.TRACE_ORIGIN) == "interaction"
+    )
+
+
+def _add_goal(
+    node: Tree,
+    goal: ReadableSpan,
+    parts: Sequence[ReadableSpan],
+    by_id: dict[int, ReadableSpan],
+) -> None:
+    """A goal's node: verdict and text, then its attempts, evaluations and crash."""
+    attrs = goal.attributes or {}
+    status = str(attrs.get(semconv.RESULT_EVALUATION_STATUS, "NOT_EVALUATED"))
+    crashed = goal.status.status_code is StatusCode.ERROR
+    colour = "green" if status == "SUCCESSFUL_JAILBREAK" else "red"
+    mark = "x " if crashed else ""
+    text = escape(_shorten(str(attrs.get(semconv.GOAL_TEXT, "")), 36))
+    branch = node.add(
+        f"goal {attrs.get(semconv.GOAL_INDEX)} [{colour}]{mark}{status}[/] [dim]{text}[/]"
+    )
+    for part in parts:
+        line = _goal_part(part, by_id)
+        if line:
+            branch.add(line)
+    if crashed:
+        branch.add(f"[red]x {escape(goal.status.description or 'failed')}[/]")
+
+
+def _goal_part(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> str | None:
+    """One line for a span under a goal: an attempt (the step it happened in, the
+    answer, its tokens), an evaluation or a custom trace; None for the creation and
+    the verdict, which the goal's own line shows."""
+    attrs = span.attributes or {}
+    if attrs.get(semconv.KIND) != semconv.KIND_GOAL_TRACE:
+        return None
+    content = _json_object(attrs.get(semconv.TRACE_CONTENT))
+    if _is_attempt(span):
+        steps = _linked_steps(span, by_id)
+        where = f"in {steps[0].name}" if steps else "outside any step"
+        answer = escape(_shorten(_answer(attrs, content), 24))
+        tokens = ""
+        used_in = attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)
+        used_out = attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
+        if isinstance(used_in, int) and isinstance(used_out, int):
+            tokens = f" [cyan]{used_in}+{used_out} tok[/]"
+        return f'attempt {where}: "{answer}"{tokens}'
+    if attrs.get(semconv.TRACE_ORIGIN) == "evaluation":
+        explanation = content.get("explanation") or content.get("result")
+        return f"[dim]evaluation: {escape(str(explanation))}[/]"
+    return f"[dim]trace {escape(str(attrs.get(semconv.TRACE_STEP_NAME)))}[/]"
+
+
+def _answer(attrs: Mapping[str, object], content: dict[str, Any]) -> str:
+    """What the target answered: the GenAI output message, else the trace's response."""
+    messages = attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES)
+    if isinstance(messages, str):
+        try:
+            return str(json.loads(messages)[0]["parts"][0]["content"])
+        except (ValueError, LookupError, TypeError):
+            pass
+    return str(content.get("response", ""))
+
+
+def _json_object(value: object) -> dict[str, Any]:
+    if not isinstance(value, str):
+        return {}
+    try:
+        found = json.loads(value)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` on one line, at most ``width`` characters (an ellipsis marks a cut)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1].rstrip() + "\u2026"
 
 
 def _label(span: ReadableSpan, run_start: int) -> str:
