@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: help install demo test lint typecheck unit integration otel-bins stack bench clean soak fuzz-deps
 
 help:
-	@echo "make demo       set up and run the example pipeline (terminal timeline)"
+	@echo "make demo       set up and run the example pipeline and attack (terminal timelines)"
 	@echo "make test       set up, build the Collector and Jaeger, run every test tier"
 	@echo "make stack      run the built Collector + Jaeger + the demo on this machine"
 	@echo "make bench      print the benchmark table"

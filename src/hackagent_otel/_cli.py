@@ -18,7 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "demo", help="run the example pipeline and show its step timeline in the terminal"
+        "demo",
+        help="run the example pipeline and a per-goal attack; show their timelines here",
     )
     outbox = commands.add_parser(
         "outbox",
