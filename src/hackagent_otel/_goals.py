@@ -266,7 +266,7 @@ class Tracker:
         if self.attack_type is not None:
             identity[semconv.ATTACK_TYPE] = _sanitize.sanitize_text(self.attack_type, 256)
         span = _tracer.start_span(
-            f"goal {index}",
+            f"{semconv.SPAN_GOAL} {index}",
             runs.parent_for(run_id),
             {semconv.KIND: semconv.KIND_GOAL, **identity},
             record_exception=False,

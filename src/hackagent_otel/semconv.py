@@ -82,8 +82,9 @@ RESULT_AGENT_SPECIFIC_DATA: Final = "hackagent.result.agent_specific_data"
 RUN_ENDED_BY: Final = "hackagent.run.ended_by"
 
 # -- goals (the per-goal Tracker: one Result per goal) ---------------------------------
-#: The goal's span: from ``create_goal_result`` to its verdict, in the run's trace.
-SPAN_GOAL: Final = "hackagent.goal"
+#: The goal's span is named ``goal <index>``: from ``create_goal_result`` to its verdict,
+#: in the run's trace.
+SPAN_GOAL: Final = "goal"
 #: Zero-length spans under the goal's: its Result's creation and its verdict.
 SPAN_GOAL_CREATE: Final = "hackagent.goal.create"
 SPAN_GOAL_VERDICT: Final = "hackagent.goal.verdict"
