@@ -538,3 +538,44 @@ def test_records_of_a_pre_fork_worker_that_ends_with_os_exit_are_not_lost(
     _push_what_children_left(fake_api, api_outbox(env_outbox_path, fake_api))
     duplicates = _all_delivered_in_order(fake_api, results, RECORDS_PER_CHILD)
     print(f"\npre-fork: {len(results) * RECORDS_PER_CHILD} records, {duplicates} twice")
+
+
+# -- span limits -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        ("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "4"),
+        ("OTEL_SPAN_EVENT_COUNT_LIMIT", "2"),
+        ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "64"),
+    ],
+    ids=lambda pair: f"{pair[0]}={pair[1]}",
+)
+def test_span_limits_cut_the_spans_but_not_the_records(
+    configure_api: ConfigureAPI,
+    fake_api: FakeHackAgentAPI,
+    run_id: str,
+    result_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    limit: tuple[str, str],
+) -> None:
+    """Limits meant for span backends leave HackAgent's records whole, and say so."""
+    from apps.attack_scenario import attack_calls, expected_attack_calls, run_attack_scenario
+
+    monkeypatch.setenv(*limit)  # read by the SDK's SpanLimits when the provider is made
+    otel = configure_api()
+    run_seed_scenario(tracker_for(run_id, result_id))
+    attack_run = str(uuid.uuid4())
+    coordinator = run_attack_scenario(None, attack_run)
+    assert hackagent_otel.force_flush(10_000)
+
+    assert_scenario_delivered(fake_api, run_id, result_id)
+    assert coordinator.goal_tracker is not None
+    r0, r1 = (coordinator.goal_tracker.get_result_id(i) or "" for i in (0, 1))
+    assert fake_api.wait_for(lambda: len(api_calls(fake_api, f"/run/{attack_run}")) >= 4, 10)
+    assert attack_calls(fake_api, attack_run, [r0, r1]) == expected_attack_calls(
+        attack_run, r0, r1
+    )
+    cut = otel.telemetry.stats()["mapping"]["cut_by_span_limits"]
+    assert cut > 0  # the spans themselves were cut, as configured

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from hackagent_otel import _mapping, semconv
+from hackagent_otel import _mapping, _tracer, semconv
 from hackagent_otel._processor import (
     LIVE_PROCESSORS,
     MappingCounters,
@@ -65,12 +65,13 @@ class HackAgentSpanExporter(SpanExporter):
             return SpanExportResult.SUCCESS
         for span in spans:
             try:
-                attributes = span.attributes
+                kept = _tracer.take_kept(span)  # what span limits cannot cut
+                attributes = kept.attributes if kept is not None else span.attributes
                 if attributes is None or semconv.KIND not in attributes:
                     continue
                 with self.counters.lock:
                     self.counters.spans += 1
-                mapped = _mapping.map_end(from_sdk_span(span), include_start=True)
+                mapped = _mapping.map_end(from_sdk_span(span, kept=kept), include_start=True)
                 submit_mapped(mapped, self._sink, self.counters)
             except Exception:
                 with self.counters.lock:

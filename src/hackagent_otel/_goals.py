@@ -457,10 +457,10 @@ class Tracker:
                     semconv.RESULT_AGENT_SPECIFIC_DATA: _sanitize.dumps(data),
                 },
             ).end()
-            span.set_attributes(verdict)
+            _tracer.set_attributes(span, verdict)
             if error is not None:
                 message = _sanitize.sanitize_text(str(error))
-                span.add_event("exception", _exception_attributes(error, message))
+                _tracer.add_event(span, "exception", _exception_attributes(error, message))
                 span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
             _end_goal_span(ctx)
         except Exception:

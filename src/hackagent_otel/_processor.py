@@ -29,7 +29,7 @@ from typing import Protocol
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from hackagent_otel import _mapping, semconv
+from hackagent_otel import _mapping, _tracer, semconv
 from hackagent_otel._forksafe import register
 from hackagent_otel._records import Record
 from hackagent_otel._spanview import SpanView, from_sdk_span
@@ -69,6 +69,7 @@ class MappingCounters:
         self.unmappable = 0
         self.inline = 0
         self.not_durable = 0
+        self.cut_by_span_limits = 0
 
     def snapshot(self) -> dict[str, int]:
         with self.lock:
@@ -78,6 +79,7 @@ class MappingCounters:
                 "unmappable": self.unmappable,
                 "mapped_inline": self.inline,
                 "not_durable": self.not_durable,
+                "cut_by_span_limits": self.cut_by_span_limits,
             }
 
 
@@ -90,6 +92,33 @@ def submit_mapped(mapped: _mapping.Mapped, sink: RecordSink, counters: MappingCo
         counters.unmappable += len(mapped.problems)
     for problem in mapped.problems:
         _logger.warning("hackagent_otel: span left without records: %s", problem)
+
+
+def _count_cuts(span: ReadableSpan, kept: _tracer.KeptData, counters: MappingCounters) -> None:
+    """Count (and log once) spans the SDK's span limits cut: their records are whole,
+    made from what the tracker set, but the span a backend sees is not."""
+    attributes = span.attributes
+    if attributes is None:
+        cut = True
+    else:
+        dropped = getattr(span, "dropped_attributes", 0) or getattr(span, "dropped_events", 0)
+        cut = (
+            bool(dropped)
+            or len(span.events) < len(kept.events)
+            or any(attributes.get(key) != value for key, value in kept.attributes.items())
+        )
+    if not cut:
+        return
+    with counters.lock:
+        counters.cut_by_span_limits += 1
+        first = counters.cut_by_span_limits == 1
+    if first:
+        _logger.warning(
+            "hackagent_otel: span limits (OTEL_SPAN_*_LIMIT) cut span %r; its HackAgent "
+            "records are whole, the span backends see is not (counted in "
+            "cut_by_span_limits)",
+            span.name,
+        )
 
 
 class HackAgentSpanProcessor(SpanProcessor):
@@ -139,7 +168,8 @@ class HackAgentSpanProcessor(SpanProcessor):
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if self._detached:
             return
-        attributes = span.attributes
+        kept = _tracer.kept_at_start(span)  # what span limits cannot cut
+        attributes = kept.attributes if kept is not None else span.attributes
         if attributes is None or attributes.get(semconv.KIND) != semconv.KIND_STEP:
             return
         # The span itself is queued, not a copy: the start record reads only attributes
@@ -150,7 +180,8 @@ class HackAgentSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._detached:
             return
-        attributes = span.attributes
+        kept = _tracer.kept_for(span)
+        attributes = kept.attributes if kept is not None else span.attributes
         if attributes is None or semconv.KIND not in attributes:
             return
         self._enqueue(_END, span)
@@ -265,7 +296,11 @@ class HackAgentSpanProcessor(SpanProcessor):
                 self.counters.unmappable += 1
 
     def _map(self, phase: int, span: ReadableSpan) -> None:
-        view: SpanView = from_sdk_span(span, started_only=phase == _START)
+        started_only = phase == _START
+        kept = _tracer.kept_for(span) if started_only else _tracer.take_kept(span)
+        if kept is not None and not started_only:
+            _count_cuts(span, kept, self.counters)
+        view: SpanView = from_sdk_span(span, started_only=started_only, kept=kept)
         with self.counters.lock:
             self.counters.spans += phase == _END
         run_id = view.attributes.get(semconv.RUN_ID)

@@ -52,31 +52,45 @@ class SpanView:
         return format(self.span_id, "016x")
 
 
-def from_sdk_span(span: Any, *, started_only: bool = False) -> SpanView:
+def from_sdk_span(span: Any, *, started_only: bool = False, kept: Any = None) -> SpanView:
     """A view of an SDK span (``ReadableSpan`` or a live ``Span``), duck-typed.
 
     With ``started_only`` the view holds what was known at start: no end time, no
-    events, no status, and a copy of the attributes as they are now.
+    events, no status, and a copy of the attributes as they are now. ``kept``
+    (``attributes`` and ``events`` as the tracker set them, see ``_tracer.KeptData``)
+    replaces what the span kept of them under the SDK's span limits.
     """
     context = span.get_span_context()
     parent = span.parent
     status = None if started_only else span.status
+    if kept is None:
+        attributes = _plain_attributes(span)
+        events: tuple[EventView, ...] = (
+            ()
+            if started_only
+            else tuple(
+                [
+                    EventView(event.name, event.timestamp, _plain_attributes(event))
+                    for event in span.events
+                ]
+            )
+        )
+    else:
+        attributes = dict(kept.attributes)
+        events = (
+            ()
+            if started_only
+            else tuple([EventView(name, when, dict(attrs)) for name, attrs, when in kept.events])
+        )
     return SpanView(
         span.name,
         context.trace_id,
         context.span_id,
         span.start_time or 0,
-        _plain_attributes(span),
+        attributes,
         parent.span_id if parent is not None else None,
         None if started_only else span.end_time,
-        ()
-        if started_only
-        else tuple(
-            [
-                EventView(event.name, event.timestamp, _plain_attributes(event))
-                for event in span.events
-            ]
-        ),
+        events,
         status.status_code.name if status is not None else "UNSET",
         status.description if status is not None else None,
         getattr(span.instrumentation_scope, "name", None) == TRACER_NAME,

@@ -7,11 +7,20 @@ so the SDK side registers them here instead of the tracker importing it:
   trace id, and keeping HackAgent spans recorded when the user's sampler drops them;
 * a *fallback configurer*, called once when tracking is used before any SDK provider
   exists, so a drop-in user who never calls ``configure()`` still gets records.
+
+It also keeps, beside each span of ours, what the tracker set on it, whole
+(:class:`KeptData`): the SDK's span limits (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``,
+``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``, ``OTEL_SPAN_EVENT_COUNT_LIMIT``...) are
+meant for span backends, and the HackAgent records made from our spans must not
+depend on them. The span itself is still cut as configured; the records are not.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -111,11 +120,108 @@ def start_root_span(
 ) -> trace.Span:
     """Start a span with no parent whose trace id is ``trace_id`` where the SDK allows it."""
     with pinned_trace_id(trace_id):
-        return source.tracer().start_span(name, context=Context(), attributes=attributes)
+        return _started(name, Context(), attributes)
 
 
 def start_span(
     name: str, parent: Context | None, attributes: Mapping[str, AttributeValue], **kwargs: Any
 ) -> trace.Span:
     """Start a span of ours under ``parent`` (``None``: the current context)."""
-    return source.tracer().start_span(name, context=parent, attributes=attributes, **kwargs)
+    return _started(name, parent, attributes, **kwargs)
+
+
+class KeptData:
+    """Every attribute and event the tracker set on one span, uncut by span limits."""
+
+    __slots__ = ("attributes", "events")
+
+    def __init__(self, attributes: Mapping[str, AttributeValue]) -> None:
+        self.attributes: dict[str, AttributeValue] = dict(attributes)
+        self.events: list[tuple[str, dict[str, AttributeValue], int]] = []
+
+
+#: (trace id, span id) -> what was set on the span. The SDK hands span processors a
+#: new ReadableSpan at the end, so a span is found by its ids; the processor takes the
+#: entry when it maps the span's end. Bounded, oldest first out, so a set-up without
+#: the processor (records made elsewhere) holds at most this many.
+MAX_KEPT = 65_536
+_kept: OrderedDict[tuple[int, int], KeptData] = OrderedDict()
+_kept_lock = threading.Lock()
+
+
+def _ids(span: Any) -> tuple[int, int]:
+    context = span.get_span_context()
+    return (context.trace_id, context.span_id)
+
+
+#: What the span being started right now was given: span processors' ``on_start`` runs
+#: inside ``start_span``, before the span is in ``_kept``.
+_STARTING: ContextVar[KeptData | None] = ContextVar("hackagent_starting_span", default=None)
+
+
+def _started(
+    name: str, parent: Context | None, attributes: Mapping[str, AttributeValue], **kwargs: Any
+) -> trace.Span:
+    kept = KeptData(attributes)
+    token = _STARTING.set(kept)
+    try:
+        span = source.tracer().start_span(name, context=parent, attributes=attributes, **kwargs)
+    finally:
+        _STARTING.reset(token)
+    return _keep(span, kept)
+
+
+def kept_at_start(span: Any) -> KeptData | None:
+    """In a span processor's ``on_start``: what the span was started with, whole."""
+    return _STARTING.get() or kept_for(span)
+
+
+def _keep(span: trace.Span, kept: KeptData) -> trace.Span:
+    if span.is_recording():
+        with _kept_lock:
+            _kept[_ids(span)] = kept
+            if len(_kept) > MAX_KEPT:
+                _kept.popitem(last=False)
+    return span
+
+
+def kept_for(span: Any) -> KeptData | None:
+    """What the tracker set on ``span`` (live or ended), whole, if it is ours."""
+    return _kept.get(_ids(span))
+
+
+def take_kept(span: Any) -> KeptData | None:
+    """:func:`kept_for`, and forget it (the span has ended and is being mapped)."""
+    with _kept_lock:
+        return _kept.pop(_ids(span), None)
+
+
+def _renew_kept_lock() -> None:
+    global _kept_lock
+    _kept_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_kept_lock)
+
+
+def set_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue]) -> None:
+    """``span.set_attributes``, kept whole for the records too."""
+    span.set_attributes(attributes)
+    kept = kept_for(span)
+    if kept is not None:
+        kept.attributes.update(attributes)
+
+
+def add_event(
+    span: trace.Span,
+    name: str,
+    attributes: Mapping[str, AttributeValue],
+    timestamp: int | None = None,
+) -> None:
+    """``span.add_event``, kept whole for the records too."""
+    when = time.time_ns() if timestamp is None else timestamp
+    span.add_event(name, attributes, when)
+    kept = kept_for(span)
+    if kept is not None:
+        kept.events.append((name, dict(attributes), when))

@@ -285,13 +285,15 @@ class StepTracker:
             if progress_dropped:
                 attributes[semconv.STEP_PROGRESS_DROPPED] = progress_dropped
             for key, (timestamp, value) in metadata:
-                span.add_event(
+                _tracer.add_event(
+                    span,
                     semconv.EVENT_METADATA,
                     {semconv.METADATA_KEY: key, semconv.METADATA_VALUE: value},
                     timestamp,
                 )
             for timestamp, message, metrics in progress:
-                span.add_event(
+                _tracer.add_event(
+                    span,
                     semconv.EVENT_PROGRESS,
                     {semconv.PROGRESS_MESSAGE: message, semconv.PROGRESS_METRICS: metrics},
                     timestamp,
@@ -299,10 +301,10 @@ class StepTracker:
             if exc is not None:
                 message = _sanitize.sanitize_text(str(exc))
                 attributes[semconv.STEP_ERROR_MESSAGE] = message
-                span.add_event("exception", _exception_attributes(exc, message))
+                _tracer.add_event(span, "exception", _exception_attributes(exc, message))
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
                 self.logger.error("Step '%s' failed: %s", _step_name(span), message)
-            span.set_attributes(attributes)
+            _tracer.set_attributes(span, attributes)
             span.end()
         except Exception:
             self._internal_error("ending a step")
