@@ -65,16 +65,18 @@ def tier_key(root: Path = ROOT) -> str:
 
 def tier_python(root: Path = ROOT) -> Path:
     """The interpreter of the tier's venv: ``hackagent==0.5.0`` and this checkout
-    (editable, with its dependencies from PyPI). Venvs this checkout built for an
-    earlier ``pyproject.toml`` are removed once the new one is complete."""
+    (editable, with its dependencies from PyPI). Once a new one is complete, the tier
+    venvs built for an earlier ``pyproject.toml`` of this checkout, or for a checkout
+    that is gone (a CI clone, say), are removed: each takes about 450 MB."""
     name = f"tier-hackagent-{HACKAGENT_VERSION}-{tier_key(root)}"
     python = ensure_venv(name, [[f"hackagent=={HACKAGENT_VERSION}"], ["--editable", str(root)]])
     owner = python.parent.parent / ".checkout"
     if not owner.exists():
         owner.write_text(str(root))
         for old in cache_dir().glob("tier-hackagent-*/.checkout"):
-            if old != owner and old.read_text() == str(root):
-                _say(f"removing {old.parent}, built for an earlier pyproject.toml")
+            checkout = old.read_text()
+            if old != owner and (checkout == str(root) or not Path(checkout).is_dir()):
+                _say(f"removing {old.parent}, built for {checkout} as it was")
                 shutil.rmtree(old.parent, ignore_errors=True)
                 (old.parent.parent / f"{old.parent.name}.lock").unlink(missing_ok=True)
     return python
