@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench import bridge_ingest, delivery, hot_path, instructions, memory
+from bench import bridge_ingest, delivery, goals, hot_path, instructions, memory
 from bench._table import print_table
 
 
@@ -27,6 +27,7 @@ def main() -> None:
 def run_all() -> None:
     """Every benchmark, then the targets table."""
     hot = hot_path.main()
+    per_goal = goals.main()
     sent = delivery.main()
     ingest = bridge_ingest.main()
     mem = memory.main()
@@ -56,6 +57,26 @@ def run_all() -> None:
         ),
         ("faster than hackagent 0.5.0, 20 ms API", f"{hot['speedup_20ms']:.0f}x", ">= 500x"),
         ("  (the bare span itself, for scale)", f"{hot['floor_speedup_20ms']:.0f}x", ""),
+        (
+            "per-goal attack faster than hackagent 0.5.0, 20 ms API (its ids read)",
+            f"{per_goal['speedup_20ms']:.1f}x",
+            ">= 50x",
+        ),
+        (
+            "  (the same without the read of the goals' ids)",
+            f"{per_goal['speedup_20ms_without_read']:.0f}x",
+            "",
+        ),
+        (
+            "  the same at 0 ms API (with / without the read)",
+            f"{per_goal['speedup_0ms']:.1f}x / {per_goal['speedup_0ms_without_read']:.0f}x",
+            "",
+        ),
+        (
+            "one attempt vs bare SDK span",
+            f"{per_goal['attempt_vs_bare']:.2f}x",
+            f"<= a step's ({per_goal['step_vs_bare']:.2f}x, beside it)",
+        ),
         (
             "delivery vs one sequential httpx client, 20 ms API, 4 senders",
             f"{sent['ratio_20ms_4']:.2f}x",

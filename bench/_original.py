@@ -8,33 +8,18 @@ the user's cache folder) a virtualenv with ``hackagent==0.5.0`` from PyPI and ru
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-VERSION = "0.5.0"
+from bench._venv import HACKAGENT_VERSION, bench_python
+
+VERSION = HACKAGENT_VERSION
 SCRIPT = Path(__file__).with_name("original_steps.py")
-
-
-def venv_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "hackagent-otel" / f"bench-hackagent-{VERSION}"
 
 
 def original_python() -> Path:
     """The bench virtualenv's interpreter, creating and filling it if needed."""
-    venv = venv_dir()
-    python = venv / "bin" / "python"
-    if not (venv / ".installed").exists():
-        print(f"installing hackagent=={VERSION} into {venv} (once)", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", f"hackagent=={VERSION}"],
-            check=True,
-        )
-        (venv / ".installed").touch()
-    return python
+    return bench_python()
 
 
 def original_step_samples(base_url: str, api_key: str, steps: int) -> list[float]:
