@@ -87,3 +87,51 @@ def test_lowest_unsettled_counts_queued_in_flight_and_in_transit() -> None:
     assert queue.lowest_unsettled() == 6
     queue.begin_transit([item(2, "c")])
     assert queue.lowest_unsettled() == 2
+
+
+def provider(seq: int, key: str) -> Item:
+    return Item(seq, Call("result_create", "POST", "/run/r/result", b"{}", key, provides=key))
+
+
+def dependent(seq: int, key: str) -> Item:
+    return Item(seq, Call("trace", "POST", "/result/{ref}/trace", b"{}", key, needs=key))
+
+
+def test_a_provider_leaves_before_other_keys_queued_ahead_of_it() -> None:
+    """Pipeline code may wait for a creation's id; order holds per key only."""
+    queue = PartitionedQueue(1, 100)
+    queue.offer(provider(0, "goal:a"))
+    queue.offer(dependent(1, "goal:a"))
+    queue.offer(dependent(2, "goal:a"))
+    queue.offer(provider(3, "goal:b"))
+    queue.offer(dependent(4, "goal:b"))
+    assert [queue.take(0).seq for _ in range(5)] == [0, 3, 1, 2, 4]
+
+
+def test_a_provider_never_overtakes_its_own_key() -> None:
+    queue = PartitionedQueue(1, 100)
+    queue.offer(dependent(0, "goal:a"))  # a record of its key before it: it stays in line
+    queue.offer(provider(1, "goal:a"))
+    queue.offer(provider(2, "goal:b"))
+    assert [queue.take(0).seq for _ in range(3)] == [2, 0, 1]
+
+
+def test_a_handed_back_provider_still_goes_before_its_dependents() -> None:
+    queue = PartitionedQueue(1, 100)
+    queue.offer(provider(0, "goal:a"))
+    queue.offer(dependent(1, "goal:a"))
+    taken = queue.take(0)
+    queue.hand_back(0, taken)
+    assert [queue.take(0).seq for _ in range(2)] == [0, 1]
+
+
+def test_take_all_and_put_back_keep_providers_ahead_of_their_dependents() -> None:
+    queue = PartitionedQueue(1, 100)
+    for item in (provider(0, "goal:a"), dependent(1, "goal:a"), provider(2, "goal:b")):
+        queue.offer(item)
+    taken = queue.take_all()
+    assert [it.seq for it in taken] == [0, 1, 2]
+    queue.put_back(taken)
+    queue.end_transit(taken)
+    order = [queue.take(0).seq for _ in range(3)]
+    assert order.index(0) < order.index(1)

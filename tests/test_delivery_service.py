@@ -758,3 +758,21 @@ def test_a_sigkill_between_a_creations_answer_and_its_first_trace_loses_and_repe
     assert len(creations) == 1  # created once, not again by the successor
     assert sequences(fake_api, result_id) == [1, 2, 3]
     assert fake_api.duplicate_traces() == []
+
+
+def test_shutdown_during_a_drain_batch_settles_what_the_api_took_so_nothing_goes_twice(
+    fake_api: FakeHackAgentAPI, make: object, outbox_path: Path
+) -> None:
+    (result_id,) = keys(1)
+    with Outbox(outbox_path) as box:  # what an outage left
+        box.put_many([trace(result_id, i) for i in range(20)])
+    fake_api.set_latency(50)
+    service: DeliveryService = make()  # type: ignore[operator]
+    service.start()
+    assert fake_api.wait_for(lambda: len(fake_api.calls) >= 3, timeout=10)  # mid-batch
+    assert service.shutdown(5)
+    fake_api.set_latency(0)
+    with Outbox(outbox_path) as box, HackAgentClient(fake_api.base_url, KEY) as client:
+        assert push(box, client).complete
+    assert sequences(fake_api, result_id) == list(range(20))
+    assert fake_api.duplicate_traces() == []

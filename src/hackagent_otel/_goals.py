@@ -29,7 +29,6 @@ original sent both as they were.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import threading
@@ -47,6 +46,7 @@ from opentelemetry.util.types import AttributeValue
 from hackagent_otel import _sanitize, _tracer, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StepTypeEnum, enum_value
 from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel._json import compact_encoder
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
 from hackagent_otel._tracker import _exception_attributes, stats
@@ -61,6 +61,8 @@ DEFAULT_RESULT_ID_TIMEOUT = 5.0
 #: A goal's text on its spans and records is capped at this many characters.
 MAX_GOAL_CHARS = 16_384
 _OTHER = StepTypeEnum.OTHER.value
+#: Encodes values the sanitizer already made JSON-safe (as ``_sanitize.dumps`` does).
+_encode = compact_encoder(ensure_ascii=False)
 
 #: ``(run_id, ref, timeout) -> id or None``: how a goal's Result id is learnt, set by
 #: ``configure()`` (the delivery that sends the run's records knows the answers).
@@ -287,7 +289,12 @@ class Tracker:
         ).end()
         setup = {"goal": ctx.goal, "goal_index": ctx.goal_index, "attack_type": self.attack_type}
         ctx.traces.append(
-            _local_trace(setup_sequence, "Goal Setup", _OTHER, _sanitize.dumps(setup))
+            {
+                "sequence": setup_sequence,
+                "step_name": "Goal Setup",
+                "step_type": _OTHER,
+                "content": _sanitize.sanitize(setup),
+            }
         )
         self.logger.info("Created result for goal %s (%s)", ctx.goal_index, ref)
 
@@ -310,11 +317,17 @@ class Tracker:
             }
             if metadata:
                 content["metadata"] = metadata
-            genai = _genai_attributes(request, response)
         except Exception:
             self._internal_error("recording an interaction of goal %s", ctx.goal_index)
             return
-        self._add_trace(ctx, step_name, step_type, content, "interaction", genai)
+        self._add_trace(
+            ctx,
+            step_name,
+            step_type,
+            content,
+            "interaction",
+            lambda sanitized: _genai_attributes(sanitized, response),
+        )
 
     def add_evaluation_trace(
         self,
@@ -356,14 +369,24 @@ class Tracker:
         step_type: StepTypeEnum | str,
         content: Any,
         origin: str,
-        genai: dict[str, AttributeValue] | None = None,
+        genai: Callable[[Any], dict[str, AttributeValue]] | None = None,
     ) -> None:
         try:
             type_value = self._step_type(step_type)
             name = step_name if isinstance(step_name, str) else _sanitize.sanitize_text(step_name)
-            text = _sanitize.dumps(content)
+            # One walk gives both the local copy and the attribute's text (parsing the
+            # text back would cost a third of an attempt).
+            sanitized = _sanitize.sanitize(content)
+            text = _encode(sanitized)
             sequence = ctx._next_sequence()
-            ctx.traces.append(_local_trace(sequence, name, type_value, text))
+            ctx.traces.append(
+                {
+                    "sequence": sequence,
+                    "step_name": name,
+                    "step_type": type_value,
+                    "content": sanitized,
+                }
+            )
             span = ctx._span
             if span is None or ctx._ref is None or ctx._run_id is None:
                 return  # not tracked (no run id), as the original kept such traces locally
@@ -382,8 +405,8 @@ class Tracker:
                 semconv.TRACE_CONTENT: text,
                 semconv.TRACE_ORIGIN: origin,
             }
-            if genai:
-                attributes.update(genai)
+            if genai is not None:
+                attributes.update(genai(sanitized))
             _tracer.start_span(name, trace.set_span_in_context(span), attributes, links=links).end()
         except Exception:
             self._internal_error("recording a trace of goal %s", ctx.goal_index)
@@ -540,18 +563,6 @@ class Tracker:
         self.logger.exception("hackagent_otel: internal error " + what, *args)
 
 
-def _local_trace(
-    sequence: int, step_name: str, step_type: str, content_json: str
-) -> dict[str, Any]:
-    """A trace as the Context keeps it (the original's local record of what it sent)."""
-    return {
-        "sequence": sequence,
-        "step_name": step_name,
-        "step_type": step_type,
-        "content": json.loads(content_json),
-    }
-
-
 def _response_text(response: Any) -> Any:
     """A target's answer reduced as the original reduced it: an OpenAI-style object's
     first choice, a dict's ``generated_text``/``processed_response``/``content``, a
@@ -575,20 +586,24 @@ def _response_text(response: Any) -> Any:
     return _sanitize.sanitize_text(response)
 
 
-def _genai_attributes(request: Any, response: Any) -> dict[str, AttributeValue]:
-    """The OpenTelemetry GenAI attributes an attempt's data maps onto, where it does."""
+def _genai_attributes(content: Any, response: Any) -> dict[str, AttributeValue]:
+    """The OpenTelemetry GenAI attributes an attempt's data maps onto, where it does.
+
+    ``content`` is the attempt's sanitized content (its request and response text are
+    reused as they are, already redacted and capped); ``response`` is the target's
+    answer as given, read only for its model name and token usage.
+    """
     found: dict[str, AttributeValue] = {semconv.GEN_AI_OPERATION_NAME: "chat"}
+    request = content.get("request") if isinstance(content, dict) else None
     if isinstance(request, dict):
         model = request.get("model")
         if isinstance(model, str):
-            found[semconv.GEN_AI_REQUEST_MODEL] = _sanitize.sanitize_text(model, 256)
+            found[semconv.GEN_AI_REQUEST_MODEL] = model
         messages = request.get("messages")
         if isinstance(messages, list):
-            found[semconv.GEN_AI_INPUT_MESSAGES] = _sanitize.dumps(
-                [_genai_message(m) for m in messages[:64]]
-            )
+            found[semconv.GEN_AI_INPUT_MESSAGES] = _encode([_genai_message(m) for m in messages])
         elif isinstance(request.get("prompt"), str):
-            found[semconv.GEN_AI_INPUT_MESSAGES] = _sanitize.dumps(
+            found[semconv.GEN_AI_INPUT_MESSAGES] = _encode(
                 [_genai_message({"role": "user", "content": request["prompt"]})]
             )
     model = getattr(response, "model", None)
@@ -608,9 +623,9 @@ def _genai_attributes(request: Any, response: Any) -> dict[str, AttributeValue]:
             if isinstance(count, int) and not isinstance(count, bool):
                 found[attribute] = count
                 break
-    text = _response_text(response)
+    text = content.get("response") if isinstance(content, dict) else None
     if isinstance(text, str):
-        found[semconv.GEN_AI_OUTPUT_MESSAGES] = _sanitize.dumps(
+        found[semconv.GEN_AI_OUTPUT_MESSAGES] = _encode(
             [_genai_message({"role": "assistant", "content": text})]
         )
     return found

@@ -65,9 +65,8 @@ SECRETS_OURS_REDACTS = (
 )
 #: Not a secret: the original redacted every key with "token" in it, so a step's
 #: ``max_new_tokens`` (a length) reached the API as ***REDACTED***; ours keeps token
-#: counts readable (hackagent_otel._sanitize: "max_tokens stays readable"). Ours thus
-#: sends a value the original did not: allowed here, and held up as a known difference
-#: by the strict xfail test below until it is decided.
+#: counts readable on purpose (hackagent_otel._sanitize: "max_tokens stays readable":
+#: a model parameter every LLM config has, and the run's record is useless without it).
 TOKEN_COUNTS_OURS_SENDS = (
     Allowance(
         "a step's config_snapshot: max_new_tokens, which the original's substring rule "
@@ -139,20 +138,6 @@ def test_ours_sends_the_originals_calls_per_run_and_per_result_but_for_stated_re
     assert used == set(allowances), "an allowance no longer needed: drop it"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known difference, to be decided: ours sends max_new_tokens, which the original "
-    "redacted (see TOKEN_COUNTS_OURS_SENDS)",
-)
-def test_ours_sends_no_value_the_original_redacted(
-    healthy: dict[str, tuple[AttackCalls, AttackRun]],
-) -> None:
-    left, _ = unallowed(
-        differences(healthy["original"][0], healthy["ours"][0]), SECRETS_OURS_REDACTS
-    )
-    assert not left, report(left)
-
-
 def test_ours_sends_none_of_the_secrets_the_attack_handed_its_tracking(
     healthy: dict[str, tuple[AttackCalls, AttackRun]],
 ) -> None:
@@ -216,16 +201,7 @@ EXIT_WHILE_DRAINING = "down until every record is in the outbox; exit while drai
     [
         BACK_AT_EXIT,
         DRAINED_BEFORE_EXIT,
-        pytest.param(
-            EXIT_WHILE_DRAINING,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="known bug: shutdown() during an outbox drain batch leaves rows the "
-                "API already answered in flight, unsettled, so push sends them again "
-                "(DeliveryService._send_rows stops waiting for its senders once the mode "
-                "is CLOSED)",
-            ),
-        ),
+        EXIT_WHILE_DRAINING,
     ],
 )
 def test_an_api_down_for_the_whole_attack_gets_every_record_once_in_order_with_its_ids(

@@ -5,6 +5,11 @@ partition and leave in submission order, while other results travel in parallel.
 record carries its submission number (``seq``); whatever leaves the queue for the
 outbox is taken whole and merged back into submission order.
 
+A record that *provides* an id to later ones (a goal's Result creation) leaves its
+partition before the records of other keys queued ahead of it: pipeline code may be
+waiting for that id, and order only holds per key. It never overtakes a record of its
+own key (such a provider stays in line).
+
 It also knows what is *not* settled yet: queued, in flight on a sender (``busy``), or
 taken out on its way to the outbox (``transit``), which is what ``force_flush`` waits
 for. No threads and no locks in here: the delivery service uses it under its own lock.
@@ -38,6 +43,8 @@ class PartitionedQueue:
         self.partitions = partitions
         self.capacity = capacity
         self._parts: list[deque[Item]] = [deque() for _ in range(partitions)]
+        #: Providers first in their key, per partition: they leave before ``_parts``.
+        self._first: list[deque[Item]] = [deque() for _ in range(partitions)]
         self._busy: list[Item | None] = [None] * partitions
         self._transit: list[int] = []  # the lowest seq of each batch on its way out
         self._size = 0
@@ -50,18 +57,24 @@ class PartitionedQueue:
         """Queue ``item`` behind its key's earlier ones; its partition, or ``None`` if full."""
         if self._size >= self.capacity:
             return None
-        part = self.partition_of(item.call.ordering_key)
-        self._parts[part].append(item)
+        key = item.call.ordering_key
+        part = self.partition_of(key)
+        queued = self._parts[part]
+        if item.call.provides is not None and not any(it.call.ordering_key == key for it in queued):
+            self._first[part].append(item)
+        else:
+            queued.append(item)
         self._size += 1
         return part
 
     def has_work(self, part: int) -> bool:
         """Whether partition ``part`` has a queued item."""
-        return bool(self._parts[part])
+        return bool(self._first[part] or self._parts[part])
 
     def take(self, part: int) -> Item:
-        """The oldest item of ``part``, now in flight on that partition's sender."""
-        item = self._parts[part].popleft()
+        """The next item of ``part`` (a provider first), now in flight on its sender."""
+        first = self._first[part]
+        item = first.popleft() if first else self._parts[part].popleft()
         self._size -= 1
         self._busy[part] = item
         return item
@@ -75,8 +88,21 @@ class PartitionedQueue:
         """End ``item``'s flight; with ``requeue``, back at the front of its partition."""
         self.settle(part, item)
         if requeue:
-            self._parts[part].appendleft(item)
+            self._line_of(item, part).appendleft(item)
             self._size += 1
+
+    def _line_of(self, item: Item, part: int) -> deque[Item]:
+        """Where a taken item goes back to: the providers' line, or its partition's."""
+        first = self._first[part]
+        return (
+            first
+            if item.call.provides is not None
+            and not self._parts_have_key(part, item.call.ordering_key)
+            else self._parts[part]
+        )
+
+    def _parts_have_key(self, part: int, key: str) -> bool:
+        return any(it.call.ordering_key == key for it in self._parts[part])
 
     def in_flight(self) -> list[Item]:
         """The items senders hold right now."""
@@ -87,9 +113,9 @@ class PartitionedQueue:
         :meth:`end_transit` (see :meth:`lowest_unsettled`)."""
         if not self._size:
             return []
-        items = list(heapq.merge(*self._parts, key=lambda it: it.seq))
-        for part in self._parts:
-            part.clear()
+        items = list(heapq.merge(*self._first, *self._parts, key=lambda it: it.seq))
+        for line in (*self._first, *self._parts):
+            line.clear()
         self._size = 0
         self.begin_transit(items)
         return items
@@ -108,13 +134,14 @@ class PartitionedQueue:
         """Return ``items`` (in seq order, taken by :meth:`take_all`) to their partitions'
         fronts, ahead of anything queued since; may exceed the capacity for a moment."""
         for item in reversed(items):
-            self._parts[self.partition_of(item.call.ordering_key)].appendleft(item)
+            part = self.partition_of(item.call.ordering_key)
+            self._line_of(item, part).appendleft(item)
         self._size += len(items)
 
     def lowest_unsettled(self) -> int | None:
         """The lowest seq still queued, in flight or in transit (``None``: all settled)."""
         return min(
-            [p[0].seq for p in self._parts if p]
+            [line[0].seq for line in (*self._first, *self._parts) if line]
             + [b.seq for b in self._busy if b is not None]
             + self._transit,
             default=None,

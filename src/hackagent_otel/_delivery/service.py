@@ -366,15 +366,20 @@ class DeliveryService:
             self._modes.change(Event.SHUTDOWN)
             self._notify_all_locked()
             lost = self._counters["dropped"] > dropped_before
-        # Let the coordinator record what its last drain batch delivered, then close.
-        for thread in self._threads[:1]:
-            thread.join(timeout=max(0.0, timeout - (self._clock() - started)))
-        self._spool.close()
+        # Let the coordinator settle what its last drain batch delivered; then close the
+        # sender (which ends a call still hanging, so that batch settles too), and only
+        # then the outbox.
+        coordinator = self._threads[:1]
+        for thread in coordinator:
+            thread.join(timeout=max(0.0, timeout - reserve - (self._clock() - started)))
         if self._sender is not None:
             try:
                 self._sender.close()
             except Exception:
                 _log.exception("closing the sender failed")
+        for thread in coordinator:
+            thread.join(timeout=max(0.0, timeout - (self._clock() - started)))
+        self._spool.close()
         for thread in self._threads[1:]:
             thread.join(timeout=max(0.0, timeout - (self._clock() - started)))
         self._shutdown_result = (flushed or persisted) and not lost
@@ -748,7 +753,11 @@ class DeliveryService:
                     self._results[i] = None
                     self._tasks[i] = part_rows
                     self._part_cv[i].notify()
-            while any(t is not None for t in self._tasks) and self._modes.mode is not Mode.CLOSED:
+            # Wait for every share, also while shutting down: a batch merged before its
+            # senders are done would leave rows the API already took unsettled, and the
+            # next drain would send them again. Shutdown bounds this by closing the
+            # sender, which ends a call still hanging.
+            while any(t is not None for t in self._tasks):
                 self._coord_cv.wait()
             batch = Batch.merged(r for r in self._results if r is not None)
             self._results = [None] * self._n
