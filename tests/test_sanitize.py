@@ -49,64 +49,178 @@ def round_trip(value: Any) -> Any:
 # -- secret keys -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "key",
-    [
-        "api_key",
-        "apiKey",
-        "API_KEY",
-        "X-Api-Key",
-        "openaiApiKey",
-        "apikey",
-        "key",
-        "private_key",
-        "token",
-        "access_token",
-        "refreshToken",
-        "password",
-        "db_password",
-        "passwd",
-        "secret",
-        "client_secret",
-        "Authorization",
-        "proxy-authorization",
-        "cookie",
-        "Set-Cookie",
-        "credential",
-        "credentials",
-        "aws_credentials",
-        "bearer",
-        "api_keys",
-        "apiKeys",
-        "private_keys",
-        "passwords",
-        "access_tokens",
-        "refreshTokens",
-    ],
-)
-def test_keys_that_name_a_secret_are_secret(key: str) -> None:
-    assert is_secret_key(key)
+#: Keys that name a secret, with the rule of _sanitize's key policy that makes them so.
+SECRET_KEY_TABLE = [
+    # rule 1: a secret word, standing alone or ending a glued word
+    ("password", "word"),
+    ("db_password", "word"),
+    ("dbpassword", "glued ending"),
+    ("passwords", "word"),
+    ("passwd", "word"),
+    ("pwd", "word"),
+    ("gpg_passphrase", "word"),
+    ("secret", "word"),
+    ("client_secret", "word"),
+    ("clientsecret", "glued ending"),
+    ("Authorization", "word"),
+    ("proxy-authorization", "word"),
+    ("cookie", "word"),
+    ("Set-Cookie", "word"),
+    ("credential", "word"),
+    ("credentials", "word"),
+    ("aws_credentials", "word"),
+    ("bearer", "word"),
+    ("auth", "word"),
+    ("auth_header", "word"),
+    ("basic_auth", "word"),
+    ("basicauth", "glued ending"),
+    ("X-Auth-Token", "word"),
+    ("oauth2", "word, digits dropped"),
+    ("jwt", "word"),
+    ("password2", "word, digits dropped"),
+    # rule 2: a credential compound, anywhere in the key
+    ("api_key", "compound"),
+    ("apiKey", "compound, camelCase"),
+    ("API_KEY", "compound"),
+    ("X-Api-Key", "compound"),
+    ("openaiApiKey", "compound, camelCase"),
+    ("OpenAIAPIKey", "last word, acronyms split"),
+    ("apikey", "glued compound"),
+    ("api_keys", "compound"),
+    ("apiKeys", "compound"),
+    ("private_key", "compound"),
+    ("privatekey", "glued compound"),
+    ("private_keys", "compound"),
+    ("private_key_pem", "compound before another word"),
+    ("secretkey", "glued compound"),
+    ("aws_secret_access_key", "compound"),
+    ("api_key_id", "compound before another word"),
+    ("passkey", "glued compound"),
+    ("access_token", "compound"),
+    ("accesstoken", "glued compound"),
+    ("authtoken", "glued compound"),
+    ("refreshToken", "compound"),
+    ("access_tokens", "compound"),
+    ("refreshTokens", "compound"),
+    ("id_token", "compound"),
+    ("csrftoken", "glued compound"),
+    ("session_id", "compound"),
+    ("sessionId", "compound, camelCase"),
+    ("JSESSIONID", "glued compound"),
+    ("PHPSESSID", "glued compound"),
+    # rule 3: the last word names a key, a token or a password
+    ("key", "last word"),
+    ("key1", "last word, digits dropped"),
+    ("openai_key", "last word"),
+    ("ssh_key", "last word"),
+    ("api_key_2", "last word, digit word left out"),
+    ("token", "last word"),
+    ("GITHUB_TOKEN", "last word"),
+    ("hf_token", "last word"),
+    ("githubtoken", "last word, glued"),
+    ("pass", "last word"),
+    ("db_pass", "last word"),
+]
+
+#: Keys that stay readable, and why.
+PLAIN_KEY_TABLE = [
+    ("goal", "no secret word"),
+    ("prompt", "no secret word"),
+    ("model", "no secret word"),
+    ("max_tokens", "plural tokens without a credential qualifier"),
+    ("max_new_tokens", "plural tokens without a credential qualifier"),
+    ("total_tokens", "plural tokens without a credential qualifier"),
+    ("prompt_tokens", "plural tokens without a credential qualifier"),
+    ("completion_tokens", "plural tokens without a credential qualifier"),
+    ("maxtokens", "glued plural without a credential qualifier"),
+    ("tokens", "plural alone"),
+    ("tokens_used", "tokens before another word"),
+    ("token_count", "token before another word"),
+    ("token_type", "token before another word"),
+    ("tokenizer", "another word"),
+    ("tokenizer_name", "another word"),
+    ("eos_token", "a model's special token"),
+    ("pad_token_id", "token before another word"),
+    ("keys", "plural alone"),
+    ("primary_key", "a database key"),
+    ("primary_keys", "a database key"),
+    ("sort_key", "a sort key"),
+    ("key_id", "key before another word"),
+    ("keyword", "another word"),
+    ("keyboard", "another word"),
+    ("monkey", "another word (no qualifier glued to key)"),
+    ("hotkey", "another word (no qualifier glued to key)"),
+    ("passage", "another word"),
+    ("bypass", "another word"),
+    ("pass_rate", "pass before another word"),
+    ("pass_at_1", "pass before another word"),
+    ("passed", "another word"),
+    ("author", "another word"),
+    ("authority", "another word"),
+    ("secretary", "another word"),
+    ("session", "session alone"),
+    ("session_timeout", "session before another word than id"),
+    ("client_id", "an id, not a session id"),
+    ("", "no words"),
+    ("___", "no words"),
+]
+
+
+@pytest.mark.parametrize(("key", "rule"), SECRET_KEY_TABLE, ids=[k for k, _ in SECRET_KEY_TABLE])
+def test_keys_that_name_a_secret_are_secret(key: str, rule: str) -> None:
+    assert is_secret_key(key), rule
     assert sanitize({key: CANARY}) == {key: REDACTED}
+    assert json.loads(dumps({key: CANARY})) == {key: REDACTED}  # the fast path too
+
+
+@pytest.mark.parametrize(
+    ("key", "rule"), PLAIN_KEY_TABLE, ids=[k or "empty" for k, _ in PLAIN_KEY_TABLE]
+)
+def test_ordinary_keys_are_not_secret(key: str, rule: str) -> None:
+    assert not is_secret_key(key), rule
+    assert sanitize({key: "value"}) == {key: "value"}
+    assert json.loads(dumps({key: "value"})) == {key: "value"}
 
 
 @pytest.mark.parametrize(
     "key",
     [
-        "goal",
-        "prompt",
-        "max_tokens",
-        "total_tokens",
-        "monkey",
-        "keys",
-        "primary_key",
-        "primary_keys",
-        "keyword",
-        "model",
+        "auth",
+        "auth_header",
+        "basic_auth",
+        "jwt",
+        "accesstoken",
+        "authtoken",
+        "secretkey",
+        "privatekey",
+        "private_key_pem",
+        "session_id",
+        "pass",
+        "db_pass",
+        "OpenAIAPIKey",
     ],
 )
-def test_ordinary_keys_are_not_secret(key: str) -> None:
-    assert not is_secret_key(key)
-    assert sanitize({key: "value"}) == {key: "value"}
+def test_the_key_names_issue_14_found_plain_are_secret(key: str) -> None:
+    assert sanitize({"config": {key: CANARY}}) == {"config": {key: REDACTED}}
+
+
+@pytest.mark.parametrize(
+    ("key", "words"),
+    [
+        ("OpenAIAPIKey", ["open", "aiapi", "key"]),
+        ("X-Api-Key", ["x", "api", "key"]),
+        ("db.pass word", ["db", "pass", "word"]),
+        ("accesstoken", ["access", "token"]),
+        ("openaiapikey", ["openai", "api", "key"]),
+        ("JSESSIONID", ["j", "session", "id"]),
+        ("api_key_2", ["api", "key"]),
+        ("monkey", ["monkey"]),
+    ],
+)
+def test_keys_are_cut_into_words_at_case_separators_and_glued_compounds(
+    key: str, words: list[str]
+) -> None:
+    assert _sanitize.key_words(key) == words
 
 
 def test_secrets_are_redacted_at_any_depth_and_in_any_container() -> None:
@@ -581,10 +695,10 @@ def test_the_flat_fast_path_serves_the_usual_step_values() -> None:
 
 
 def test_a_key_learned_as_plain_is_redacted_once_it_is_named_secret() -> None:
-    assert json.loads(dumps({"session_id": CANARY})) == {"session_id": CANARY}
+    assert json.loads(dumps({"tenant_id": CANARY})) == {"tenant_id": CANARY}
     try:
-        _sanitize.set_extra_secret_words(["session"])
-        assert json.loads(dumps({"session_id": CANARY})) == {"session_id": REDACTED}
+        _sanitize.set_extra_secret_words(["tenant"])
+        assert json.loads(dumps({"tenant_id": CANARY})) == {"tenant_id": REDACTED}
     finally:
         _sanitize.set_extra_secret_words([])
 

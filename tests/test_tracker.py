@@ -152,14 +152,14 @@ def test_metadata_keys_are_bounded_and_the_overflow_is_counted(
     extra = 7
     with tracker.track_step("Flood", "STEP"):
         for i in range(_tracker.MAX_METADATA_KEYS + extra):
-            tracker.add_step_metadata(f"key{i}", i)
-        tracker.add_step_metadata("key0", "updated while full")
+            tracker.add_step_metadata(f"field{i}", i)
+        tracker.add_step_metadata("field0", "updated while full")
 
     span = otel.step("Flood")
     metadata = metadata_of(span)
     assert len(metadata) == _tracker.MAX_METADATA_KEYS
-    assert metadata["key0"] == "updated while full"
-    assert f"key{_tracker.MAX_METADATA_KEYS}" not in metadata
+    assert metadata["field0"] == "updated while full"
+    assert f"field{_tracker.MAX_METADATA_KEYS}" not in metadata
     assert attrs(span)[semconv.STEP_METADATA_DROPPED] == extra
     assert _tracker.stats.snapshot()["metadata_dropped"] - before == extra
 

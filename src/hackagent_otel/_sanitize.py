@@ -4,8 +4,9 @@ Configs, input samples, metadata and progress metrics come from user code and ca
 anything: NaN, bytes, sets, cycles, model objects, megabyte strings, API keys. Before any
 of it reaches a span or a record it goes through :func:`sanitize`, which
 
-* redacts values whose *key* names a secret, at any depth (values are never scrubbed by
-  pattern: red-team payloads are full of words like "password" and are data);
+* redacts values whose *key* names a secret, at any depth, by a rule written out below
+  (above :data:`SECRET_WORDS`); values are never scrubbed by pattern: red-team payloads
+  are full of words like "password" and are data;
 * replaces what JSON cannot hold with a safe, readable stand-in (``"NaN"``,
   ``"<cycle>"``, ``"<Widget>"``, integers beyond 64 bits as decimal strings) instead of
   failing;
@@ -39,17 +40,43 @@ from hackagent_otel._json import compact_encoder
 
 REDACTED: Final = "***REDACTED***"
 
-#: Words that make a key secret wherever they stand in it (``db_password``, ``X-Auth-Token``).
+# -- which keys name a secret ----------------------------------------------------------
+#
+# A key is cut into words: camelCase and acronyms are split (``OpenAIAPIKey`` -> open,
+# aiapi, key), then it is lowercased and cut at anything that is not a letter or a
+# digit (``_``, ``-``, ``.``, spaces...); digits at the end of a word are dropped
+# (``password2``, ``oauth2``) and words of digits only are left out. A word glued from a
+# known qualifier and a base (``accesstoken``, ``secretkey``, ``sessionid``) counts as
+# those two words. Then the key is secret when:
+#
+# 1. one of its words is a secret word, or ends with one (``dbpassword``, ``basicauth``);
+# 2. two neighbouring words form a credential compound: a key qualifier before ``key``
+#    or ``keys`` (``api_key``, ``private_key_pem``), a token qualifier before ``token``
+#    or ``tokens`` (``access_token_value``), ``session`` before ``id``;
+# 3. its last word, the thing the key names, is ``key`` (not after a kind of database or
+#    sort key: ``primary_key``), ``keys`` after another word, ``token`` (not after a
+#    model's special token: ``eos_token``) or ``pass`` (``db_pass``).
+#
+# Everything else is plain. In particular ``token``, ``key`` and ``pass`` before another
+# word name something else (``token_count``, ``tokens_used``, ``key_id``, ``pass_rate``),
+# and plural ``tokens`` names a credential only after a token qualifier, so the model
+# parameters ``max_tokens`` and ``total_tokens`` stay readable. Whole words are
+# compared, never substrings, except for the glued compounds and rule 1's glued
+# endings: ``keyboard``, ``monkey``, ``passage``, ``tokenizer``, ``author`` and
+# ``secretary`` are plain.
+
+#: Words that make a key secret wherever they stand in it (rule 1).
 SECRET_WORDS: Final = frozenset(
     {
-        "apikey",
+        "auth",
         "authorization",
         "bearer",
         "cookie",
         "cookies",
         "credential",
         "credentials",
-        "apikeys",
+        "jwt",
+        "oauth",
         "passphrase",
         "passphrases",
         "passwd",
@@ -58,9 +85,64 @@ SECRET_WORDS: Final = frozenset(
         "pwd",
         "secret",
         "secrets",
-        "token",
     }
 )
+#: Secret words that also end ordinary words, so they count only standing alone.
+_WHOLE_WORD_ONLY: Final = frozenset({"bearer", "pwd"})
+#: Words before ``key``/``keys`` that make a credential (rule 2; glued: ``apikey``).
+KEY_QUALIFIERS: Final = frozenset(
+    {
+        "access",
+        "api",
+        "app",
+        "auth",
+        "client",
+        "encryption",
+        "hmac",
+        "license",
+        "master",
+        "pass",
+        "private",
+        "secret",
+        "session",
+        "signing",
+        "ssh",
+    }
+)
+#: Words before ``token``/``tokens`` that make a credential (rule 2).
+TOKEN_QUALIFIERS: Final = frozenset(
+    {
+        "access",
+        "api",
+        "app",
+        "auth",
+        "bearer",
+        "bot",
+        "csrf",
+        "id",
+        "oauth",
+        "refresh",
+        "session",
+        "xsrf",
+    }
+)
+#: Words before ``id`` that make a session id (rule 2; glued: ``JSESSIONID``).
+SESSION_QUALIFIERS: Final = frozenset({"session", "sess"})
+#: Kinds of key that are no credential: ``primary_key`` is plain (rule 3).
+PLAIN_KEY_KINDS: Final = frozenset({"foreign", "partition", "primary", "sort"})
+#: A model's special tokens: ``eos_token`` is plain (rule 3).
+MODEL_TOKEN_KINDS: Final = frozenset({"bos", "cls", "eos", "mask", "pad", "sep", "stop", "unk"})
+
+#: Glued words split in two: (base, qualifiers the part before it must end with; None:
+#: anything, since no ordinary word ends with "token").
+_GLUED_BASES: Final[tuple[tuple[str, frozenset[str] | None], ...]] = (
+    ("tokens", None),
+    ("token", None),
+    ("keys", KEY_QUALIFIERS),
+    ("key", KEY_QUALIFIERS),
+    ("id", SESSION_QUALIFIERS),
+)
+
 #: Keys that hold a live client object; shown as ``"<TypeName>"`` like the original.
 CLIENT_KEYS: Final = frozenset({"client", "_client"})
 #: Keys at most this long that are str, not secret and no client key: the plain keys
@@ -73,7 +155,10 @@ _LEARNED_KEYS_MAX: Final = 4096
 _MAX_INT_BITS: Final = 63
 
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+#: Between a lower-case letter or digit and a capital (``apiKey``), and before the last
+#: capital of an acronym followed by a lower-case letter (``AIAPIKey`` -> ``AIAPI_Key``).
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_DIGITS = "0123456789"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,11 +175,65 @@ class Limits:
 DEFAULT_LIMITS: Final = Limits()
 
 
+def key_words(key: str) -> list[str]:
+    """The words of a key as the policy reads them (see the rules above)."""
+    words: list[str] = []
+    for raw in _WORD_SPLIT.split(_CAMEL.sub("_", key).lower()):
+        word = raw.rstrip(_DIGITS)
+        if word:
+            words.extend(_unglued(word))
+    return words
+
+
+def _unglued(word: str) -> tuple[str, ...]:
+    """``accesstoken`` -> (access, token); ``openaiapikey`` -> (openai, api, key)."""
+    for base, qualifiers in _GLUED_BASES:
+        if len(word) > len(base) and word.endswith(base):
+            before = word[: -len(base)]
+            if qualifiers is None:
+                return before, base
+            for qualifier in qualifiers:
+                if before.endswith(qualifier):
+                    rest = before[: -len(qualifier)]
+                    return (rest, qualifier, base) if rest else (qualifier, base)
+    return (word,)
+
+
+def _names_a_secret(
+    words: list[str], secret_words: frozenset[str], endings: tuple[str, ...]
+) -> bool:
+    """Rules 1 to 3 over a key's words."""
+    if not words:
+        return False
+    before = ""
+    for word in words:
+        if word in secret_words or word.endswith(endings):
+            return True
+        if before and (
+            (before in KEY_QUALIFIERS and word in ("key", "keys"))
+            or (before in TOKEN_QUALIFIERS and word in ("token", "tokens"))
+            or (before in SESSION_QUALIFIERS and word == "id")
+        ):
+            return True
+        before = word
+    head = words[-1]
+    before = words[-2] if len(words) > 1 else ""
+    if head == "key":
+        return before not in PLAIN_KEY_KINDS
+    if head == "keys":  # "keys" alone is usually a list of field names
+        return bool(before) and before not in PLAIN_KEY_KINDS
+    if head == "token":
+        return before not in MODEL_TOKEN_KINDS
+    return head == "pass"
+
+
 class _KeyPolicy:
     """Decides, with a cache, whether a mapping key names a secret."""
 
     def __init__(self, extra_words: Iterable[str] = ()) -> None:
-        self.words = frozenset(SECRET_WORDS | {w.lower() for w in extra_words})
+        extra = {w.strip().lower() for w in extra_words if w.strip()}
+        self.words = frozenset(SECRET_WORDS | extra)
+        self._endings = tuple(sorted(self.words - _WHOLE_WORD_ONLY))
         self._cache: dict[str, bool] = {}
         #: Keys seen to be plain (see ``_flat_text``) or secret, for set tests in C.
         self.plain_keys: set[str] = set()
@@ -121,34 +260,10 @@ class _KeyPolicy:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
-        words = [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", key).lower()) if w]
-        secret = any(w in self.words for w in words) or _names_a_key(words)
+        secret = _names_a_secret(key_words(key), self.words, self._endings)
         if len(self._cache) < 4096 and len(key) <= 256:
             self._cache[key] = secret
         return secret
-
-
-def _names_a_key(words: list[str]) -> bool:
-    """``api_key``, ``private_keys``, ``key``, ``access_tokens``: key and token plurals.
-
-    A trailing "key" names a secret, and "keys" after another word (``primary_key(s)``
-    and a bare ``keys`` aside); plural "tokens" only after a word that makes them
-    credentials, so ``max_tokens`` stays readable.
-    """
-    if not words:
-        return False
-    last = words[-1]
-    before = words[-2] if len(words) > 1 else ""
-    if last == "key":
-        return before != "primary"
-    if last == "keys":  # "keys" alone is usually a list of field names
-        return before not in ("", "primary")
-    return last == "tokens" and before in _CREDENTIAL_TOKEN_QUALIFIERS
-
-
-_CREDENTIAL_TOKEN_QUALIFIERS: Final = frozenset(
-    {"access", "api", "auth", "bearer", "csrf", "id", "oauth", "refresh", "session"}
-)
 
 
 class _SecretMemory:
