@@ -300,6 +300,67 @@ def test_live_clients_are_shown_by_type_name() -> None:
     }
 
 
+# -- header pairs and SecretStr ---------------------------------------------------------
+
+
+def test_header_pairs_named_secret_have_their_values_redacted() -> None:
+    asgi = [(b"host", b"example.com"), (b"authorization", b"Bearer " + CANARY.encode())]
+    httpx_style = [("Accept", "application/json"), ("X-Api-Key", CANARY)]
+
+    assert sanitize({"headers": asgi}) == {
+        "headers": [["host", "example.com"], ["authorization", REDACTED]]
+    }
+    assert sanitize(httpx_style) == [["Accept", "application/json"], ["X-Api-Key", REDACTED]]
+    assert json.loads(dumps({"scope": {"headers": asgi}}))["scope"]["headers"][1] == [
+        "authorization",
+        REDACTED,
+    ]
+
+
+def test_pairs_are_only_redacted_in_a_list_of_pairs() -> None:
+    """A lone pair, or a list that is not all pairs, is data: ``["token", "password"]``
+    may be field names."""
+    assert sanitize({"fields": ["token", "password"]}) == {"fields": ["token", "password"]}
+    assert sanitize({"mixed": [("token", "x"), "y"]}) == {"mixed": [["token", "x"], "y"]}
+    assert sanitize({"pair": ("password", "x")}) == {"pair": ["password", "x"]}
+
+
+def test_json_header_pairs_are_resanitized_as_the_walk_redacts_them() -> None:
+    value = json.loads(json.dumps({"headers": [["Cookie", CANARY], ["Accept", "*/*"]]}))
+
+    assert _sanitize.resanitize(value) == sanitize(value)
+    assert _sanitize.resanitize(value)["headers"][0] == ["Cookie", REDACTED]
+
+
+class SecretStrLike:
+    """Shaped like pydantic's SecretStr."""
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')"
+
+
+def test_secret_str_like_objects_are_redacted_under_any_key_and_remembered() -> None:
+    config = {"openai": SecretStrLike(CANARY), "models": [SecretStrLike("sk-other-8c1f")]}
+
+    assert sanitize(config) == {"openai": REDACTED, "models": [REDACTED]}
+    assert json.loads(dumps(config)) == {"openai": REDACTED, "models": [REDACTED]}
+    assert sanitize_text(f"boom {CANARY} sk-other-8c1f") == f"boom {REDACTED} {REDACTED}"
+
+
+def test_a_secret_str_that_cannot_be_read_is_still_redacted() -> None:
+    class Broken:
+        def get_secret_value(self) -> str:
+            raise RuntimeError("locked")
+
+    assert sanitize({"x": Broken()}) == {"x": REDACTED}
+
+
 # -- JSON safety -----------------------------------------------------------------------
 
 

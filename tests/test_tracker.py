@@ -979,3 +979,44 @@ def test_a_secret_first_seen_by_key_is_removed_from_a_later_exception(
     assert attrs(failed)[semconv.STEP_ERROR_MESSAGE] == (
         f"could not log in as admin:{_sanitize.REDACTED}@db"
     )
+
+
+# -- header pairs and SecretStr -----------------------------------------------------------
+
+
+class LoginError(Exception):
+    pass
+
+
+def test_a_secret_str_in_the_config_is_redacted_and_its_value_scrubbed_from_the_error(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    class SecretStr:
+        def __init__(self, value: str) -> None:
+            self._value = value
+
+        def get_secret_value(self) -> str:
+            return self._value
+
+    secret = "sk-secretstr-CANARY-0b7d"
+    config = {"model": "gpt-x", "openai": SecretStr(secret)}
+
+    with pytest.raises(LoginError), tracker.track_step("Query", "STEP", config=config):
+        raise LoginError(f"openai rejected {secret}")
+
+    span = otel.step("Query")
+    assert json_attr(span, semconv.STEP_CONFIG) == {"model": "gpt-x", "openai": _sanitize.REDACTED}
+    assert secret not in dump_spans(otel.spans())
+
+
+def test_header_pairs_and_short_secrets_reach_no_span(otel: OTel, tracker: StepTracker) -> None:
+    scope = {"type": "http", "headers": [(b"authorization", b"Bearer asgi-CANARY-3c1f")]}
+
+    with tracker.track_step("Serve", "STEP", input_data={"scope": scope, "pin": {"pass": "abc"}}):
+        pass
+
+    span = otel.step("Serve")
+    assert json_attr(span, semconv.STEP_INPUT) == {
+        "scope": {"type": "http", "headers": [["authorization", _sanitize.REDACTED]]},
+        "pin": {"pass": _sanitize.REDACTED},
+    }

@@ -4,9 +4,10 @@ Configs, input samples, metadata and progress metrics come from user code and ca
 anything: NaN, bytes, sets, cycles, model objects, megabyte strings, API keys. Before any
 of it reaches a span or a record it goes through :func:`sanitize`, which
 
-* redacts values whose *key* names a secret, at any depth, by a rule written out below
-  (above :data:`SECRET_WORDS`); values are never scrubbed by pattern: red-team payloads
-  are full of words like "password" and are data;
+* redacts values whose *key* names a secret, at any depth (the rule is written out
+  below, above :data:`SECRET_WORDS`), the value of a (name, value) pair whose name does
+  (header lists), and ``SecretStr``-like objects under any key; values are never
+  scrubbed by pattern: red-team payloads are full of words like "password" and are data;
 * replaces what JSON cannot hold with a safe, readable stand-in (``"NaN"``,
   ``"<cycle>"``, ``"<Widget>"``, integers beyond 64 bits as decimal strings) instead of
   failing;
@@ -30,9 +31,10 @@ import re
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from decimal import Decimal
 from enum import Enum
+from itertools import islice
 from pathlib import PurePath
 from typing import Any, Final
 
@@ -312,6 +314,27 @@ class _SecretMemory:
             self._pattern = None
 
 
+def _is_secret_like(value: object) -> bool:
+    """Shaped like pydantic's ``SecretStr``/``SecretBytes``: a ``get_secret_value``."""
+    return callable(getattr(type(value), "get_secret_value", None))
+
+
+def _revealed(value: Any) -> str | None:
+    """The text inside a ``SecretStr``-like object, to remember; ``None`` if unreadable."""
+    try:
+        secret = value.get_secret_value()
+    except Exception:
+        return None
+    if isinstance(secret, str):
+        return secret
+    if isinstance(secret, (bytes, bytearray)):
+        try:
+            return bytes(secret).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
 _policy = _KeyPolicy()
 _memory = _SecretMemory()
 # A fork while another thread held the lock would leave the child's copy locked for good.
@@ -417,13 +440,19 @@ class _Walker:
                 out[key] = self.walk(item, depth)
         return out
 
-    def _sequence(self, value: list[Any] | tuple[Any, ...], depth: int) -> list[Any]:
+    def _sequence(self, value: Sequence[Any], depth: int) -> list[Any]:
         out: list[Any] = []
+        secret_pairs = _secret_pairs(value, self.policy, self.limits.max_items)
         for index, item in enumerate(value):
             if index >= self.limits.max_items or self.budget <= 0:
                 out.append(f"...{len(value) - index} more items")
                 break
-            out.append(self.walk(item, depth))
+            if secret_pairs and index in secret_pairs:
+                _memory.remember_within(item[1])
+                # The name stays readable, the value goes.
+                out.append(self.walk([item[0], REDACTED], depth))
+            else:
+                out.append(self.walk(item, depth))
         return out
 
     def _set(self, value: set[Any] | frozenset[Any], depth: int) -> list[Any]:
@@ -434,6 +463,12 @@ class _Walker:
         return self._sequence(ordered, depth)
 
     def _other(self, value: Any, depth: int) -> Any:
+        if _is_secret_like(value):  # SecretStr, SecretBytes: redacted under any key
+            revealed = _revealed(value)
+            if revealed:
+                _memory.remember(revealed)
+            self.budget -= len(REDACTED) + 2
+            return REDACTED
         if isinstance(value, Enum):
             return self.walk(value.value, depth)
         if isinstance(value, (bytes, bytearray, memoryview)):
@@ -452,6 +487,28 @@ class _Walker:
             return self._container(converted, depth, self._mapping)
         self.budget -= 16
         return f"<{type(value).__name__}>"
+
+
+def _secret_pairs(value: Sequence[Any], policy: _KeyPolicy, limit: int) -> set[int]:
+    """Where ``value`` is a list of (name, value) pairs, as HTTP headers are given to
+    httpx or ASGI (``[(b"authorization", b"Bearer ...")]``), the positions of the pairs
+    whose name is a secret key; empty for anything else.
+
+    Every item shown (the first ``limit``) must be a 2-item list or tuple whose first
+    item is str or bytes: a lone pair, or a list of other things, is plain data.
+    """
+    found: set[int] = set()
+    for index, item in enumerate(islice(value, limit)):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            return set()
+        name = item[0]
+        if isinstance(name, (bytes, bytearray)):
+            name = bytes(name).decode("latin-1")
+        elif not isinstance(name, str):
+            return set()
+        if len(name) <= 256 and policy.is_secret(name):
+            found.add(index)
+    return found
 
 
 def _is_plain(value: Any) -> bool:
@@ -712,6 +769,8 @@ def _budget_if_unchanged(
         return budget
     if kind is list:
         if depth >= limits.max_depth or len(value) > limits.max_items:
+            return None
+        if _secret_pairs(value, _policy, limits.max_items):
             return None
         for item in value:
             if budget <= 0:
