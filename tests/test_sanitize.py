@@ -8,6 +8,7 @@ import json
 import math
 import os
 import signal
+import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -315,6 +316,9 @@ def test_header_pairs_named_secret_have_their_values_redacted() -> None:
         "authorization",
         REDACTED,
     ]
+    # The value is remembered, bare credential included, like a value under a secret key.
+    assert sanitize_text(f"rejected Bearer {CANARY}") == f"rejected {REDACTED}"
+    assert sanitize_text(f"token {CANARY} expired") == f"token {REDACTED} expired"
 
 
 def test_pairs_are_only_redacted_in_a_list_of_pairs() -> None:
@@ -359,6 +363,153 @@ def test_a_secret_str_that_cannot_be_read_is_still_redacted() -> None:
             raise RuntimeError("locked")
 
     assert sanitize({"x": Broken()}) == {"x": REDACTED}
+
+
+# -- known secrets: what is remembered, how long, and where it is scrubbed ---------------
+
+
+def test_every_string_under_a_secret_key_is_remembered_not_only_the_first_32() -> None:
+    keys = [f"sk-{i:04d}-{CANARY}" for i in range(300)]
+    sanitize({"api_keys": keys, "credentials": {f"user{i}": f"pw-{i:04d}-x" for i in range(50)}})
+
+    assert sanitize_text(f"bad key {keys[299]}") == f"bad key {REDACTED}"
+    assert sanitize_text("login pw-0049-x refused") == f"login {REDACTED} refused"
+
+
+def test_a_value_too_big_to_remember_whole_is_counted() -> None:
+    sanitize({"secrets": [f"value-{i:05d}" for i in range(_sanitize.REMEMBER_PER_VALUE + 10)]})
+
+    assert _sanitize.known_secrets_stats()["not_remembered"] == 1
+    assert sanitize_text("value-00000") == REDACTED
+
+
+def test_secrets_learned_beyond_256_are_still_scrubbed() -> None:
+    values = [f"session-{i:05d}-{CANARY}" for i in range(1000)]
+    for value in values:
+        sanitize({"session_id": value})
+
+    text = f"first {values[0]}, last {values[-1]}"
+    assert sanitize_text(text) == f"first {REDACTED}, last {REDACTED}"
+    assert _sanitize.known_secrets_stats()["evicted"] == 0
+
+
+def test_a_configured_key_is_never_evicted_and_evictions_are_counted() -> None:
+    configured = "hk-configured-3f9a2b7c"
+    _sanitize.pin_secret(configured, configured=True)
+    flood = _sanitize.LEARNED_MAX + 500
+    for i in range(flood):
+        sanitize({"session_id": f"sess-{i:06d}"})
+
+    stats = _sanitize.known_secrets_stats()
+    assert stats["learned"] == _sanitize.LEARNED_MAX
+    assert stats["evicted"] == 500
+    assert stats["pinned"] == 1
+    assert sanitize_text(f"401 for {configured}") == f"401 for {REDACTED}"
+    assert sanitize_text("sess-000000") == "sess-000000"  # the oldest learned went first
+    assert sanitize_text(f"sess-{flood - 1:06d}") == REDACTED
+
+
+def test_a_learned_secret_seen_again_outlives_those_seen_once() -> None:
+    sanitize({"password": "kept-because-seen-again"})
+    sanitize({"password": "evicted-because-seen-once"})
+    sanitize({"password": "kept-because-seen-again"})
+    for i in range(_sanitize.LEARNED_MAX):
+        sanitize({"session_id": f"sess-{i:06d}"})
+
+    assert sanitize_text("kept-because-seen-again!") == f"{REDACTED}!"
+    assert sanitize_text("evicted-because-seen-once!") == "evicted-because-seen-once!"
+
+
+def test_learned_secrets_are_bounded_in_characters_too() -> None:
+    for i in range(400):
+        sanitize({"private_key": f"{i:04d}" + "k" * 4000})
+
+    assert _sanitize.known_secrets_stats()["learned_chars"] <= _sanitize.LEARNED_CHARS_MAX
+
+
+def test_client_credentials_past_the_pin_bound_are_learned_and_counted() -> None:
+    for i in range(_sanitize.PINNED_MAX + 3):
+        _sanitize.pin_secret(f"client-token-{i:05d}")
+
+    stats = _sanitize.known_secrets_stats()
+    assert (stats["pinned"], stats["pins_over_bound"]) == (_sanitize.PINNED_MAX, 3)
+    assert sanitize_text(f"client-token-{_sanitize.PINNED_MAX + 2:05d}") == REDACTED
+
+
+def test_short_secrets_are_redacted_as_whole_values_not_inside_text() -> None:
+    short = "abcde"  # one character under MIN_SCRUB_LENGTH
+    assert len(short) == _sanitize.MIN_SCRUB_LENGTH - 1
+    assert sanitize({"password": short, "pin_code": {"pass": "abc"}}) == {
+        "password": REDACTED,
+        "pin_code": {"pass": REDACTED},
+    }
+
+    assert sanitize_text("abcde is how the alphabet starts") == "abcde is how the alphabet starts"
+    assert sanitize_text("abc") == REDACTED  # the whole text is the secret
+    assert sanitize_text(str(KeyError("abc"))) == REDACTED  # "'abc'"
+
+    sanitize({"password": "abcdef"})  # at the minimum: scrubbed inside text
+    assert sanitize_text("xabcdefx") == f"x{REDACTED}x"
+
+
+def test_overlapping_secrets_leave_no_part_visible() -> None:
+    sanitize({"password": "hunter-2024", "token": "2024-final-x"})
+
+    assert sanitize_text("was hunter-2024-final-x!") == f"was {REDACTED}!"
+
+
+_SECRET_ALPHABET = "xyz-019"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secrets=st.lists(st.text(_SECRET_ALPHABET, min_size=6, max_size=12), min_size=1, max_size=40),
+    text=st.lists(st.sampled_from(["x", "y", "-", " ", "0", "9", "z"]), max_size=60),
+    pick=st.lists(st.integers(0, 39), max_size=5),
+)
+def test_no_known_secret_is_left_in_scrubbed_text(
+    secrets: list[str], text: list[str], pick: list[int]
+) -> None:
+    _sanitize.forget_known_secrets()
+    for secret in secrets:
+        _sanitize.pin_secret(secret)
+    words = list(text) + [secrets[i % len(secrets)] for i in pick]
+    scrubbed = sanitize_text("".join(words))
+    # Marker letters are not in the alphabet: whatever is left is plain text.
+    assert not any(secret in scrubbed for secret in secrets)
+
+
+def test_many_known_secrets_are_found_in_short_and_long_text_alike() -> None:
+    """Past 32 (short text) or 256 literals, scrubbing looks up the text's windows."""
+    values = [f"tok{i:05d}zz" for i in range(600)]
+    for value in values:
+        _sanitize.pin_secret(value)
+
+    assert sanitize_text(f"a {values[417]} b") == f"a {REDACTED} b"
+    long_text = "line\n" * 200 + f"bad {values[5]} and {values[599]}" + " end" * 50
+    assert values[5] not in sanitize_text(long_text, 100_000)
+    assert values[599] not in sanitize_text(long_text, 100_000)
+    assert sanitize_text("tok00417 is not the whole value") == "tok00417 is not the whole value"
+
+
+def test_a_secret_across_the_cut_is_scrubbed_and_a_huge_text_costs_what_its_head_does() -> None:
+    secret = "straddle-secret-8b2c"
+    for i in range(600):  # enough literals for the windowed look-up
+        _sanitize.pin_secret(f"other-{i:04d}-secret")
+    _sanitize.pin_secret(secret)
+    text = "x" * 95 + secret + "y" * 10_000_000
+
+    started = time.monotonic()
+    out = sanitize_text(text, 100)
+
+    assert time.monotonic() - started < 0.5
+    assert out == "x" * 95 + REDACTED[:5] + f"...[{len(REDACTED) - 5 + 10_000_000} more chars]"
+    assert sanitize_text("z" * 50, 100) == "z" * 50
+
+
+def test_scrubbing_without_known_secrets_returns_the_text_itself() -> None:
+    text = "batch 3/10 done"
+    assert sanitize_text(text) is text
 
 
 # -- JSON safety -----------------------------------------------------------------------
