@@ -5,22 +5,25 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import logging
 import math
 import os
+import re
 import signal
 import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from enum import Enum
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hackagent_otel import _sanitize
+from hackagent_otel import _sanitize, _setup
 from hackagent_otel._sanitize import (
     DEFAULT_LIMITS,
     REDACTED,
@@ -436,6 +439,26 @@ def test_client_credentials_past_the_pin_bound_are_learned_and_counted() -> None
     assert sanitize_text(f"client-token-{_sanitize.PINNED_MAX + 2:05d}") == REDACTED
 
 
+def test_client_credentials_are_pinned_from_every_kind_of_client() -> None:
+    with httpx.Client(
+        base_url="http://127.0.0.1:9",
+        headers={"X-Api-Key": "hdr-key-5e7a1c", "Accept": "application/json"},
+        cookies={"sessionid": "cookie-9d2f4b"},
+        auth=("user", "basic-pw-3c8e0a"),
+    ) as client:
+        _sanitize.pin_client_secrets(client)
+
+    class AuthenticatedClient:
+        def __init__(self) -> None:
+            self.token = "tok-authn-7b1d2e"
+            self._headers = {"Cookie": "c-6a0f9e2d"}
+
+    _sanitize.pin_client_secrets(AuthenticatedClient())
+    text = "hdr-key-5e7a1c cookie-9d2f4b basic-pw-3c8e0a tok-authn-7b1d2e c-6a0f9e2d json"
+    assert sanitize_text(text) == " ".join([REDACTED] * 5 + ["json"])
+    assert _sanitize.known_secrets_stats()["learned"] == 0  # pinned, never evicted
+
+
 def test_short_secrets_are_redacted_as_whole_values_not_inside_text() -> None:
     short = "abcde"  # one character under MIN_SCRUB_LENGTH
     assert len(short) == _sanitize.MIN_SCRUB_LENGTH - 1
@@ -510,6 +533,43 @@ def test_a_secret_across_the_cut_is_scrubbed_and_a_huge_text_costs_what_its_head
 def test_scrubbing_without_known_secrets_returns_the_text_itself() -> None:
     text = "batch 3/10 done"
     assert sanitize_text(text) is text
+
+
+# -- log records -------------------------------------------------------------------------
+
+
+def test_the_log_filter_scrubs_message_arguments_and_tracebacks(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _sanitize.pin_secret(CANARY, configured=True)
+    logger = logging.getLogger("hackagent_otel.test_scrubbing")
+    _sanitize.scrub_logs(logger.name)
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            logger.info("calling with %s", CANARY)
+            try:
+                raise ValueError(f"refused {CANARY}")
+            except ValueError:
+                logger.exception("failed")
+            logger.info("nothing to hide %d", 1)
+    finally:
+        logger.removeFilter(_sanitize._log_filter)
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == [f"calling with {REDACTED}", "failed", "nothing to hide 1"]
+    assert CANARY not in caplog.text
+    assert f"ValueError: refused {REDACTED}" in caplog.text
+
+
+def test_every_logger_the_package_logs_on_has_the_scrubbing_filter() -> None:
+    source = Path(_sanitize.__file__).parent
+    named = set()
+    for path in source.rglob("*.py"):
+        named |= set(re.findall(r'getLogger\("(hackagent_otel[\w.]*)"\)', path.read_text()))
+    assert named
+    assert named <= set(_setup.PACKAGE_LOGGERS)
+    for name in _setup.PACKAGE_LOGGERS:
+        assert _sanitize._log_filter in logging.getLogger(name).filters
 
 
 # -- JSON safety -----------------------------------------------------------------------

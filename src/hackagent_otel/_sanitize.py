@@ -16,18 +16,22 @@ of it reaches a span or a record it goes through :func:`sanitize`, which
   the JSON text is always whole;
 * never raises.
 
-Known secrets are taken out of free text (:func:`sanitize_text`: exception messages and
-tracebacks, error messages, notes): the secrets pinned with :func:`pin_secret`, kept for
-good, and the values redacted so far, learned within a bound (:class:`_SecretMemory`).
-The key policy and that memory are module state; making them one object handed down is
-left to a later change.
+Known secrets are taken out of free text (exception messages and tracebacks, error
+messages, notes, step names, log records): the configured API keys and clients'
+credentials, pinned for good, and the values redacted so far, learned within a bound
+(:class:`_SecretMemory`). The key policy and that memory are module state, set by
+``configure()`` and the bridge's start-up; making them one object handed down is left
+to a later change.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import dataclasses
 import datetime
 import json
+import logging
 import math
 import os
 import re
@@ -627,6 +631,40 @@ def pin_secret(value: object, *, configured: bool = False) -> None:
         _memory.pin(text, configured=configured)
 
 
+def pin_client_secrets(client: object) -> None:
+    """Pin the credentials a client object carries, duck-typed, never raising.
+
+    hackagent's ``AuthenticatedClient`` (``token``, ``_headers``), an ``httpx.Client``
+    (``headers``, ``cookies``, the header of a basic ``auth``) and this package's
+    ``HackAgentClient`` (``headers``): every value under a secret-named header, the
+    credential of an ``Authorization`` value, a ``token`` or ``api_key`` attribute.
+    """
+    try:
+        for name in ("token", "api_key", "_token"):
+            pin_secret(getattr(client, name, None))
+        for name in ("headers", "_headers"):
+            headers = getattr(client, name, None)
+            if isinstance(headers, Mapping):
+                for key, value in islice(headers.items(), 64):
+                    if isinstance(key, str) and _policy.is_secret(key):
+                        pin_secret(value)
+        cookies = getattr(client, "cookies", None)
+        if isinstance(cookies, Mapping):
+            for value in islice(cookies.values(), 64):
+                pin_secret(value)
+        auth = getattr(client, "auth", None)
+        for name in ("_auth_header", "_password"):
+            secret = getattr(auth, name, None)
+            pin_secret(secret.decode("latin-1") if isinstance(secret, bytes) else secret)
+        header = getattr(auth, "_auth_header", None)
+        if isinstance(header, str) and header.lower().startswith("basic "):
+            # httpx keeps only the header: the password is in its base64 "user:password".
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode("latin-1")
+            pin_secret(decoded.partition(":")[2])
+    except Exception:  # a client with hostile properties keeps what was pinned so far
+        _memory._count("not_remembered")
+
+
 def scrub_known_secrets(text: str) -> str:
     """Replace every known secret (pinned or learned) that occurs in ``text``."""
     return _memory.scrub(text)
@@ -1091,3 +1129,56 @@ def _scrubbed_and_cut(value: str, limit: int, scrub: Callable[[str], str]) -> st
         head, clean = value, scrub(value)
     left_out = len(clean) - limit + len(value) - len(head)
     return clean if left_out <= 0 else f"{clean[:limit]}...[{left_out} more chars]"
+
+
+# -- log records -----------------------------------------------------------------------
+
+_log_formatter = logging.Formatter()
+
+
+class SecretScrubbingFilter(logging.Filter):
+    """Takes known secrets out of a log record's message, traceback and stack.
+
+    Added to this package's loggers (:func:`scrub_logs`). A record is changed only when
+    it holds a known secret: its message is then stored already formatted, and its
+    traceback as scrubbed text (``exc_info`` cleared, so no formatter or handler can
+    format the raw exception again).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _memory.has_any():
+            # A message whose arguments cannot be formatted is left as it is.
+            with contextlib.suppress(Exception):
+                _scrub_record(record)
+        return True
+
+
+def _scrub_record(record: logging.LogRecord) -> None:
+    message = record.getMessage()
+    clean = _memory.scrub(message)
+    if clean != message:
+        record.msg, record.args = clean, ()
+    if record.exc_info and not record.exc_text:
+        text = _log_formatter.formatException(record.exc_info)
+        clean = _memory.scrub(text)
+        if clean != text:
+            record.exc_text, record.exc_info = clean, None
+    elif record.exc_text:
+        record.exc_text = _memory.scrub(record.exc_text)
+    if record.stack_info:
+        record.stack_info = _memory.scrub(record.stack_info)
+
+
+_log_filter: Final = SecretScrubbingFilter()
+
+
+def scrub_logs(*names: str) -> None:
+    """Scrub known secrets from what the named loggers log (idempotent).
+
+    A logger's filters apply to records logged on that logger itself, not to those of
+    its children, so every logger the package logs on is named.
+    """
+    for name in names:
+        logger = logging.getLogger(name)
+        if _log_filter not in logger.filters:
+            logger.addFilter(_log_filter)
