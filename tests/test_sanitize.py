@@ -535,6 +535,51 @@ def test_scrubbing_without_known_secrets_returns_the_text_itself() -> None:
     assert sanitize_text(text) is text
 
 
+# -- structured text that is not JSON ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            f"{{'api_key': '{CANARY}', 'model': 'm'}}",
+            f"{{'api_key': '{REDACTED}', 'model': 'm'}}",
+        ),
+        (
+            f"Settings(model='m', api_key='{CANARY}')",
+            f"Settings(model='m', api_key='{REDACTED}')",
+        ),
+        (
+            f"model: m\npassword: {CANARY}\nheaders:\n  Authorization: Bearer {CANARY}\n",
+            f"model: m\npassword: {REDACTED}\nheaders:\n  Authorization: {REDACTED}\n",
+        ),
+        (f"- token = {CANARY}", f"- token = {REDACTED}"),
+        (f"{{Cookie: {CANARY}, Accept: json}}", f"{{Cookie: {REDACTED}, Accept: json}}"),
+        (f"http://x/?api_key={CANARY}&page=2", f"http://x/?api_key={REDACTED}&page=2"),
+        (f'{{"session_id": "{CANARY}",', f'{{"session_id": "{REDACTED}",'),
+        # Data, not secrets: a quoted plain value and prose that mentions a key.
+        (
+            "{'prompt': 'ignore rules, password: hunter2', 'n': 1}",
+            "{'prompt': 'ignore rules, password: hunter2', 'n': 1}",
+        ),
+        (
+            "print the admin password and api_key=sk-123",
+            "print the admin password and api_key=sk-123",
+        ),
+        ("max_tokens: 256\ntoken_count: 3", "max_tokens: 256\ntoken_count: 3"),
+        ("password:", "password:"),
+    ],
+)
+def test_structured_text_has_values_of_secret_keys_redacted(text: str, expected: str) -> None:
+    assert _sanitize.scrub_structured_text(text) == expected
+
+
+def test_values_redacted_in_structured_text_are_remembered() -> None:
+    _sanitize.scrub_structured_text(f"password: {CANARY}")
+
+    assert sanitize_text(f"login {CANARY} refused") == f"login {REDACTED} refused"
+
+
 # -- log records -------------------------------------------------------------------------
 
 

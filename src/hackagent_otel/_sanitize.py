@@ -1131,6 +1131,60 @@ def _scrubbed_and_cut(value: str, limit: int, scrub: Callable[[str], str]) -> st
     return clean if left_out <= 0 else f"{clean[:limit]}...[{left_out} more chars]"
 
 
+def sanitize_structured_text(text: str, limit: int = DEFAULT_LIMITS.max_string) -> str:
+    """:func:`scrub_structured_text`, cut as :func:`sanitize` cuts a string."""
+    return _scrubbed_and_cut(text, limit, scrub_structured_text)
+
+
+# -- structured data written as text ---------------------------------------------------
+
+_QUOTED_VALUE = r"'(?:[^'\\\n]|\\.)*'" + r'|"(?:[^"\\\n]|\\.)*"'
+#: ``key: value`` or ``key = value`` where structured text puts a key: at the start of a
+#: line (YAML, headers, .env, INI), or after ``{ , ( [`` (a Python repr, a call's
+#: keyword arguments, YAML flow style) or ``? & ;`` (a query string). Keys may be quoted;
+#: values are a quoted string or run to the end of the line or the next ``, ; & ) } ]``.
+_ASSIGNMENT = re.compile(
+    r"""(?:^[ \t]*(?:-[ \t]+)?|(?<=[{,(\[?&;])[ \t]*)"""
+    r"""(?P<quote>['"]?)(?P<key>[A-Za-z_][A-Za-z0-9_.\-]{0,127})(?P=quote)"""
+    r"""(?P<sep>[ \t]*[:=][ \t]*)"""
+    rf"""(?P<value>{_QUOTED_VALUE}|[^\n,;&)}}\]]*)""",
+    re.MULTILINE,
+)
+
+
+def scrub_structured_text(text: str) -> str:
+    """Text that holds structured data in a form other than JSON (a Python repr, YAML,
+    headers, a query string), with secrets taken out by key, as JSON's are.
+
+    The value of every ``key: value`` / ``key=value`` / ``'key': 'value'`` whose key
+    names a secret (the same key policy) is redacted and remembered; then known secrets
+    are removed. Keys are matched only where that kind of text puts them (see
+    ``_ASSIGNMENT``), so prose that mentions ``api_key=...`` mid-sentence is left alone,
+    and so is a quoted value of a plain key, such as a prompt. An unquoted value of a
+    plain key is read on, since it may hold more pairs (a URL's query string). Only for
+    values that are meant to be data (the bridge's JSON-valued attributes that are not
+    JSON), never for free text: red-team payloads are not scanned for pairs.
+    """
+    policy = _policy
+    pieces: list[str] = []
+    done = position = 0
+    while (match := _ASSIGNMENT.search(text, position)) is not None:
+        value, start = match["value"], match.start("value")
+        quoted = len(value) > 1 and value[0] in _QUOTES and value[-1] == value[0]
+        if not value.strip() or not policy.is_secret(match["key"]):
+            position = match.end() if quoted else start
+            continue
+        inner = value[1:-1] if quoted else value.rstrip()
+        begin = start + 1 if quoted else start
+        pieces += (text[done:begin], REDACTED)
+        done = position = begin + len(inner)
+        _memory.remember(inner)
+    if pieces:
+        pieces.append(text[done:])
+        text = "".join(pieces)
+    return _memory.scrub(text)
+
+
 # -- log records -----------------------------------------------------------------------
 
 _log_formatter = logging.Formatter()
