@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Sampler
 
 import hackagent_otel
-from hackagent_otel import StepTracker, TrackingContext, _tracker, semconv
+from hackagent_otel import StepTracker, TrackingContext, _sanitize, _tracker, semconv
 from hackagent_otel._records import Record
 from hackagent_otel.testing import FakeHackAgentAPI
 
@@ -94,6 +94,14 @@ def raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_tracker, "_raise_internal_errors", True)
 
 
+@pytest.fixture(autouse=True)
+def fresh_known_secrets() -> Iterator[None]:
+    """Each test starts and ends with no known secrets (configured keys pin theirs)."""
+    _sanitize.forget_known_secrets()
+    yield
+    _sanitize.forget_known_secrets()
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No configuration env vars; anything written to disk goes under ``tmp_path``."""
@@ -105,10 +113,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def configure_otel(clean_env: None) -> Iterator[ConfigureOTel]:
     """Build an SDK provider (optionally with a sampler and extra processors) and
-    ``configure()`` hackagent_otel on it; everything is shut down after the test."""
+    ``configure()`` hackagent_otel on it (keyword arguments go to ``configure()``);
+    everything is shut down after the test."""
     made: list[OTel] = []
 
-    def make(sampler: Sampler | None = None, processors: Sequence[SpanProcessor] = ()) -> OTel:
+    def make(
+        sampler: Sampler | None = None, processors: Sequence[SpanProcessor] = (), **kwargs: Any
+    ) -> OTel:
         provider = TracerProvider(sampler=sampler) if sampler else TracerProvider()
         exporter = InMemorySpanExporter()
         recorder = RecordingProcessor()
@@ -116,7 +127,9 @@ def configure_otel(clean_env: None) -> Iterator[ConfigureOTel]:
         provider.add_span_processor(recorder)
         for processor in processors:
             provider.add_span_processor(processor)
-        telemetry = hackagent_otel.configure(tracer_provider=provider, handle_sigterm=False)
+        telemetry = hackagent_otel.configure(
+            tracer_provider=provider, handle_sigterm=False, **kwargs
+        )
         otel = OTel(provider, exporter, recorder, telemetry, list(processors))
         made.append(otel)
         return otel

@@ -35,7 +35,7 @@ from hackagent_otel import HackAgentSpanExporter, _mapping, _sanitize, _tracer, 
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._records import Call, Record
 from hackagent_otel._spanview import SpanView
-from hackagent_otel.bridge import BridgeSettings
+from hackagent_otel.bridge import BridgePipeline, BridgeSettings
 from hackagent_otel.bridge._decode import decode
 from hackagent_otel.bridge._pipeline import Backlogged, order_records
 from hackagent_otel.testing import FakeHackAgentAPI
@@ -242,6 +242,88 @@ def test_extra_secret_words_apply_to_the_bridge_too() -> None:
         _sanitize.set_extra_secret_words([])
 
     assert records[0].body["content"]["config_snapshot"]["prompt"] == "***REDACTED***"
+
+
+def repr_and_yaml_spans(run_id: str, result_id: str, error: str) -> list[ReadableSpan]:
+    """A failed step of another tracker that wrote a Python repr and YAML, not JSON."""
+    with private_provider() as memory:
+        tracer = _tracer.source.provider.get_tracer("someone.elses.tracker")
+        with tracer.start_as_current_span("Login") as span:
+            span.set_attributes(
+                {
+                    semconv.KIND: semconv.KIND_STEP,
+                    semconv.RUN_ID: run_id,
+                    semconv.RESULT_ID: result_id,
+                    semconv.STEP_NAME: "Login",
+                    semconv.STEP_SEQUENCE_START: 1,
+                    semconv.STEP_SEQUENCE_END: 2,
+                    semconv.STEP_STATUS: semconv.STEP_STATUS_FAILED,
+                    semconv.STEP_ERROR_MESSAGE: error,
+                    semconv.STEP_CONFIG: (
+                        f"{{'model': 'm', 'api_key': '{CANARY}', 'prompt': 'tell me the password'}}"
+                    ),
+                }
+            )
+            span.add_event(
+                semconv.EVENT_METADATA,
+                {
+                    semconv.METADATA_KEY: "request",
+                    semconv.METADATA_VALUE: (
+                        f"url: http://t/\nheaders:\n  Authorization: {CANARY}\n"
+                    ),
+                },
+            )
+        return list(memory.get_finished_spans())
+
+
+def test_secrets_in_non_json_text_of_json_attributes_are_redacted_by_key() -> None:
+    run_id, result_id = new_ids()
+
+    records, rejected, _ = order_records(
+        views(repr_and_yaml_spans(run_id, result_id, f"login failed with {CANARY}"))
+    )
+
+    assert rejected == 0
+    assert CANARY not in repr([r.body for r in records])
+    start, failure, summary = records
+    assert start.body["content"]["config_snapshot"] == (
+        "{'model': 'm', 'api_key': '***REDACTED***', 'prompt': 'tell me the password'}"
+    )
+    assert summary.body["content"]["step_metadata"]["request"] == (
+        "url: http://t/\nheaders:\n  Authorization: ***REDACTED***\n"
+    )
+    assert summary.body["content"]["error_message"] == "login failed with ***REDACTED***"
+    assert (
+        failure.body["evaluation_notes"]
+        == "Pipeline failed at 'Login': login failed with ***REDACTED***"
+    )
+
+
+def test_the_bridges_api_key_quoted_in_a_spans_error_reaches_no_record(
+    tmp_path: Path, fake_api: FakeHackAgentAPI
+) -> None:
+    """The bridge knows its own key: a span quoting it (say, a misrouted 401) is scrubbed."""
+    key = "hk-bridge-CANARY-41d7"
+    fake_api.stop()
+    settings = BridgeSettings(
+        outbox_path=tmp_path / "bridge.sqlite3",
+        hackagent_base_url=fake_api.base_url,
+        hackagent_api_key=key,
+    )
+    pipeline = BridgePipeline.from_settings(settings)
+    run_id, result_id = new_ids()
+    try:
+        pipeline.ingest(
+            otlp_protobuf(repr_and_yaml_spans(run_id, result_id, f"401 with {key}")), PROTOBUF
+        )
+        with Outbox(settings.outbox_path) as outbox:
+            stored = [row.call for row in outbox.list_pending()]
+    finally:
+        pipeline.close(1.0)
+
+    assert len(stored) == 3
+    assert key not in repr([r.parsed_body() for r in stored])
+    assert stored[-1].parsed_body()["content"]["error_message"] == "401 with ***REDACTED***"
 
 
 # -- durability and back-pressure -------------------------------------------------------

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from apps.scenario import (
 from hackagent_otel import StepTracker, TrackingContext, trace_id_hex_for_run
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._outbox_files import outbox_path_for_target
+from hackagent_otel._sanitize import REDACTED
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
 from otel_fixtures import ConfigureAPI, ConfigureOTel, OTel, api_calls
 
@@ -577,3 +579,98 @@ def test_span_limits_cut_the_spans_but_not_the_records(
     assert attack_calls(fake_api, attack_run, [r0, r1]) == expected_attack_calls(attack_run, r0, r1)
     cut = otel.telemetry.stats()["mapping"]["cut_by_span_limits"]
     assert cut > 0  # the spans themselves were cut, as configured
+
+
+# -- known secrets -------------------------------------------------------------------------
+
+API_KEY = "hk-live-CANARY-e2e-90a4"
+
+
+class LoginError(Exception):
+    pass
+
+
+@pytest.fixture
+def keyed_api() -> Iterator[FakeHackAgentAPI]:
+    """A fake API whose key is a canary (set up before, stopped after ``configure_api``)."""
+    with FakeHackAgentAPI(api_key=API_KEY) as api:
+        yield api
+
+
+def leaky_pipeline(tracker: StepTracker, secret: str) -> None:
+    """A failing step whose exception and notes quote ``secret``."""
+    with pytest.raises(LoginError), tracker.track_step("Login", "STEP1_LOGIN"):
+        raise LoginError(f"401 from the API for key {secret}")
+    tracker.update_result_status("ERROR_TEST_FRAMEWORK", f"gave up: {secret} was refused")
+
+
+def test_the_configured_api_key_quoted_in_an_exception_reaches_no_api_body(
+    keyed_api: FakeHackAgentAPI, configure_api: ConfigureAPI, run_id: str, result_id: str
+) -> None:
+    configure_api(hackagent_base_url=keyed_api.base_url, hackagent_api_key=API_KEY)
+
+    leaky_pipeline(tracker_for(run_id, result_id), API_KEY)
+    assert hackagent_otel.force_flush(5_000)
+
+    bodies = [c.body for c in keyed_api.calls]
+    assert len(bodies) == 4  # start, failure update, summary, status update
+    assert API_KEY not in json.dumps(bodies)
+    summary = api_calls(keyed_api, f"/result/{result_id}/trace")[-1][2]
+    assert summary["content"]["error_message"] == f"401 from the API for key {REDACTED}"
+    notes = [
+        body["evaluation_notes"]
+        for method, _, body in api_calls(keyed_api, f"/result/{result_id}")
+        if method == "PATCH"
+    ]
+    assert notes == [
+        f"Pipeline failed at 'Login': 401 from the API for key {REDACTED}",
+        f"gave up: {REDACTED} was refused",
+    ]
+
+
+def test_the_configured_api_key_quoted_in_an_exception_reaches_no_outbox_row(
+    keyed_api: FakeHackAgentAPI,
+    configure_api: ConfigureAPI,
+    env_outbox_path: Path,
+    run_id: str,
+    result_id: str,
+) -> None:
+    keyed_api.inject(Fault.status(400), times=None)  # every record is kept as rejected
+    configure_api(hackagent_base_url=keyed_api.base_url, hackagent_api_key=API_KEY)
+
+    leaky_pipeline(tracker_for(run_id, result_id), API_KEY)
+    assert hackagent_otel.force_flush(5_000)
+    hackagent_otel.shutdown()
+
+    path = api_outbox(env_outbox_path, keyed_api)  # the outbox of the API's records
+    with Outbox(path) as outbox:
+        rejected = outbox.list_rejected()
+    assert len(rejected) == 4
+    assert any(REDACTED in json.dumps(row.call.parsed_body()) for row in rejected)
+    stored = path.read_bytes()
+    wal = Path(f"{path}-wal")
+    stored += wal.read_bytes() if wal.exists() else b""
+    assert API_KEY.encode() not in stored
+
+
+@pytest.mark.parametrize("kind", ["authenticated", "httpx", "hackagent"])
+def test_a_runs_client_token_quoted_in_an_exception_reaches_no_api_body(
+    keyed_api: FakeHackAgentAPI, otel: OTel, run_id: str, result_id: str, kind: str
+) -> None:
+    if kind == "authenticated":
+        client: Any = AuthenticatedClientLike(keyed_api.base_url, API_KEY)
+    elif kind == "httpx":
+        client = httpx.Client(
+            base_url=keyed_api.base_url, headers={"Authorization": f"Bearer {API_KEY}"}
+        )
+    else:
+        client = hackagent_otel.HackAgentClient(keyed_api.base_url, API_KEY)
+
+    leaky_pipeline(tracker_for(run_id, result_id, client), API_KEY)
+    assert hackagent_otel.force_flush(5_000)
+
+    bodies = [c.body for c in keyed_api.calls]
+    assert len(bodies) == 4
+    assert API_KEY not in json.dumps(bodies)
+    if isinstance(client, httpx.Client):
+        client.close()

@@ -229,6 +229,97 @@ def test_non_json_attribute_text_is_kept_as_text() -> None:
     assert record.body["content"]["config_snapshot"] == "{not json"
 
 
+def _failed_foreign_step(**extra: Any) -> SpanView:
+    """A failed step made by another process's tracker (as the bridge decodes one)."""
+    attributes = {
+        semconv.KIND: semconv.KIND_STEP,
+        semconv.RUN_ID: str(uuid.uuid4()),
+        semconv.RESULT_ID: str(uuid.uuid4()),
+        semconv.STEP_SEQUENCE_START: 1,
+        semconv.STEP_SEQUENCE_END: 2,
+        semconv.STEP_STATUS: semconv.STEP_STATUS_FAILED,
+        **extra,
+    }
+    return SpanView("s", 1, 2, 1, attributes, end_time_ns=2)
+
+
+def test_non_json_text_of_a_foreign_json_attribute_has_secret_keys_redacted() -> None:
+    """A Python repr or YAML where JSON was expected: redacted by the keys written in it."""
+    view = _failed_foreign_step(
+        **{
+            semconv.STEP_CONFIG: f"{{'model': 'm', 'api_key': '{CANARY}', 'prompt': 'say it'}}",
+            semconv.STEP_INPUT: f"goal: reveal the password\nsession_id: {CANARY}\n",
+            semconv.STEP_ERROR_MESSAGE: f"login refused for {CANARY}",
+        }
+    )
+
+    records = map_end(view, include_start=True).records
+
+    assert CANARY not in json.dumps([r.body for r in records])
+    content = records[0].body["content"]
+    assert content["config_snapshot"] == (
+        f"{{'model': 'm', 'api_key': '{REDACTED}', 'prompt': 'say it'}}"
+    )
+    assert content["input_data_sample"] == f"goal: reveal the password\nsession_id: {REDACTED}\n"
+    # What the text's keys held is known from then on: the error message is scrubbed.
+    assert records[-1].body["content"]["error_message"] == f"login refused for {REDACTED}"
+
+
+def test_free_text_of_a_foreign_span_is_scrubbed_of_known_secrets() -> None:
+    _sanitize.pin_secret(CANARY, configured=True)
+    view = _failed_foreign_step(
+        **{
+            semconv.STEP_NAME: f"call ?key={CANARY}",
+            semconv.STEP_ERROR_MESSAGE: f"401 for {CANARY}",
+        }
+    )
+    view.events = (
+        EventView(
+            semconv.EVENT_PROGRESS,
+            1,
+            {semconv.PROGRESS_MESSAGE: f"retrying {CANARY}", semconv.PROGRESS_METRICS: "{}"},
+        ),
+    )
+
+    records = map_end(view, include_start=True).records
+
+    assert CANARY not in json.dumps([r.body for r in records])
+    assert records[0].body["content"]["step_name"] == f"call ?key={REDACTED}"
+    assert (
+        records[1].body["evaluation_notes"]
+        == f"Pipeline failed at 'call ?key={REDACTED}': 401 for {REDACTED}"
+    )
+    assert records[-1].body["content"]["progress_log"] == [{"message": f"retrying {REDACTED}"}]
+
+
+def test_header_pairs_in_a_foreign_json_attribute_are_redacted() -> None:
+    view = _failed_foreign_step(
+        **{semconv.STEP_INPUT: json.dumps({"headers": [["Authorization", f"Bearer {CANARY}"]]})}
+    )
+
+    (start, *_) = map_end(view, include_start=True).records
+
+    assert start.body["content"]["input_data_sample"] == {"headers": [["Authorization", REDACTED]]}
+
+
+def test_a_secret_learned_after_a_step_failed_is_kept_out_of_its_records(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    """Error messages and notes are scrubbed again when records are made."""
+    late = "pw-learned-late-61c0"
+    with pytest.raises(ValueError, match="cannot log in"), tracker.track_step("Connect", "STEP"):
+        raise ValueError(f"cannot log in with {late}")
+    tracker.update_result_status("FAILED_CRITERIA", f"gave up on {late}")
+    sanitize({"password": late})  # learned only now
+
+    records = records_of(otel, include_start=True)
+
+    bodies = json.dumps([r.body for r in records])
+    assert late not in bodies
+    assert f"cannot log in with {REDACTED}" in bodies
+    assert f"gave up on {REDACTED}" in bodies
+
+
 def test_spans_that_are_not_ours_map_to_nothing() -> None:
     assert map_end(_view(**{"http.method": "GET"}), include_start=True).records == ()
     assert map_start(_view(**{"http.method": "GET"})).records == ()

@@ -10,6 +10,7 @@ import uuid
 from enum import Enum
 from typing import Any
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -24,12 +25,14 @@ from hackagent_otel import (
     TrackingContext,
     _sanitize,
     _setup,
+    _tracer,
     _tracker,
     semconv,
     trace_id_hex_for_run,
     with_current_context,
 )
 from otel_fixtures import (
+    ConfigureOTel,
     OTel,
     assert_no_orphans,
     attrs,
@@ -152,14 +155,14 @@ def test_metadata_keys_are_bounded_and_the_overflow_is_counted(
     extra = 7
     with tracker.track_step("Flood", "STEP"):
         for i in range(_tracker.MAX_METADATA_KEYS + extra):
-            tracker.add_step_metadata(f"key{i}", i)
-        tracker.add_step_metadata("key0", "updated while full")
+            tracker.add_step_metadata(f"field{i}", i)
+        tracker.add_step_metadata("field0", "updated while full")
 
     span = otel.step("Flood")
     metadata = metadata_of(span)
     assert len(metadata) == _tracker.MAX_METADATA_KEYS
-    assert metadata["key0"] == "updated while full"
-    assert f"key{_tracker.MAX_METADATA_KEYS}" not in metadata
+    assert metadata["field0"] == "updated while full"
+    assert f"field{_tracker.MAX_METADATA_KEYS}" not in metadata
     assert attrs(span)[semconv.STEP_METADATA_DROPPED] == extra
     assert _tracker.stats.snapshot()["metadata_dropped"] - before == extra
 
@@ -979,3 +982,151 @@ def test_a_secret_first_seen_by_key_is_removed_from_a_later_exception(
     assert attrs(failed)[semconv.STEP_ERROR_MESSAGE] == (
         f"could not log in as admin:{_sanitize.REDACTED}@db"
     )
+
+
+# -- header pairs and SecretStr -----------------------------------------------------------
+
+
+class LoginError(Exception):
+    pass
+
+
+def test_a_secret_str_in_the_config_is_redacted_and_its_value_scrubbed_from_the_error(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    class SecretStr:
+        def __init__(self, value: str) -> None:
+            self._value = value
+
+        def get_secret_value(self) -> str:
+            return self._value
+
+    secret = "sk-secretstr-CANARY-0b7d"
+    config = {"model": "gpt-x", "openai": SecretStr(secret)}
+
+    with pytest.raises(LoginError), tracker.track_step("Query", "STEP", config=config):
+        raise LoginError(f"openai rejected {secret}")
+
+    span = otel.step("Query")
+    assert json_attr(span, semconv.STEP_CONFIG) == {"model": "gpt-x", "openai": _sanitize.REDACTED}
+    assert secret not in dump_spans(otel.spans())
+
+
+def test_header_pairs_and_short_secrets_reach_no_span(otel: OTel, tracker: StepTracker) -> None:
+    scope = {"type": "http", "headers": [(b"authorization", b"Bearer asgi-CANARY-3c1f")]}
+
+    with tracker.track_step("Serve", "STEP", input_data={"scope": scope, "pin": {"pass": "abc"}}):
+        pass
+
+    span = otel.step("Serve")
+    assert json_attr(span, semconv.STEP_INPUT) == {
+        "scope": {"type": "http", "headers": [["authorization", _sanitize.REDACTED]]},
+        "pin": {"pass": _sanitize.REDACTED},
+    }
+
+
+# -- known secrets in free text ----------------------------------------------------------
+
+API_KEY = "hk-live-CANARY-5d2e81"
+
+
+@pytest.fixture
+def keyed_otel(configure_otel: ConfigureOTel) -> OTel:
+    """``configure()`` with a HackAgent API key; records off, so nothing is delivered."""
+    return configure_otel(
+        hackagent_base_url="http://127.0.0.1:9", hackagent_api_key=API_KEY, records="off"
+    )
+
+
+def test_the_configured_api_key_in_an_exception_reaches_no_span_or_log_line(
+    keyed_otel: OTel, tracker: StepTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.DEBUG),
+        pytest.raises(LoginError),
+        tracker.track_step("Login", "STEP"),
+    ):
+        raise LoginError(f"401: key {API_KEY} refused")
+
+    span = keyed_otel.step("Login")
+    assert API_KEY not in dump_spans(keyed_otel.spans())
+    scrubbed = f"401: key {_sanitize.REDACTED} refused"
+    assert attrs(span)[semconv.STEP_ERROR_MESSAGE] == scrubbed
+    (exception,) = events(span, "exception")
+    assert exception["exception.message"] == scrubbed
+    assert f"LoginError: {scrubbed}" in exception["exception.stacktrace"]
+    assert span.status.description == f"LoginError: {scrubbed}"
+    assert [r.getMessage() for r in caplog.records] == [f"Step 'Login' failed: {scrubbed}"]
+    assert API_KEY not in caplog.text
+
+
+def test_a_step_name_quoting_a_known_secret_is_scrubbed(
+    keyed_otel: OTel, tracker: StepTracker
+) -> None:
+    with tracker.track_step(f"GET /v1/runs?key={API_KEY}", "STEP"):
+        pass
+
+    (span,) = keyed_otel.steps()
+    assert attrs(span)[semconv.STEP_NAME] == f"GET /v1/runs?key={_sanitize.REDACTED}"
+    assert API_KEY not in dump_spans(keyed_otel.spans())
+
+
+def test_an_internal_error_logged_on_the_callers_logger_keeps_known_secrets_out(
+    keyed_otel: OTel, run_id: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller's logger has no scrubbing filter of ours: the tracker scrubs itself."""
+
+    def failing_start(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"the tracer refused {API_KEY}")
+
+    monkeypatch.setattr(_tracker, "_raise_internal_errors", False)
+    monkeypatch.setattr(_tracer, "start_span", failing_start)
+    logger = logging.getLogger("callers.own.pipeline")
+    tracker = StepTracker(TrackingContext(run_id=run_id, logger=logger))
+
+    with caplog.at_level(logging.ERROR, logger=logger.name), tracker.track_step("Body", "STEP"):
+        pass
+
+    assert "internal error starting step 'Body'" in caplog.text
+    assert f"RuntimeError: the tracer refused {_sanitize.REDACTED}" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+class HackAgentLikeAuthenticatedClient:
+    """hackagent's AuthenticatedClient as delivery reads it: a base URL and a token."""
+
+    def __init__(self, token: str) -> None:
+        self._base_url = "http://127.0.0.1:9"
+        self.token = token
+        self.prefix = "Bearer"
+
+
+def _client_of(kind: str, token: str) -> Any:
+    if kind == "authenticated":
+        return HackAgentLikeAuthenticatedClient(token)
+    if kind == "httpx":
+        return httpx.Client(
+            base_url="http://127.0.0.1:9", headers={"Authorization": f"Bearer {token}"}
+        )
+    return hackagent_otel.HackAgentClient("http://127.0.0.1:9", token)
+
+
+@pytest.mark.parametrize("kind", ["authenticated", "httpx", "hackagent"])
+def test_a_runs_client_token_in_an_exception_reaches_no_span(
+    configure_otel: ConfigureOTel, run_id: str, result_id: str, kind: str
+) -> None:
+    otel = configure_otel(records="off")
+    token = f"tok-{kind}-CANARY-77e1"
+    client = _client_of(kind, token)
+    tracker = StepTracker(TrackingContext(client=client, run_id=run_id, parent_result_id=result_id))
+
+    with pytest.raises(LoginError), tracker.track_step("Call target", "STEP"):
+        raise LoginError(f"target answered 401 to {token}")
+    tracker.update_result_status(EvaluationStatusEnum.ERROR_TEST_FRAMEWORK, f"gave up on {token}")
+
+    assert token not in dump_spans(otel.spans())
+    assert attrs(otel.step("Call target"))[semconv.STEP_ERROR_MESSAGE] == (
+        f"target answered 401 to {_sanitize.REDACTED}"
+    )
+    if isinstance(client, httpx.Client):
+        client.close()

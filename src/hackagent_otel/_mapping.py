@@ -23,7 +23,11 @@ as their ordering key.
 Every trace's content also carries an ``otel`` object (trace and span ids, times,
 duration) that the original did not have. Values read back from span attributes of
 spans from elsewhere (the bridge) are sanitized again, so they cannot smuggle secrets
-through.
+through: JSON values by key, JSON-valued attributes whose text is not JSON by the keys
+written in it (:func:`~hackagent_otel._sanitize.scrub_structured_text`), free text
+(names, messages, notes) by known secrets. Error messages and notes are scrubbed of
+known secrets for this process's own spans too: a secret learned after the step failed
+is still kept out of its records.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any
 from hackagent_otel import _records, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
 from hackagent_otel._records import Record
-from hackagent_otel._sanitize import resanitize, sanitize_text
+from hackagent_otel._sanitize import resanitize, sanitize_structured_text, sanitize_text
 from hackagent_otel._spanview import SpanView
 
 ERROR_STATUS = EvaluationStatusEnum.ERROR_TEST_FRAMEWORK.value
@@ -190,8 +194,8 @@ class _Step:
 
     def __init__(self, view: SpanView) -> None:
         attrs = view.attributes
-        self.name = _text(attrs.get(semconv.STEP_NAME, view.name))
-        self.type_identifier = _text(attrs.get(semconv.STEP_TYPE, ""))
+        self.name = _free_text(view, attrs.get(semconv.STEP_NAME, view.name))
+        self.type_identifier = _free_text(view, attrs.get(semconv.STEP_TYPE, ""))
         self.trace_type = _trace_type(attrs)
         self.created_at = (view.end_time_ns or view.start_time_ns) / 1e9
         #: The start record's ``otel``; the summary's adds the end to a copy.
@@ -227,7 +231,10 @@ def _step_end(view: SpanView, target: _Target, include_start: bool) -> tuple[Rec
         view.status == "ERROR" and semconv.STEP_STATUS not in attrs
     )
     records: list[Record] = [_start_record(view, target, step)] if include_start else []
-    error = _text(attrs.get(semconv.STEP_ERROR_MESSAGE, "")) if failed else ""
+    # Metadata first: a foreign span's secrets under secret keys are learned before its
+    # error message is scrubbed.
+    metadata, progress = _collected(view)
+    error = sanitize_text(attrs.get(semconv.STEP_ERROR_MESSAGE, "")) if failed else ""
     if failed:
         records.append(
             _result_patch(
@@ -244,7 +251,6 @@ def _step_end(view: SpanView, target: _Target, include_start: bool) -> tuple[Rec
         "step_type_identifier": step.type_identifier,
         "status": semconv.STEP_STATUS_FAILED if failed else semconv.STEP_STATUS_COMPLETED,
     }
-    metadata, progress = _collected(view)
     if metadata:
         content["step_metadata"] = metadata
     if progress:
@@ -273,7 +279,8 @@ def _collected(view: SpanView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 metadata[key] = _json_value(view, event.attributes.get(semconv.METADATA_VALUE))
         elif event.name == semconv.EVENT_PROGRESS:
             metrics = _json_value(view, event.attributes.get(semconv.PROGRESS_METRICS, "{}"))
-            entry = {"message": _text(event.attributes.get(semconv.PROGRESS_MESSAGE, ""))}
+            message = event.attributes.get(semconv.PROGRESS_MESSAGE, "")
+            entry = {"message": _free_text(view, message)}
             if isinstance(metrics, dict):
                 entry.update((k, v) for k, v in metrics.items() if k != "message")
             progress.append(entry)
@@ -301,7 +308,9 @@ def _result_update(view: SpanView, target: _Target) -> Record:
         raise _Unmappable(f"evaluation status {status!r} is not an EvaluationStatusEnum value")
     body: dict[str, Any] = {
         "evaluation_status": status,
-        "evaluation_notes": _text(attrs.get(semconv.RESULT_EVALUATION_NOTES) or "Status updated"),
+        "evaluation_notes": sanitize_text(
+            attrs.get(semconv.RESULT_EVALUATION_NOTES) or "Status updated"
+        ),
     }
     if semconv.RESULT_AGENT_SPECIFIC_DATA in attrs:
         body["agent_specific_data"] = _json_value(view, attrs[semconv.RESULT_AGENT_SPECIFIC_DATA])
@@ -430,18 +439,29 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) and len(value) <= 4096 else sanitize_text(value)
 
 
+def _free_text(view: SpanView, value: Any) -> str:
+    """A name or message: this process's tracker scrubbed its own, others' are scrubbed
+    of known secrets here."""
+    return _text(value) if view.sanitized else sanitize_text(value)
+
+
 def _json_value(view: SpanView, value: Any) -> Any:
     """A JSON attribute read back; text that is not JSON is kept as text.
 
     Values from spans of another process (the bridge) are sanitized again; this
-    process's own tracker already sanitized what it wrote.
+    process's own tracker already sanitized what it wrote. Their text that is not JSON
+    (a Python repr, YAML) has the values of secret-named keys written in it redacted.
     """
     if isinstance(value, str):
         try:  # noqa: SIM105 (contextlib.suppress costs more than the parse of a short value)
             value = _parse_json(value)
         except ValueError:
             pass
-    return value if view.sanitized else resanitize(value)
+    if view.sanitized:
+        return value
+    if isinstance(value, str):  # what sanitize() makes of a string, scrubbed by key too
+        return sanitize_structured_text(value)
+    return resanitize(value)
 
 
 _parse_json = json.JSONDecoder().decode

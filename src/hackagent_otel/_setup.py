@@ -59,7 +59,10 @@ class Telemetry:
 
     def stats(self) -> dict[str, Any]:
         """Counts of everything tracking did, dropped or could not do, for monitoring."""
-        out: dict[str, Any] = {"tracking": tracking_stats.snapshot()}
+        out: dict[str, Any] = {
+            "tracking": tracking_stats.snapshot(),
+            "secrets": _sanitize.known_secrets_stats(),
+        }
         if self.records is not None:
             out["mapping"] = self.records.stats()
             out["delivery"] = [
@@ -138,6 +141,7 @@ def configure(
         if _current is not None:
             _current.shutdown("reconfigure")
         _sanitize.set_extra_secret_words(settings.redact_keys)
+        _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
         provider, owned = _provider_for(tracer_provider, settings, set_global_provider)
         telemetry = Telemetry(settings, provider, owned)
         if settings.otlp_enabled and (owned or otlp_endpoint):
@@ -264,5 +268,16 @@ def _configure_implicitly() -> None:
             configure(set_global_provider=False, handle_sigterm=False)
 
 
+#: Every logger the package logs on; known secrets are scrubbed from their records.
+PACKAGE_LOGGERS = (
+    "hackagent_otel",
+    "hackagent_otel.bridge",
+    "hackagent_otel.delivery",
+    "hackagent_otel.exporter",
+    "hackagent_otel.instrumentation",
+    "hackagent_otel.processor",
+)
+
 _sdk_hooks.install()
+_sanitize.scrub_logs(*PACKAGE_LOGGERS)
 _tracer.source.set_fallback_configurer(_configure_implicitly)

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
+from hackagent_otel import _sanitize
 from hackagent_otel._config import Settings
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.service import DeliveryService
@@ -35,7 +36,12 @@ _logger = logging.getLogger("hackagent_otel.delivery")
 
 def default_service(settings: Settings) -> DeliveryService:
     """Delivery to the configured API, or outbox-only (the default file, no target)
-    when no API is configured."""
+    when no API is configured.
+
+    The API key is pinned as a known secret, so no free text this process writes can
+    carry it (the exporter's entry point configures through here alone).
+    """
+    _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
     if not settings.hackagent_base_url:
         return DeliveryService(None, outbox_path=settings.outbox_path)
     sender = HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
@@ -107,6 +113,7 @@ class SinkRouter:
         except (TypeError, ValueError) as exc:
             _logger.error("hackagent_otel: %s; this run's records go to the default target", exc)
             return self.default
+        _sanitize.pin_client_secrets(sender)
         service = self._by_target.get(sender.target)
         if service is not None:
             sender.close()  # only connections it opened itself; a user's client stays open

@@ -11,6 +11,7 @@ logged and counted, and the caller's own exception is re-raised unchanged.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import traceback
@@ -227,14 +228,13 @@ class StepTracker:
             run_id = str(ctx.run_id)
             if ctx.client is not None:
                 routes.register(run_id, ctx.client)
-            name = step_name if isinstance(step_name, str) else _sanitize.sanitize_text(step_name)
+            # Names are free text too (an f-string with a URL and its key): scrubbed.
+            name = _sanitize.sanitize_text(step_name)
             attributes: dict[str, AttributeValue] = {
                 semconv.KIND: semconv.KIND_STEP,
                 semconv.RUN_ID: run_id,
                 semconv.STEP_NAME: name,
-                semconv.STEP_TYPE: step_type
-                if type(step_type) is str and len(step_type) <= 256
-                else _sanitize.sanitize_text(step_type, 256),
+                semconv.STEP_TYPE: _sanitize.sanitize_text(step_type, 256),
                 semconv.STEP_TRACE_TYPE: _TRACE_TYPE_OTHER,
                 semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
             }
@@ -474,13 +474,33 @@ class StepTracker:
 
     def _internal_error(self, what: str, *args: Any) -> None:
         stats.add("internal_errors")
-        self.logger.exception("hackagent_otel: internal error " + what, *args)
+        _log_exception_scrubbed(self.logger, "hackagent_otel: internal error " + what, args)
         if _raise_internal_errors:
             raise  # noqa: PLE0704 -- always called from an except block
 
 
 #: Tests turn this on so internal errors fail loudly instead of being swallowed.
 _raise_internal_errors = False
+
+
+def _log_exception_scrubbed(logger: logging.Logger, message: str, args: tuple[Any, ...]) -> None:
+    """``logger.exception(message, *args)``, with known secrets kept out of it.
+
+    The context's logger may be the caller's own, which has none of the package's
+    scrubbing filter: the message and the traceback are scrubbed here, and when that
+    changed the traceback it is logged as text instead of as ``exc_info``.
+    """
+    try:
+        text = message % args if args else message
+    except Exception:  # arguments that do not fit the message: log both as they are
+        text = f"{message} {args!r}"
+    clean = _sanitize.scrub_known_secrets(text)
+    trace_text = traceback.format_exc()
+    clean_trace = _sanitize.scrub_known_secrets(trace_text)
+    if clean_trace == trace_text:
+        logger.exception("%s", clean)
+    else:
+        logger.error("%s\n%s", clean, clean_trace.rstrip("\n"))
 
 
 def _step_name(span: trace.Span) -> str:

@@ -242,6 +242,12 @@ class HackAgentClient:
         return str(self._settings["base_url"])
 
     @property
+    def headers(self) -> dict[str, str]:
+        """A copy of the headers every call sends, ``Authorization`` included (so the
+        caller can tell which values are credentials)."""
+        return {str(k): str(v) for k, v in self._settings["headers"].items()}
+
+    @property
     def target(self) -> tuple[str, str]:
         """Where and as whom calls go: the base URL and a digest of the headers (auth).
 

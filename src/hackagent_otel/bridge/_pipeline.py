@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hackagent_otel import _records, semconv
+from hackagent_otel import _records, _sanitize, semconv
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox, OutboxError
 from hackagent_otel._delivery.service import DeliveryService, DeliveryStats
@@ -189,6 +189,7 @@ class BridgePipeline:
         """
         base_url = settings.hackagent_base_url
         outbox = Outbox(settings.outbox_path, target=api_target(base_url) if base_url else None)
+        _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
         sender = (
             HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
             if settings.hackagent_base_url

@@ -69,6 +69,9 @@ def run(settings: BridgeSettings | None = None) -> int:
     settings = settings or BridgeSettings.resolve()
     _configure_logging(settings.log_level)
     _sanitize.set_extra_secret_words(settings.redact_keys)
+    # Neither the API key nor the bridge's own token may appear in what it writes.
+    _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
+    _sanitize.pin_secret(settings.token, configured=True)
     try:
         pipeline = BridgePipeline.from_settings(settings)
     except OutboxError as exc:
