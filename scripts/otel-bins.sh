@@ -14,7 +14,7 @@
 #
 # Why the Jaeger build looks the way it does: Jaeger tags every release twice on one
 # commit (v1.N.0 and v2.M.0) and its go.mod has no /v2 suffix, so the module proxy only
-# serves the v1.N.0 tags; v1.76.0 is the commit of Jaeger v2.13.0, and its cmd/jaeger is
+# serves the v1.N.0 tags; v1.75.0 is the commit of Jaeger v2.12.0, and its cmd/jaeger is
 # the v2 binary. Its go.mod has replace directives, which `go install pkg@version`
 # refuses, so we build it from a throwaway wrapper module (in the cache folder) that
 # requires Jaeger and carries the same replace directives. The module zip holds no UI
@@ -25,11 +25,12 @@ set -euo pipefail
 
 # -- pinned versions ------------------------------------------------------------------
 # Collector release: the builder and every module in the manifest share it.
-readonly OCB_VERSION="v0.165.0"
+readonly OCB_VERSION="v0.160.0"
 # Jaeger: the v1.x module tag of the v2.x release (same commit).
-readonly JAEGER_MODULE_VERSION="v1.76.0"
-readonly JAEGER_VERSION="v2.13.0"
-# The oldest Go that builds both (the v0.165.0 Collector modules say `go 1.26.0`).
+readonly JAEGER_MODULE_VERSION="v1.75.0"
+readonly JAEGER_VERSION="v2.12.0"
+# The oldest Go that builds both (the v0.160.0 Collector modules say `go 1.26.0`;
+# Jaeger v1.75.0 says `go 1.24.6`).
 readonly GO_MIN_MINOR=26
 
 readonly OCB_MODULE="go.opentelemetry.io/collector/cmd/builder"

@@ -107,6 +107,10 @@ def test_images_are_the_versions_otel_bins_builds(compose: dict[str, Any]) -> No
     for kind in ("receivers", "processors", "exporters"):
         for module in manifest[kind]:
             assert module["gomod"].endswith(f" v{collector_version}"), module
+    # The stable confmap providers of the same release: v1.(minor - 94).
+    minor = int(collector_version.split(".")[1])
+    for module in manifest["providers"]:
+        assert module["gomod"].endswith(f" v1.{minor - 94}.0"), module
 
 
 @pytest.mark.parametrize(
