@@ -40,6 +40,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly MANIFEST="$ROOT/collector/builder-config.yaml"
 readonly COLLECTOR_CONFIG="$ROOT/collector/otelcol-config.yaml"
+readonly LOADBALANCING_CONFIG="$ROOT/collector/otelcol-loadbalancing.yaml"
 readonly JAEGER_CONFIG="$ROOT/collector/jaeger-config.yaml"
 readonly BIN_DIR="$ROOT/.bin"
 readonly CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/hackagent-otel/otel-bins"
@@ -205,11 +206,14 @@ link_bins() {
 # Each binary checks its own config: a component a config names but the build lacks
 # (or a renamed type) fails here, not in the middle of a test run.
 validate_configs() {
-    "$BIN_DIR/otelcol" validate --config="$COLLECTOR_CONFIG" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
-        cat "$CACHE_ROOT/validate.log" >&2
-        die ".bin/otelcol rejects collector/otelcol-config.yaml"
-    }
-    say "collector/otelcol-config.yaml: valid for .bin/otelcol"
+    local config
+    for config in "$COLLECTOR_CONFIG" "$LOADBALANCING_CONFIG"; do
+        "$BIN_DIR/otelcol" validate --config="$config" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
+            cat "$CACHE_ROOT/validate.log" >&2
+            die ".bin/otelcol rejects collector/$(basename "$config")"
+        }
+        say "collector/$(basename "$config"): valid for .bin/otelcol"
+    done
     "$BIN_DIR/jaeger" validate --config="$JAEGER_CONFIG" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
         cat "$CACHE_ROOT/validate.log" >&2
         die ".bin/jaeger rejects collector/jaeger-config.yaml"

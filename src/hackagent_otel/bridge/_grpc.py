@@ -110,10 +110,12 @@ class GrpcReceiver:
         wanted = self.address
         try:
             port = server.add_insecure_port(wanted)
-        except RuntimeError as exc:  # grpcio >= 1.50 raises; older ones return 0
-            raise OSError(f"cannot serve OTLP/gRPC on {wanted}: {exc}") from None
+        except RuntimeError as exc:  # recent grpcio raises; older ones return 0
+            raise OSError(
+                f"cannot serve OTLP/gRPC on {wanted}: {exc} (is the address already in use?)"
+            ) from None
         if not port:
-            raise OSError(f"cannot serve OTLP/gRPC on {wanted}: the address is in use")
+            raise OSError(f"cannot serve OTLP/gRPC on {wanted} (is the address already in use?)")
         await server.start()
         self._server, self._loop, self.port = server, asyncio.get_running_loop(), port
 
