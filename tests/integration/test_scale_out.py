@@ -17,6 +17,7 @@ exporter pointed at the Collector.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -43,6 +45,7 @@ from hackagent_otel.testing import FakeHackAgentAPI
 from otel_fixtures import api_calls
 
 from ._otel_processes import (
+    COLLECTOR_DIR,
     LOADBALANCING_CONFIG,
     OTELCOL_BIN,
     Bridge,
@@ -249,4 +252,22 @@ def validate(config_args: list[str], env: dict[str, str]) -> subprocess.Complete
 )
 def test_documented_choices_of_the_scale_out_config_are_valid(env: dict[str, str]) -> None:
     result = validate([f"--config={LOADBALANCING_CONFIG}"], env)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_documented_dns_resolver_for_kubernetes_is_a_valid_config(tmp_path: Path) -> None:
+    """collector/README.md's headless-Service example, put in place of the static
+    resolver, is accepted by the built Collector (validation resolves no name)."""
+    readme = (COLLECTOR_DIR / "README.md").read_text()
+    found = re.search(r"<!-- dns-resolver-example[^>]*-->\n```yaml\n(.*?)```", readme, re.DOTALL)
+    assert found, "collector/README.md lost its DNS resolver example"
+    documented = yaml.safe_load(found.group(1))
+    assert set(documented["resolver"]) == {"dns"}
+    config = yaml.safe_load(LOADBALANCING_CONFIG.read_text())
+    config["exporters"]["load_balancing/bridges"]["resolver"] = documented["resolver"]
+    variant = tmp_path / "otelcol-loadbalancing-dns.yaml"
+    variant.write_text(yaml.safe_dump(config))
+
+    result = validate([f"--config={variant}"], {})
+
     assert result.returncode == 0, result.stderr
