@@ -3,6 +3,8 @@
 # in the user's cache folder so a fresh clone on the same machine reuses them.
 
 PYTHON ?= python3
+# `make stack BRIDGES=2`: that many bridges behind the Collector's load_balancing exporter.
+BRIDGES ?= 1
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -14,6 +16,7 @@ help:
 	@echo "make demo       set up and run the example pipeline and attack (terminal timelines)"
 	@echo "make test       set up, build the Collector and Jaeger, run every test tier"
 	@echo "make stack      run the built Collector + Jaeger + the demo on this machine"
+	@echo "                (BRIDGES=N: N bridges behind the Collector's load_balancing exporter)"
 	@echo "make bench      print the benchmark table"
 	@echo "make soak       the long reliability runs only (outage soak, atheris); see RELIABILITY.md"
 
@@ -61,7 +64,7 @@ soak: fuzz-deps
 	$(BIN)/pytest -m soak -s
 
 stack: install otel-bins
-	$(BIN)/python scripts/stack.py
+	$(BIN)/python scripts/stack.py --bridges $(BRIDGES)
 
 bench: install
 	$(BIN)/python -m bench

@@ -3,6 +3,8 @@
 ``BENCH_MEMORY_STEPS`` scales the memory run (default 1,000,000 steps, a few minutes).
 Where valgrind is installed, the hot path is also weighed in instructions
 (:mod:`bench.instructions`), which this machine's drift in speed does not move.
+The scale-out comparison (:mod:`bench.bridge_scale`: the Collector in front of one
+bridge, then two) runs where ``make otel-bins`` built ``.bin/otelcol``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench import bridge_ingest, delivery, goals, hot_path, instructions, memory
+from bench import bridge_ingest, bridge_scale, delivery, goals, hot_path, instructions, memory
 from bench._table import print_table
 
 
@@ -30,6 +32,7 @@ def run_all() -> None:
     per_goal = goals.main()
     sent = delivery.main()
     ingest = bridge_ingest.main()
+    scale = bridge_scale.main()
     mem = memory.main()
     counted = instructions.main()
     checks = [
@@ -93,6 +96,16 @@ def run_all() -> None:
             "bridge ingest, one worker",
             f"{ingest['spans_per_s_1']:,.0f} spans/s ({ingest['target_ratio']:.2f} of target)",
             f">= {bridge_ingest.TARGET:,} spans/s",
+        ),
+        (
+            "Collector -> 1 bridge / -> 2 bridges (load_balancing), end to end",
+            (
+                f"{scale['spans_per_s_1']:,.0f} / {scale['spans_per_s_2']:,.0f} spans/s "
+                f"({scale['two_vs_one']:.2f}x)"
+                if scale
+                else "(no .bin/otelcol)"
+            ),
+            "",
         ),
         ("RSS growth, API down", f"{mem['growth_mb']:.0f} MB", "< 100 MB"),
     ]

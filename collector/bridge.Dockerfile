@@ -1,5 +1,7 @@
-# The hackagent-otel image: the HackAgent bridge by default (OTLP/HTTP in on 4328,
-# HackAgent API records out), and the demo pipeline in docker-compose.yml.
+# The hackagent-otel image: the HackAgent bridge by default (OTLP/HTTP in on 4328, and
+# OTLP/gRPC on 4329 with `--grpc-port 4329`, as docker-compose.yml runs it behind the
+# Collector's load_balancing exporter; HackAgent API records out), and the demo
+# pipeline in docker-compose.yml.
 #   docker build -f collector/bridge.Dockerfile -t hackagent-otel:local .
 FROM python:3.11-slim
 
@@ -17,8 +19,8 @@ WORKDIR /src
 # Only what building the package needs; tests, docs and the Go build caches stay out.
 COPY pyproject.toml README.md ./
 COPY src ./src
-# The bridge extra adds uvicorn, which serves the bridge (unquoted: nothing here matches
-# `.[bridge]` as a glob).
+# The bridge extra adds uvicorn and grpcio, which serve the bridge (unquoted: nothing
+# here matches `.[bridge]` as a glob).
 RUN pip install .[bridge] \
     && useradd --system --create-home --home-dir /home/hackagent hackagent \
     && mkdir -p /var/lib/hackagent-otel \
@@ -26,5 +28,5 @@ RUN pip install .[bridge] \
 
 USER hackagent
 WORKDIR /home/hackagent
-EXPOSE 4328
+EXPOSE 4328 4329
 CMD ["hackagent-otel", "bridge", "--host", "0.0.0.0"]

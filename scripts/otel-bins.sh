@@ -14,7 +14,7 @@
 #
 # Why the Jaeger build looks the way it does: Jaeger tags every release twice on one
 # commit (v1.N.0 and v2.M.0) and its go.mod has no /v2 suffix, so the module proxy only
-# serves the v1.N.0 tags; v1.76.0 is the commit of Jaeger v2.13.0, and its cmd/jaeger is
+# serves the v1.N.0 tags; v1.75.0 is the commit of Jaeger v2.12.0, and its cmd/jaeger is
 # the v2 binary. Its go.mod has replace directives, which `go install pkg@version`
 # refuses, so we build it from a throwaway wrapper module (in the cache folder) that
 # requires Jaeger and carries the same replace directives. The module zip holds no UI
@@ -25,11 +25,12 @@ set -euo pipefail
 
 # -- pinned versions ------------------------------------------------------------------
 # Collector release: the builder and every module in the manifest share it.
-readonly OCB_VERSION="v0.165.0"
+readonly OCB_VERSION="v0.160.0"
 # Jaeger: the v1.x module tag of the v2.x release (same commit).
-readonly JAEGER_MODULE_VERSION="v1.76.0"
-readonly JAEGER_VERSION="v2.13.0"
-# The oldest Go that builds both (the v0.165.0 Collector modules say `go 1.26.0`).
+readonly JAEGER_MODULE_VERSION="v1.75.0"
+readonly JAEGER_VERSION="v2.12.0"
+# The oldest Go that builds both (the v0.160.0 Collector modules say `go 1.26.0`;
+# Jaeger v1.75.0 says `go 1.24.6`).
 readonly GO_MIN_MINOR=26
 
 readonly OCB_MODULE="go.opentelemetry.io/collector/cmd/builder"
@@ -39,6 +40,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 readonly ROOT
 readonly MANIFEST="$ROOT/collector/builder-config.yaml"
 readonly COLLECTOR_CONFIG="$ROOT/collector/otelcol-config.yaml"
+readonly LOADBALANCING_CONFIG="$ROOT/collector/otelcol-loadbalancing.yaml"
 readonly JAEGER_CONFIG="$ROOT/collector/jaeger-config.yaml"
 readonly BIN_DIR="$ROOT/.bin"
 readonly CACHE_ROOT="${XDG_CACHE_HOME:-$HOME/.cache}/hackagent-otel/otel-bins"
@@ -204,11 +206,14 @@ link_bins() {
 # Each binary checks its own config: a component a config names but the build lacks
 # (or a renamed type) fails here, not in the middle of a test run.
 validate_configs() {
-    "$BIN_DIR/otelcol" validate --config="$COLLECTOR_CONFIG" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
-        cat "$CACHE_ROOT/validate.log" >&2
-        die ".bin/otelcol rejects collector/otelcol-config.yaml"
-    }
-    say "collector/otelcol-config.yaml: valid for .bin/otelcol"
+    local config
+    for config in "$COLLECTOR_CONFIG" "$LOADBALANCING_CONFIG"; do
+        "$BIN_DIR/otelcol" validate --config="$config" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
+            cat "$CACHE_ROOT/validate.log" >&2
+            die ".bin/otelcol rejects collector/$(basename "$config")"
+        }
+        say "collector/$(basename "$config"): valid for .bin/otelcol"
+    done
     "$BIN_DIR/jaeger" validate --config="$JAEGER_CONFIG" >/dev/null 2>"$CACHE_ROOT/validate.log" || {
         cat "$CACHE_ROOT/validate.log" >&2
         die ".bin/jaeger rejects collector/jaeger-config.yaml"

@@ -10,10 +10,17 @@ query API on 127.0.0.1:16686); the same environment variables the configs read m
 them, e.g. ``OTELCOL_OTLP_HTTP_PORT=5318 make stack``. When the installed
 ``hackagent-otel`` has a ``bridge`` command, the bridge is started too and the Collector
 sends to it; otherwise the Collector sends to Jaeger only.
+
+``make stack BRIDGES=N`` (``--bridges N``, N >= 2) starts N bridges instead, each on two
+free loopback ports (OTLP/HTTP, OTLP/gRPC) with an outbox of its own
+(``bridge-<i>-outbox.sqlite3`` beside the default bridge outbox), and runs the Collector
+with collector/otelcol-loadbalancing.yaml, whose ``load_balancing`` exporter names them
+in its static list and sends each run (one trace) to one of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import signal
@@ -21,7 +28,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -85,6 +93,76 @@ def _cli() -> Path:
     raise StackError("hackagent-otel is not installed: run `make install`")
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def bridge_outbox(number: int, env: Mapping[str, str]) -> Path:
+    """Bridge ``number``'s own outbox, beside the one a single bridge uses by default
+    (``${XDG_STATE_HOME:-~/.local/state}/hackagent-otel/``): outboxes are never shared,
+    and they outlive ``make clean``, so undelivered records wait for the next start."""
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state).expanduser() / "hackagent-otel" / f"bridge-{number}-outbox.sqlite3"
+
+
+@dataclass(frozen=True)
+class BridgeAddress:
+    """Where one of the N bridges listens."""
+
+    number: int
+    http_port: int
+    grpc_port: int
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return f"{HOST}:{self.grpc_port}"
+
+
+def start_bridges(stack: Stack, cli: Path, env: dict[str, str], count: int) -> list[BridgeAddress]:
+    """Start ``count`` bridges on free ports (OTLP/HTTP and OTLP/gRPC), each with its
+    own outbox; return once every one is ready."""
+    addresses = []
+    for number in range(1, count + 1):
+        address = BridgeAddress(number, _free_port(), _free_port())
+        outbox = bridge_outbox(number, env)
+        outbox.parent.mkdir(parents=True, exist_ok=True)
+        proc, log = stack.start(
+            f"bridge-{number}",
+            [
+                str(cli),
+                "bridge",
+                "--port",
+                str(address.http_port),
+                "--grpc-port",
+                str(address.grpc_port),
+                "--outbox",
+                str(outbox),
+            ],
+            env,
+        )
+        ready = f"http://{HOST}:{address.http_port}/readyz"
+
+        def is_ready(url: str = ready) -> bool:
+            return httpx.get(url, timeout=2).status_code == 200
+
+        _wait(is_ready, proc, f"bridge {number}", log)
+        addresses.append(address)
+    return addresses
+
+
+def loadbalancing_env(bridges: Sequence[BridgeAddress]) -> dict[str, str]:
+    """The variables collector/otelcol-loadbalancing.yaml reads to name ``bridges``."""
+    endpoints = ", ".join(bridge.grpc_endpoint for bridge in bridges)
+    return {
+        "HACKAGENT_BRIDGE_GRPC_ENDPOINTS": f"[{endpoints}]",
+        "OTELCOL_TRACES_EXPORTERS": os.environ.get(
+            "OTELCOL_TRACES_EXPORTERS", "[otlp_grpc/jaeger, load_balancing/bridges]"
+        ),
+    }
+
+
 def _has_bridge_command(cli: Path) -> bool:
     result = subprocess.run(
         [str(cli), "bridge", "--help"], capture_output=True, timeout=30, check=False
@@ -129,8 +207,11 @@ class Stack:
         self.procs.clear()
 
 
-def run() -> int:
-    """Start the stack, run the demo, print its Jaeger URL, wait for Ctrl-C."""
+def run(bridges: int = 1) -> int:
+    """Start the stack (with ``bridges`` bridges), run the demo, print its Jaeger URL,
+    wait for Ctrl-C."""
+    if bridges < 1:
+        raise StackError(f"BRIDGES={bridges}: at least one bridge")
     otelcol, jaeger = BIN_DIR / "otelcol", BIN_DIR / "jaeger"
     for binary in (otelcol, jaeger):
         if not os.access(binary, os.X_OK):
@@ -158,6 +239,8 @@ def run() -> int:
 
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with_bridge = _has_bridge_command(cli)
+    if bridges > 1 and not with_bridge:
+        raise StackError("this hackagent-otel has no bridge command: BRIDGES needs one")
     exporters = "[otlp_grpc/jaeger, otlp_http/bridge]" if with_bridge else "[otlp_grpc/jaeger]"
     stack = Stack()
     try:
@@ -167,20 +250,22 @@ def run() -> int:
         health = f"http://{HOST}:{health_port}/status"
         _wait(lambda: httpx.get(health, timeout=2).status_code == 200, proc, "Jaeger", log)
 
-        if with_bridge:
-            stack.start("bridge", [str(cli), "bridge"], base_env)
-        else:
-            print("stack: this hackagent-otel has no bridge command yet; Collector -> Jaeger only")
-
         collector_env = base_env | {
             "JAEGER_OTLP_GRPC_ENDPOINT": f"{HOST}:{jaeger_grpc}",
             "OTELCOL_TRACES_EXPORTERS": os.environ.get("OTELCOL_TRACES_EXPORTERS", exporters),
         }
-        proc, log = stack.start(
-            "otelcol",
-            [str(otelcol), f"--config={COLLECTOR_DIR / 'otelcol-config.yaml'}"],
-            collector_env,
-        )
+        config = COLLECTOR_DIR / "otelcol-config.yaml"
+        addresses: list[BridgeAddress] = []
+        if bridges > 1:
+            addresses = start_bridges(stack, cli, base_env, bridges)
+            collector_env |= loadbalancing_env(addresses)
+            config = COLLECTOR_DIR / "otelcol-loadbalancing.yaml"
+        elif with_bridge:
+            stack.start("bridge", [str(cli), "bridge"], base_env)
+        else:
+            print("stack: this hackagent-otel has no bridge command yet; Collector -> Jaeger only")
+
+        proc, log = stack.start("otelcol", [str(otelcol), f"--config={config}"], collector_env)
         traces_url = f"http://{HOST}:{http_port}/v1/traces"
         _wait(
             lambda: (
@@ -200,19 +285,36 @@ def run() -> int:
         trace_id = run_demo(cli, base_env, http_port)
         jaeger_url = f"http://{HOST}:{query_port}"
         _wait_for_trace(jaeger_url, trace_id)
-        print()
-        print(f"Demo run in Jaeger:   {jaeger_url}/trace/{trace_id}")
-        print(f"  as JSON:            {jaeger_url}/api/traces/{trace_id}")
-        print("  (a Jaeger built from the module proxy serves the query API, and a placeholder")
-        print("   page instead of the UI; `docker compose up` runs the image with the UI)")
-        print(f"Send your own spans:  OTEL_EXPORTER_OTLP_ENDPOINT=http://{HOST}:{http_port}")
-        print(
-            f"  or over gRPC:       http://{HOST}:{grpc_port} with OTEL_EXPORTER_OTLP_PROTOCOL=grpc"
-        )
+        _print_where(jaeger_url, trace_id, http_port, grpc_port, addresses)
         print("Press Ctrl-C to stop.")
         return _wait_for_interrupt(stack)
     finally:
         stack.stop()
+
+
+def _print_where(
+    jaeger_url: str,
+    trace_id: str,
+    http_port: int,
+    grpc_port: int,
+    addresses: Sequence[BridgeAddress],
+) -> None:
+    """Where the demo run is, and where to send spans (and the bridges, if several)."""
+    print()
+    print(f"Demo run in Jaeger:   {jaeger_url}/trace/{trace_id}")
+    print(f"  as JSON:            {jaeger_url}/api/traces/{trace_id}")
+    print("  (a Jaeger built from the module proxy serves the query API, and a placeholder")
+    print("   page instead of the UI; `docker compose up` runs the image with the UI)")
+    print(f"Send your own spans:  OTEL_EXPORTER_OTLP_ENDPOINT=http://{HOST}:{http_port}")
+    print(f"  or over gRPC:       http://{HOST}:{grpc_port} with OTEL_EXPORTER_OTLP_PROTOCOL=grpc")
+    for address in addresses:
+        print(
+            f"Bridge {address.number}:            OTLP/HTTP {HOST}:{address.http_port}, "
+            f"OTLP/gRPC {address.grpc_endpoint}, "
+            f"metrics http://{HOST}:{address.http_port}/metrics"
+        )
+    if addresses:
+        print("  (the Collector sends each run, one trace, to one of them by its trace id)")
 
 
 def run_demo(cli: Path, base_env: dict[str, str], http_port: int) -> str:
@@ -268,10 +370,18 @@ def _wait_for_interrupt(stack: Stack) -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; a :class:`StackError` is printed as one message and exits 1."""
+    parser = argparse.ArgumentParser(description="Run the tracing stack on this machine.")
+    parser.add_argument(
+        "--bridges",
+        type=int,
+        default=1,
+        help="bridges behind the Collector (>= 2: the load_balancing config; default 1)",
+    )
+    args = parser.parse_args(argv)
     try:
-        return run()
+        return run(args.bridges)
     except StackError as exc:
         print(f"stack: {exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ def test_defaults_listen_on_loopback_port_4328_with_collector_sized_limits(
     assert (settings.max_connections, settings.max_buffered_bytes) == (512, 64 * 1024 * 1024)
 
     assert (settings.host, settings.port, settings.token) == ("127.0.0.1", 4328, None)
+    assert settings.grpc_port is None  # OTLP/gRPC only when asked for
     assert settings.max_body_bytes == 4 * 1024 * 1024
     assert settings.max_decompressed_bytes == 20 * 1024 * 1024
     assert settings.hackagent_base_url is None
@@ -30,6 +31,7 @@ def test_env_vars_configure_everything() -> None:
     env = {
         "HACKAGENT_BRIDGE_HOST": "0.0.0.0",
         "HACKAGENT_BRIDGE_PORT": "5000",
+        "HACKAGENT_BRIDGE_GRPC_PORT": "5001",
         "HACKAGENT_BRIDGE_TOKEN": "tok",
         "HACKAGENT_BRIDGE_MAX_BODY_BYTES": "1000",
         "HACKAGENT_BRIDGE_MAX_DECOMPRESSED_BYTES": "2000",
@@ -49,6 +51,7 @@ def test_env_vars_configure_everything() -> None:
     settings = BridgeSettings.resolve(env=env)
 
     assert (settings.host, settings.port, settings.token) == ("0.0.0.0", 5000, "tok")
+    assert settings.grpc_port == 5001
     assert (settings.max_body_bytes, settings.max_decompressed_bytes) == (1000, 2000)
     assert (settings.max_pending_records, settings.max_spans_per_request) == (30, 70)
     assert (settings.max_buffered_bytes, settings.max_connections) == (4000, 40)
@@ -82,6 +85,8 @@ def test_the_apps_outbox_variable_is_used_when_no_bridge_specific_one_is_set() -
     [
         ({"HACKAGENT_BRIDGE_PORT": "http"}, "HACKAGENT_BRIDGE_PORT='http' is not an integer"),
         ({"HACKAGENT_BRIDGE_PORT": "70000"}, "not a TCP port"),
+        ({"HACKAGENT_BRIDGE_GRPC_PORT": "70000"}, "grpc_port 70000 is not a TCP port"),
+        ({"HACKAGENT_BRIDGE_GRPC_PORT": "grpc"}, "HACKAGENT_BRIDGE_GRPC_PORT='grpc' is not"),
         ({"HACKAGENT_BRIDGE_MAX_BODY_BYTES": "0"}, "max_body_bytes must be at least 1"),
         ({"HACKAGENT_BRIDGE_MAX_CONNECTIONS": "0"}, "max_connections must be at least 1"),
         ({"HACKAGENT_BRIDGE_HEADER_TIMEOUT": "soon"}, "HEADER_TIMEOUT='soon' is not a number"),

@@ -73,16 +73,23 @@ def add_bridge_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     """``hackagent-otel bridge``: every option also has an env var (see BridgeSettings)."""
     bridge = commands.add_parser(
         "bridge",
-        help="OTLP/HTTP receiver: spans from a Collector or app in, HackAgent records out",
+        help="OTLP receiver: spans from a Collector or app in, HackAgent records out",
         description=(
             "Serve POST /v1/traces (OTLP/HTTP, protobuf or JSON, gzip), /healthz, /readyz "
-            "and /metrics. Records are committed to a durable outbox before each 200 and "
-            "delivered to the HackAgent API ($HACKAGENT_BASE_URL, $HACKAGENT_API_KEY). "
+            "and /metrics, and with --grpc-port OTLP/gRPC too. Records are committed to a "
+            "durable outbox before each export is answered, and delivered to the HackAgent "
+            "API ($HACKAGENT_BASE_URL, $HACKAGENT_API_KEY). "
             "Set $HACKAGENT_BRIDGE_TOKEN to require 'Authorization: Bearer <token>'."
         ),
     )
     bridge.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
     bridge.add_argument("--port", type=int, help="port to listen on (default: 4328)")
+    bridge.add_argument(
+        "--grpc-port",
+        type=int,
+        help="also serve OTLP/gRPC on this port, e.g. 4329 (default: off; "
+        "the Collector's load_balancing exporter needs it)",
+    )
     bridge.add_argument("--base-url", help="HackAgent API root (default: $HACKAGENT_BASE_URL)")
     bridge.add_argument(
         "--outbox", type=Path, help="the bridge's outbox file (default: bridge-outbox.sqlite3)"
@@ -158,6 +165,7 @@ def _run_bridge(args: argparse.Namespace) -> int:
         settings = BridgeSettings.resolve(
             host=args.host,
             port=args.port,
+            grpc_port=args.grpc_port,
             hackagent_base_url=args.base_url,
             outbox_path=args.outbox,
             max_body_bytes=args.max_body_bytes,

@@ -1,11 +1,14 @@
-"""Run the real Jaeger and OpenTelemetry Collector binaries on free loopback ports.
+"""Run the real Jaeger and OpenTelemetry Collector binaries, and bridges, on free loopback ports.
 
-The integration tests (and ``scripts/stack.py``) start ``.bin/jaeger`` and ``.bin/otelcol``
-with the configs in ``collector/``; every port those configs open comes from an
-environment variable, so each process gets its own free ports on 127.0.0.1 and tests
-never collide with a Jaeger or Collector already running on the machine. This module
-also holds a small client for Jaeger's HTTP query API, which is what a person's browser
-(and the tests) read a run's timeline from.
+The integration tests (and ``bench``) start ``.bin/jaeger`` and ``.bin/otelcol`` with the
+configs in ``collector/``; every port those configs open comes from an environment
+variable, so each process gets its own free ports on 127.0.0.1 and tests never collide
+with a Jaeger or Collector already running on the machine. :class:`Bridge` runs
+``hackagent-otel bridge`` (OTLP/HTTP and OTLP/gRPC) as its own process, restartable on
+the same ports and outbox, for the Collector's ``load_balancing`` exporter
+(collector/otelcol-loadbalancing.yaml). This module also holds a small client for
+Jaeger's HTTP query API, which is what a person's browser (and the tests) read a run's
+timeline from.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -30,11 +34,12 @@ JAEGER_BIN = BIN_DIR / "jaeger"
 OTELCOL_BIN = BIN_DIR / "otelcol"
 JAEGER_CONFIG = COLLECTOR_DIR / "jaeger-config.yaml"
 OTELCOL_CONFIG = COLLECTOR_DIR / "otelcol-config.yaml"
+LOADBALANCING_CONFIG = COLLECTOR_DIR / "otelcol-loadbalancing.yaml"
 
 LOOPBACK = "127.0.0.1"
 
 T = TypeVar("T")
-P = TypeVar("P", "Jaeger", "Collector")
+P = TypeVar("P", "Jaeger", "Collector", "Bridge")
 
 
 class ProcessStartError(RuntimeError):
@@ -265,16 +270,22 @@ class Collector:
     """``.bin/otelcol`` with collector/otelcol-config.yaml on free loopback ports.
 
     ``exporters`` picks the traces pipeline's exporters (``OTELCOL_TRACES_EXPORTERS``);
-    by default only Jaeger, since most tests run without the HackAgent bridge.
+    by default only Jaeger, since most tests run without the HackAgent bridge. With
+    ``bridge_grpc_endpoints`` it runs collector/otelcol-loadbalancing.yaml instead, whose
+    ``load_balancing/bridges`` exporter routes by trace id to those bridges
+    (``HACKAGENT_BRIDGE_GRPC_ENDPOINTS``). ``extra_env`` sets more of the configs'
+    variables.
     """
 
     def __init__(
         self,
         log_dir: Path,
         *,
-        jaeger_otlp_grpc: str,
+        jaeger_otlp_grpc: str | None = None,
         bridge_endpoint: str | None = None,
+        bridge_grpc_endpoints: Sequence[str] | None = None,
         exporters: tuple[str, ...] = ("otlp_grpc/jaeger",),
+        extra_env: Mapping[str, str] | None = None,
         binary: Path = OTELCOL_BIN,
     ) -> None:
         self.ports = CollectorPorts.allocate()
@@ -283,14 +294,21 @@ class Collector:
             "OTELCOL_OTLP_GRPC_PORT": str(self.ports.otlp_grpc),
             "OTELCOL_OTLP_HTTP_PORT": str(self.ports.otlp_http),
             "OTELCOL_METRICS_PORT": str(self.ports.metrics),
-            "JAEGER_OTLP_GRPC_ENDPOINT": jaeger_otlp_grpc,
             "OTELCOL_TRACES_EXPORTERS": "[" + ", ".join(exporters) + "]",
         }
+        if jaeger_otlp_grpc is not None:
+            env["JAEGER_OTLP_GRPC_ENDPOINT"] = jaeger_otlp_grpc
         if bridge_endpoint is not None:
             env["HACKAGENT_BRIDGE_ENDPOINT"] = bridge_endpoint
+        config = OTELCOL_CONFIG
+        if bridge_grpc_endpoints is not None:
+            config = LOADBALANCING_CONFIG
+            env["HACKAGENT_BRIDGE_GRPC_ENDPOINTS"] = "[" + ", ".join(bridge_grpc_endpoints) + "]"
+        env.update(extra_env or {})
+        self.config = config
         self.process = ManagedProcess(
             name="otelcol",
-            argv=[str(binary), f"--config={OTELCOL_CONFIG}"],
+            argv=[str(binary), f"--config={config}"],
             env=_base_env(env),
             log_path=log_dir / f"otelcol-{self.ports.otlp_http}.log",
         )
@@ -328,6 +346,88 @@ class Collector:
     def stop(self) -> int | None:
         """Stop the Collector gracefully (it drains its queues); returns its exit code."""
         return self.process.stop()
+
+    def metrics(self) -> str:
+        """The Collector's own Prometheus metrics, as text."""
+        return httpx.get(f"http://{LOOPBACK}:{self.ports.metrics}/metrics", timeout=5).text
+
+
+class Bridge:
+    """``python -m hackagent_otel bridge`` serving OTLP/HTTP and OTLP/gRPC on free loopback
+    ports, with its outbox at ``outbox``, delivering to ``api_url`` (None: records stay
+    in the outbox).
+
+    :meth:`stop` (SIGTERM: in-flight exports finish, the rest are refused with a
+    retryable answer) and :meth:`start` again reuse the same ports and outbox, which is
+    how a bridge restarts behind a Collector that names it in a static list.
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        outbox: Path,
+        *,
+        api_url: str | None = None,
+        api_key: str | None = None,
+        name: str = "bridge",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.http_port, self.grpc_port = free_ports(2)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HACKAGENT_"))}
+        if api_url is not None:
+            env["HACKAGENT_BASE_URL"] = api_url
+        if api_key is not None:
+            env["HACKAGENT_API_KEY"] = api_key
+        env.update(extra_env or {})
+        self.process = ManagedProcess(
+            name=name,
+            argv=[
+                sys.executable,
+                "-m",
+                "hackagent_otel",
+                "bridge",
+                "--port",
+                str(self.http_port),
+                "--grpc-port",
+                str(self.grpc_port),
+                "--outbox",
+                str(outbox),
+            ],
+            env=env,
+            log_path=log_dir / f"{name}-{self.http_port}.log",
+        )
+
+    @property
+    def url(self) -> str:
+        """Base URL of the OTLP/HTTP receiver (and /readyz, /metrics)."""
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def grpc_endpoint(self) -> str:
+        """``host:port`` of the OTLP/gRPC receiver, as the load_balancing resolver lists it."""
+        return f"{LOOPBACK}:{self.grpc_port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the bridge and wait until /readyz answers 200 (both receivers are up)."""
+        self.process.start()
+        self.process.wait_ready(
+            lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200, timeout
+        )
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM and wait; returns the exit code (0 after a graceful stop)."""
+        return self.process.stop(timeout)
+
+    def metrics(self) -> dict[str, float]:
+        """``GET /metrics`` as ``{sample: value}`` (sample names with their labels)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                sample, _, value = line.rpartition(" ")
+                samples[sample] = float(value)
+        return samples
 
 
 class JaegerQuery:

@@ -13,7 +13,6 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -21,8 +20,8 @@ import yaml
 from ._otel_processes import (
     JAEGER_BIN,
     JAEGER_CONFIG,
+    LOADBALANCING_CONFIG,
     OTELCOL_BIN,
-    OTELCOL_CONFIG,
     REPO_ROOT,
 )
 from .conftest import require_binary
@@ -33,6 +32,8 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 OTEL_BINS = REPO_ROOT / "scripts" / "otel-bins.sh"
 MANIFEST = REPO_ROOT / "collector" / "builder-config.yaml"
 BRIDGE_PORT = 4328
+BRIDGE_GRPC_PORT = 4329
+BRIDGES = ("bridge-1", "bridge-2")
 
 
 def _pinned(name: str) -> str:
@@ -89,8 +90,8 @@ def _config_path_in_command(service: dict[str, Any]) -> str:
     return str(flag).removeprefix("--config=")
 
 
-def test_services_are_the_stack_bridge_and_demo(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"jaeger", "collector", "bridge", "demo"}
+def test_services_are_the_stack_two_bridges_and_demo(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"jaeger", "collector", *BRIDGES, "demo"}
 
 
 def test_images_are_the_versions_otel_bins_builds(compose: dict[str, Any]) -> None:
@@ -107,10 +108,14 @@ def test_images_are_the_versions_otel_bins_builds(compose: dict[str, Any]) -> No
     for kind in ("receivers", "processors", "exporters"):
         for module in manifest[kind]:
             assert module["gomod"].endswith(f" v{collector_version}"), module
+    # The stable confmap providers of the same release: v1.(minor - 94).
+    minor = int(collector_version.split(".")[1])
+    for module in manifest["providers"]:
+        assert module["gomod"].endswith(f" v1.{minor - 94}.0"), module
 
 
 @pytest.mark.parametrize(
-    ("service_name", "config"), [("jaeger", JAEGER_CONFIG), ("collector", OTELCOL_CONFIG)]
+    ("service_name", "config"), [("jaeger", JAEGER_CONFIG), ("collector", LOADBALANCING_CONFIG)]
 )
 def test_mounted_config_is_the_one_the_tests_run(
     compose: dict[str, Any], service_name: str, config: Path
@@ -123,7 +128,7 @@ def test_mounted_config_is_the_one_the_tests_run(
 
 
 @pytest.mark.parametrize(
-    ("service_name", "config"), [("jaeger", JAEGER_CONFIG), ("collector", OTELCOL_CONFIG)]
+    ("service_name", "config"), [("jaeger", JAEGER_CONFIG), ("collector", LOADBALANCING_CONFIG)]
 )
 def test_every_env_var_compose_sets_is_read_by_the_config(
     compose: dict[str, Any], service_name: str, config: Path
@@ -151,12 +156,13 @@ def test_services_point_at_each_other(compose: dict[str, Any]) -> None:
     jaeger = _env(_service(compose, "jaeger"))
     collector = _env(_service(compose, "collector"))
     assert collector["JAEGER_OTLP_GRPC_ENDPOINT"] == f"jaeger:{jaeger['JAEGER_OTLP_GRPC_PORT']}"
-    bridge_url = urlsplit(collector["HACKAGENT_BRIDGE_ENDPOINT"])
-    assert (bridge_url.scheme, bridge_url.hostname, bridge_url.port) == (
-        "http",
-        "bridge",
-        BRIDGE_PORT,
-    )
+    # The load_balancing exporter's static list: every bridge's OTLP/gRPC port, once.
+    endpoints = yaml.safe_load(collector["HACKAGENT_BRIDGE_GRPC_ENDPOINTS"])
+    assert endpoints == [f"{name}:{BRIDGE_GRPC_PORT}" for name in BRIDGES]
+    assert yaml.safe_load(collector["OTELCOL_TRACES_EXPORTERS"]) == [
+        "otlp_grpc/jaeger",
+        "load_balancing/bridges",
+    ]
     demo = _env(_service(compose, "demo"))
     assert demo["OTEL_EXPORTER_OTLP_ENDPOINT"] == (
         f"http://collector:{collector['OTELCOL_OTLP_HTTP_PORT']}"
@@ -164,15 +170,30 @@ def test_services_point_at_each_other(compose: dict[str, Any]) -> None:
     assert demo.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "http/protobuf"
 
 
-def test_bridge_and_demo_run_the_project_image(compose: dict[str, Any]) -> None:
-    bridge = _service(compose, "bridge")
+def test_bridges_and_demo_run_the_project_image(compose: dict[str, Any]) -> None:
+    bridges = [_service(compose, name) for name in BRIDGES]
     demo = _service(compose, "demo")
-    assert bridge["image"] == demo["image"]
-    for service in (bridge, demo):
+    for service in (*bridges, demo):
+        assert service["image"] == demo["image"]
         dockerfile = REPO_ROOT / service["build"]["context"] / service["build"]["dockerfile"]
         assert dockerfile == REPO_ROOT / "collector" / "bridge.Dockerfile"
-    assert bridge["command"] == ["hackagent-otel", "bridge", "--host", "0.0.0.0"]
+    for bridge in bridges:
+        assert bridge["command"] == [
+            "hackagent-otel",
+            "bridge",
+            "--host",
+            "0.0.0.0",
+            "--grpc-port",
+            str(BRIDGE_GRPC_PORT),
+        ]
     assert demo["command"] == ["hackagent-otel", "demo"]
+
+
+def test_each_bridge_has_its_own_outbox_volume(compose: dict[str, Any]) -> None:
+    volumes = [tuple(_service(compose, name)["volumes"]) for name in BRIDGES]
+    sources = [volume.split(":")[0] for mounts in volumes for volume in mounts]
+    assert len(set(sources)) == len(BRIDGES), volumes
+    assert set(sources) == set(compose["volumes"])
 
 
 def test_bridge_dockerfile_installs_the_project() -> None:
@@ -184,12 +205,12 @@ def test_bridge_dockerfile_installs_the_project() -> None:
         for source in sources.split():
             assert (REPO_ROOT / source).exists(), source
     assert 'CMD ["hackagent-otel", "bridge", "--host", "0.0.0.0"]' in dockerfile
-    assert f"EXPOSE {BRIDGE_PORT}" in dockerfile
+    assert f"EXPOSE {BRIDGE_PORT} {BRIDGE_GRPC_PORT}" in dockerfile
 
 
 @pytest.mark.parametrize(
     ("service_name", "binary", "config"),
-    [("jaeger", JAEGER_BIN, JAEGER_CONFIG), ("collector", OTELCOL_BIN, OTELCOL_CONFIG)],
+    [("jaeger", JAEGER_BIN, JAEGER_CONFIG), ("collector", OTELCOL_BIN, LOADBALANCING_CONFIG)],
 )
 def test_binaries_accept_the_configs_with_the_compose_environment(
     compose: dict[str, Any], service_name: str, binary: Path, config: Path

@@ -3,6 +3,9 @@
 Routes:
 
 * ``POST /v1/traces``: an OTLP/HTTP export (protobuf or JSON, identity or gzip);
+* with ``grpc_port`` set, OTLP/gRPC ``TraceService/Export`` on that port too
+  (:mod:`._grpc`, started and stopped by this app's lifespan, answered through
+  :meth:`BridgeApp.export_message`);
 * ``GET /healthz``: 200 while the process serves (liveness);
 * ``GET /readyz``: 200 while spans are accepted; 503 while starting, shutting down, or
   when the outbox is unusable (readiness);
@@ -48,7 +51,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hackagent_otel._delivery.outbox import OutboxError
 from hackagent_otel.bridge import _metrics
@@ -64,6 +67,9 @@ from hackagent_otel.bridge._pipeline import Accepted, Backlogged, BridgePipeline
 from hackagent_otel.bridge._responses import JSON, PROTOBUF, export_response, status_response
 from hackagent_otel.bridge._settings import BridgeSettings
 from hackagent_otel.bridge._throttle import ThrottledLog
+
+if TYPE_CHECKING:
+    from hackagent_otel.bridge._grpc import GrpcReceiver
 
 __all__ = ["BridgeApp", "build_app"]
 
@@ -113,10 +119,22 @@ class BridgeApp:
         #: Body bytes held now, and the most that may be (at least one largest body).
         self._buffered = 0
         self._buffer_limit = max(settings.max_buffered_bytes, settings.max_body_bytes)
+        #: OTLP/gRPC, when ``grpc_port`` is set; serving from the lifespan's startup on.
+        self.grpc: GrpcReceiver | None = None
+        if settings.grpc_port is not None:
+            from hackagent_otel.bridge._grpc import GrpcReceiver
+
+            self.grpc = GrpcReceiver(self)
 
     def begin_shutdown(self) -> None:
-        """Refuse new exports (503 with Retry-After) from now on; readiness turns 503."""
+        """Refuse new exports (503 with Retry-After) from now on; readiness turns 503.
+
+        The gRPC server (if any) starts stopping too, alongside the HTTP server's own
+        drain: it refuses new calls and lets those in flight finish.
+        """
         self.state = "stopping"
+        if self.grpc is not None:
+            self.grpc.begin_stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
@@ -134,6 +152,8 @@ class BridgeApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await asyncio.to_thread(self.pipeline.start)
+                    if self.grpc is not None:
+                        await self.grpc.start()
                 except Exception as exc:
                     _log.exception("the bridge could not start")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -141,9 +161,13 @@ class BridgeApp:
                 if self.state == "starting":
                     self.state = "ready"
                 _log.info("bridge ready: POST http://%s:%d%s", *self._address(), TRACES_PATH)
+                if self.grpc is not None:
+                    _log.info("bridge ready: OTLP/gRPC Export on %s", self.grpc.address)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.begin_shutdown()
+                if self.grpc is not None:
+                    await self.grpc.stop()  # calls in flight commit before the outbox closes
                 await asyncio.to_thread(self.pipeline.close, self.settings.shutdown_timeout / 2)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -274,6 +298,34 @@ class BridgeApp:
             raise _Refuse(408, f"the body did not arrive within {timeout:g} s") from None
         async with self._worker_turn():
             return await asyncio.to_thread(self._ingest, data, encoding, content_type)
+
+    async def export_message(self, data: bytes, authorization: str) -> Accepted:
+        """One OTLP/gRPC export (a serialized ``ExportTraceServiceRequest``, which gRPC
+        has already decompressed): the same checks, worker slots and pipeline as an
+        OTLP/HTTP protobuf body; raises :class:`_Refuse` with the HTTP status it would
+        have had (:mod:`._grpc` turns it into a gRPC status)."""
+        if self._token is not None and not self._authorized(authorization):
+            raise _Refuse(401, "missing or wrong bearer token")
+        if self.state != "ready":
+            raise _Refuse(503, "the bridge is " + self.state.replace("stopping", "shutting down"))
+        if self._buffered + len(data) > self._buffer_limit:
+            raise _Refuse(
+                429, f"request bodies in memory are at their {self._buffer_limit}-byte limit"
+            )
+        self._buffered += len(data)
+        try:
+            async with self._worker_turn():
+                result = await asyncio.to_thread(self._ingest, data, "identity", PROTOBUF)
+        finally:
+            self._buffered -= len(data)
+        self._count_accepted(result)
+        if result.rejected:
+            _throttled.info(
+                "accepted a request with %d rejected span(s): %s",
+                result.rejected,
+                "; ".join(result.errors),
+            )
+        return result
 
     def _ingest(self, body: bytes, encoding: str, content_type: str) -> Accepted:
         """On a worker thread: capacity, decompression, decoding, mapping, the outbox."""

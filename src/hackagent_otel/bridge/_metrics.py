@@ -33,6 +33,11 @@ class Family:
 FAMILIES: tuple[Family, ...] = (
     Family("hackagent_bridge_requests_total", "counter", "OTLP export requests, by HTTP status"),
     Family(
+        "hackagent_bridge_grpc_requests_total",
+        "counter",
+        "OTLP/gRPC export calls, by gRPC status code",
+    ),
+    Family(
         "hackagent_bridge_spans_received_total",
         "counter",
         "Spans in decoded OTLP requests (ours, ignored and rejected)",

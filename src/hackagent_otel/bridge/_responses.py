@@ -2,7 +2,10 @@
 
 * success: an ``ExportTraceServiceResponse``, empty, or with ``partial_success``
   (``rejected_spans``, ``error_message``) when some spans could not be used;
-* failure (4xx/5xx): a ``google.rpc.Status`` (``code``, ``message``).
+* failure (4xx/5xx): a ``google.rpc.Status`` (``code``, ``message``);
+* an OTLP/gRPC failure's ``grpc-status-details-bin`` trailer: the same
+  ``google.rpc.Status``, with a ``google.rpc.RetryInfo`` detail when a retry can
+  succeed (:func:`grpc_status_details`).
 
 A protobuf request gets protobuf, a JSON request JSON; a request whose content type is
 neither gets JSON (it is the readable choice, and no OTLP client sent it). The two
@@ -14,7 +17,14 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["JSON", "PROTOBUF", "export_response", "grpc_code_for", "status_response"]
+__all__ = [
+    "JSON",
+    "PROTOBUF",
+    "export_response",
+    "grpc_code_for",
+    "grpc_status_details",
+    "status_response",
+]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -32,6 +42,7 @@ _GRPC_CODES = {
     503: 14,  # UNAVAILABLE
 }
 _MAX_MESSAGE = 1000
+RETRY_INFO_TYPE_URL = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 def grpc_code_for(http_status: int) -> int:
@@ -64,6 +75,22 @@ def status_response(media_type: str, http_status: int, message: str) -> tuple[by
     return json.dumps({"code": code, "message": text}, separators=(",", ":")).encode(), JSON
 
 
+def grpc_status_details(code: int, message: str, retry_after_seconds: int | None) -> bytes:
+    """A ``google.rpc.Status`` for the ``grpc-status-details-bin`` trailer.
+
+    With ``retry_after_seconds`` (even 0) it carries a ``RetryInfo`` detail whose
+    ``retry_delay`` is that many seconds: the Collector's OTLP/gRPC exporter retries
+    RESOURCE_EXHAUSTED only when RetryInfo is there, and waits ``retry_delay`` first.
+    """
+    status = _varint_field(1, code) + _bytes_field(2, message[:_MAX_MESSAGE].encode())
+    if retry_after_seconds is not None:
+        duration = _varint_field(1, retry_after_seconds)  # google.protobuf.Duration.seconds
+        retry_info = _always_bytes_field(1, duration)  # RetryInfo.retry_delay
+        any_detail = _bytes_field(1, RETRY_INFO_TYPE_URL.encode()) + _bytes_field(2, retry_info)
+        status += _always_bytes_field(3, any_detail)  # Status.details
+    return status
+
+
 def _varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64  # two's complement, as protobuf encodes negative int64
@@ -83,4 +110,9 @@ def _varint_field(number: int, value: int) -> bytes:
 
 
 def _bytes_field(number: int, value: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(value)) + value if value else b""
+    return _always_bytes_field(number, value) if value else b""
+
+
+def _always_bytes_field(number: int, value: bytes) -> bytes:
+    """A length-delimited field even when empty: a message field that must be present."""
+    return _varint((number << 3) | 2) + _varint(len(value)) + value

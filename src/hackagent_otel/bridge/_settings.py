@@ -19,11 +19,20 @@ from pathlib import Path
 
 from hackagent_otel._config import Settings
 
-__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "BridgeSettings", "default_bridge_outbox_path"]
+__all__ = [
+    "DEFAULT_GRPC_PORT",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "BridgeSettings",
+    "default_bridge_outbox_path",
+]
 
 DEFAULT_HOST = "127.0.0.1"
 #: The port collector/otelcol-config.yaml's ``otlp_http/bridge`` exporter sends to.
 DEFAULT_PORT = 4328
+#: The OTLP/gRPC port the configs in collector/ and docker-compose.yml give a bridge when
+#: they turn gRPC on (``--grpc-port``); off unless asked for.
+DEFAULT_GRPC_PORT = 4329
 MIB = 1024 * 1024
 
 TOKEN_ENV = "HACKAGENT_BRIDGE_TOKEN"
@@ -49,6 +58,10 @@ class BridgeSettings:
     #: Interface to listen on; loopback unless told otherwise (``0.0.0.0`` in a container).
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    #: When set, the bridge also serves OTLP/gRPC (``TraceService/Export``) on this port
+    #: of ``host`` (0: any free port), for the Collector's ``load_balancing`` exporter,
+    #: which speaks only gRPC (:mod:`._grpc`). None: OTLP/HTTP only.
+    grpc_port: int | None = None
     #: When set, ``POST /v1/traces`` needs ``Authorization: Bearer <token>`` (else 401).
     token: str | None = field(default=None, repr=False)
     #: Largest request body as sent (compressed); the OTLP exporter batches stay far below.
@@ -104,6 +117,8 @@ class BridgeSettings:
                 raise ValueError(f"{name} must be positive")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} is not a TCP port")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"grpc_port {self.grpc_port} is not a TCP port")
         if self.max_waiting_requests < 0 or self.retry_after_seconds < 0:
             raise ValueError("max_waiting_requests and retry_after_seconds must be >= 0")
         if self.shutdown_timeout <= 0:
@@ -115,6 +130,7 @@ class BridgeSettings:
         *,
         host: str | None = None,
         port: int | None = None,
+        grpc_port: int | None = None,
         token: str | None = None,
         max_body_bytes: int | None = None,
         max_decompressed_bytes: int | None = None,
@@ -133,6 +149,7 @@ class BridgeSettings:
         """Arguments first, then env vars, then defaults; ``ValueError`` names a bad one.
 
         Env vars: ``HACKAGENT_BRIDGE_HOST``, ``HACKAGENT_BRIDGE_PORT``,
+        ``HACKAGENT_BRIDGE_GRPC_PORT`` (empty or unset: no gRPC),
         ``HACKAGENT_BRIDGE_TOKEN``, ``HACKAGENT_BRIDGE_MAX_BODY_BYTES``,
         ``HACKAGENT_BRIDGE_MAX_DECOMPRESSED_BYTES``, ``HACKAGENT_BRIDGE_MAX_PENDING``,
         ``HACKAGENT_BRIDGE_MAX_SPANS_PER_REQUEST``,
@@ -153,6 +170,7 @@ class BridgeSettings:
         return cls(
             host=host or env.get("HACKAGENT_BRIDGE_HOST", "").strip() or DEFAULT_HOST,
             port=_int(port, env, "HACKAGENT_BRIDGE_PORT", DEFAULT_PORT),
+            grpc_port=_optional_int(grpc_port, env, "HACKAGENT_BRIDGE_GRPC_PORT"),
             token=token or env.get(TOKEN_ENV, "").strip() or None,
             max_body_bytes=_int(
                 max_body_bytes, env, "HACKAGENT_BRIDGE_MAX_BODY_BYTES", defaults.max_body_bytes
@@ -210,6 +228,14 @@ def _int(given: int | None, env: Mapping[str, str], name: str, default: int) -> 
         return int(text)
     except ValueError:
         raise ValueError(f"{name}={text!r} is not an integer") from None
+
+
+def _optional_int(given: int | None, env: Mapping[str, str], name: str) -> int | None:
+    if given is not None:
+        return given
+    if not env.get(name, "").strip():
+        return None
+    return _int(None, env, name, 0)
 
 
 def _float(given: float | None, env: Mapping[str, str], name: str, default: float) -> float:
