@@ -135,3 +135,12 @@ def test_take_all_and_put_back_keep_providers_ahead_of_their_dependents() -> Non
     queue.end_transit(taken)
     order = [queue.take(0).seq for _ in range(3)]
     assert order.index(0) < order.index(1)
+
+
+def test_keys_that_start_with_a_provider_spread_evenly_over_the_partitions() -> None:
+    queue = PartitionedQueue(8, 1000)
+    parts = [queue.offer(provider(n, f"goal:{n}")) for n in range(20)]
+    counts = [parts.count(i) for i in range(8)]
+    assert max(counts) == 3  # 20 over 8: at most ceil(20 / 8)
+    for n in range(20):  # and every later record of a key follows it there
+        assert queue.offer(dependent(100 + n, f"goal:{n}")) == parts[n]

@@ -8,7 +8,9 @@ outbox is taken whole and merged back into submission order.
 A record that *provides* an id to later ones (a goal's Result creation) leaves its
 partition before the records of other keys queued ahead of it: pipeline code may be
 waiting for that id, and order only holds per key. It never overtakes a record of its
-own key (such a provider stays in line).
+own key (such a provider stays in line). A key that starts with a provider is placed
+on the partition with the fewest providers, not by its hash, so the creations of an
+attack's goals spread evenly over the senders.
 
 It also knows what is *not* settled yet: queued, in flight on a sender (``busy``), or
 taken out on its way to the outbox (``transit``), which is what ``force_flush`` waits
@@ -18,12 +20,15 @@ for. No threads and no locks in here: the delivery service uses it under its own
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from hackagent_otel._records import Call
 
-__all__ = ["Item", "PartitionedQueue"]
+__all__ = ["MAX_PLACED", "Item", "PartitionedQueue"]
+
+#: Keys placed by load that are remembered (a goal each); far more than run at once.
+MAX_PLACED = 100_000
 
 
 @dataclass(slots=True)
@@ -45,20 +50,45 @@ class PartitionedQueue:
         self._parts: list[deque[Item]] = [deque() for _ in range(partitions)]
         #: Providers first in their key, per partition: they leave before ``_parts``.
         self._first: list[deque[Item]] = [deque() for _ in range(partitions)]
+        #: Keys placed by load rather than by hash (see ``_place``), oldest first.
+        self._placed: OrderedDict[str, int] = OrderedDict()
         self._busy: list[Item | None] = [None] * partitions
         self._transit: list[int] = []  # the lowest seq of each batch on its way out
         self._size = 0
 
     def partition_of(self, ordering_key: str) -> int:
         """The partition (and so the sender thread) of an ordering key."""
-        return hash(ordering_key) % self.partitions
+        placed = self._placed.get(ordering_key)
+        return placed if placed is not None else hash(ordering_key) % self.partitions
+
+    def _place(self, ordering_key: str) -> int:
+        """The partition of a key that starts with a provider: the one holding the fewest
+        providers now, so creations a pipeline may wait for spread evenly over the
+        senders (a hash put 4 or 5 of 20 on one of 8). The key keeps it from then on."""
+        placed = self._placed.get(ordering_key)
+        if placed is not None:
+            return placed
+        hashed = hash(ordering_key) % self.partitions
+        busy = self._busy[hashed]
+        if self._parts_have_key(hashed, ordering_key) or (
+            busy is not None and busy.call.ordering_key == ordering_key
+        ):
+            return hashed  # the key is already under way there: it stays in line
+        part = min(
+            range(self.partitions),
+            key=lambda i: (len(self._first[i]) + (self._busy[i] is not None), len(self._parts[i])),
+        )
+        self._placed[ordering_key] = part
+        while len(self._placed) > MAX_PLACED:
+            self._placed.popitem(last=False)
+        return part
 
     def offer(self, item: Item) -> int | None:
         """Queue ``item`` behind its key's earlier ones; its partition, or ``None`` if full."""
         if self._size >= self.capacity:
             return None
         key = item.call.ordering_key
-        part = self.partition_of(key)
+        part = self._place(key) if item.call.provides is not None else self.partition_of(key)
         queued = self._parts[part]
         if item.call.provides is not None and not any(it.call.ordering_key == key for it in queued):
             self._first[part].append(item)

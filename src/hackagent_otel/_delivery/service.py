@@ -143,7 +143,7 @@ class DeliveryService:
         outbox_path: str | os.PathLike[str] | None = None,
         outbox_target: str | None = None,
         queue_size: int = 2048,
-        senders: int = 8,
+        senders: int = 16,
         policy: RetryPolicy | None = None,
         probe_policy: RetryPolicy | None = None,
         drain_batch: int = 256,
