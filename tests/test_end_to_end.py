@@ -574,8 +574,6 @@ def test_span_limits_cut_the_spans_but_not_the_records(
     assert coordinator.goal_tracker is not None
     r0, r1 = (coordinator.goal_tracker.get_result_id(i) or "" for i in (0, 1))
     assert fake_api.wait_for(lambda: len(api_calls(fake_api, f"/run/{attack_run}")) >= 4, 10)
-    assert attack_calls(fake_api, attack_run, [r0, r1]) == expected_attack_calls(
-        attack_run, r0, r1
-    )
+    assert attack_calls(fake_api, attack_run, [r0, r1]) == expected_attack_calls(attack_run, r0, r1)
     cut = otel.telemetry.stats()["mapping"]["cut_by_span_limits"]
     assert cut > 0  # the spans themselves were cut, as configured
