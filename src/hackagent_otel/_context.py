@@ -12,13 +12,12 @@ that builds one keeps working. Two deliberate differences:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import uuid
 from collections import OrderedDict, deque
 from typing import Any, Protocol
 
-from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel._forksafe import register, renew_after_fork
 
 _logger = logging.getLogger("hackagent_otel")
 
@@ -74,8 +73,7 @@ def _renew_counters_lock() -> None:
     _counters_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_counters_lock)
+register(_renew_counters_lock)
 
 
 def _shared_counter(result_id: str | None, start: int) -> _SequenceCounter:

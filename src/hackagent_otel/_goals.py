@@ -31,7 +31,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -46,7 +45,7 @@ from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import _sanitize, _tracer, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StepTypeEnum, enum_value
-from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel._forksafe import register, renew_after_fork
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
 from hackagent_otel._tracker import _exception_attributes, stats
@@ -671,5 +670,4 @@ def _renew_open_lock() -> None:
     _open_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_open_lock)
+register(_renew_open_lock)

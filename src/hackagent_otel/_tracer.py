@@ -17,7 +17,6 @@ depend on them. The span itself is still cut as configured; the records are not.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -31,7 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import semconv
-from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel._forksafe import register, renew_after_fork
 
 TracerAdapter = Callable[[trace.Tracer], None]
 
@@ -201,8 +200,7 @@ def _renew_kept_lock() -> None:
     _kept_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_kept_lock)
+register(_renew_kept_lock)
 
 
 def set_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue]) -> None:

@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Literal
 
 from hackagent_otel._delivery.lock import DrainLock
+from hackagent_otel._forksafe import register
 from hackagent_otel._records import Call, Record
 
 __all__ = [
@@ -784,11 +785,7 @@ def _after_fork_in_child() -> None:
         outbox._after_fork()
 
 
-os.register_at_fork(
-    before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
+register(_after_fork_in_child, before=_before_fork, after_in_parent=_after_fork_in_parent)
 
 
 def _row(row: tuple[object, ...], *, state: str | None = None) -> OutboxRow:
