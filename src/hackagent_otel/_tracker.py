@@ -238,7 +238,7 @@ class StepTracker:
                 semconv.STEP_TRACE_TYPE: _TRACE_TYPE_OTHER,
                 semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
             }
-            target = ctx._result_target()
+            target = ctx.result_target()
             if target is not None:
                 attributes[semconv.RESULT_ID if target[0] == "id" else semconv.GOAL_REF] = target[1]
             if config is not None:
@@ -246,7 +246,7 @@ class StepTracker:
             if input_data is not None:
                 attributes[semconv.STEP_INPUT] = _sanitize.dumps(input_data)
             pending_metadata, pending_progress, metadata_dropped, progress_dropped = (
-                ctx._take_pending()
+                ctx.pending.take()
             )
             context_metadata = _context_metadata(ctx, pending_metadata, pending_progress)
             if context_metadata is not None:
@@ -323,7 +323,7 @@ class StepTracker:
             entry = (time.time_ns(), _sanitize.dumps_keyed(text_key, value))
             step = self._current_step()
             if step is None:
-                if not self.context._stash_metadata(text_key, entry):
+                if not self.context.pending.stash_metadata(text_key, entry):
                     stats.add("metadata_dropped")
                 return
             with _recording.lock:
@@ -349,7 +349,7 @@ class StepTracker:
             entry = (time.time_ns(), _sanitize.sanitize_text(message), _sanitize.dumps(metrics))
             step = self._current_step()
             if step is None:
-                if self.context._stash_progress(entry):
+                if self.context.pending.stash_progress(entry):
                     stats.add("progress_dropped")
                 return
             with _recording.lock:
@@ -417,7 +417,7 @@ class StepTracker:
         tracking is disabled, there is no valid result id, or the status is unknown.
         """
         ctx = self.context
-        target = ctx._result_target()
+        target = ctx.result_target()
         if ctx.is_enabled and target is None:
             self.logger.warning("hackagent_otel: cannot update result status: no result id")
             return False
