@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Status, StatusCode
+from opentelemetry.trace import Link
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import _sanitize, _tracer, semconv
@@ -48,7 +48,7 @@ from hackagent_otel._enums import EvaluationStatusEnum, StepTypeEnum, enum_value
 from hackagent_otel._forksafe import register, renew_after_fork
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
-from hackagent_otel._tracker import _exception_attributes, stats
+from hackagent_otel._tracker import stats
 
 __all__ = ["DEFAULT_RESULT_ID_TIMEOUT", "Context", "Tracker", "set_id_resolver"]
 
@@ -458,9 +458,7 @@ class Tracker:
             ).end()
             _tracer.set_attributes(span, verdict)
             if error is not None:
-                message = _sanitize.sanitize_text(str(error))
-                _tracer.add_event(span, "exception", _exception_attributes(error, message))
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
+                _tracer.record_exception(span, error)
             _end_goal_span(ctx)
         except Exception:
             self._internal_error("finalizing goal %s", ctx.goal_index)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -27,9 +28,10 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from hackagent_otel import semconv
+from hackagent_otel import _sanitize, semconv
 from hackagent_otel._forksafe import register, renew_after_fork
 
 TracerAdapter = Callable[[trace.Tracer], None]
@@ -223,3 +225,36 @@ def add_event(
     kept = kept_for(span)
     if kept is not None:
         kept.events.append((name, dict(attributes), when))
+
+
+def record_exception(span: trace.Span, exc: BaseException) -> str:
+    """The ``exception`` event and the ERROR status for ``exc`` on ``span``, sanitized,
+    the event kept whole for the records too; returns the sanitized message.
+
+    Not the SDK's ``Span.record_exception``, although its ``attributes`` would replace
+    the message and stack trace with ours before the event is added (so no secret in
+    ``str(exc)`` would reach the span either way): it formats ``str(exc)`` and the whole
+    traceback only to throw them away, and ``str(exc)`` raising there (a hostile
+    ``__str__``) would lose the event; its event bypasses :func:`add_event`, so it is
+    not kept beside the span; and it adds ``exception.escaped``, which the original
+    tracker's spans never had.
+    """
+    message = _sanitize.sanitize_text(str(exc))
+    exc_type = type(exc)
+    qualified = (
+        exc_type.__qualname__
+        if exc_type.__module__ in ("builtins", "__main__")
+        else f"{exc_type.__module__}.{exc_type.__qualname__}"
+    )
+    stacktrace = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
+    add_event(
+        span,
+        "exception",
+        {
+            "exception.type": qualified,
+            "exception.message": message,
+            "exception.stacktrace": _sanitize.sanitize_text(stacktrace, 32_768),
+        },
+    )
+    span.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {message}"))
+    return message

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -23,7 +22,6 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import _sanitize, _tracer, semconv
@@ -299,10 +297,8 @@ class StepTracker:
                     timestamp,
                 )
             if exc is not None:
-                message = _sanitize.sanitize_text(str(exc))
+                message = _tracer.record_exception(span, exc)
                 attributes[semconv.STEP_ERROR_MESSAGE] = message
-                _tracer.add_event(span, "exception", _exception_attributes(exc, message))
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
                 self.logger.error("Step '%s' failed: %s", _step_name(span), message)
             _tracer.set_attributes(span, attributes)
             span.end()
@@ -485,21 +481,6 @@ _raise_internal_errors = False
 
 def _step_name(span: trace.Span) -> str:
     return str(getattr(span, "name", "step"))
-
-
-def _exception_attributes(exc: BaseException, message: str) -> dict[str, AttributeValue]:
-    exc_type = type(exc)
-    qualified = (
-        exc_type.__qualname__
-        if exc_type.__module__ in ("builtins", "__main__")
-        else f"{exc_type.__module__}.{exc_type.__qualname__}"
-    )
-    stacktrace = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
-    return {
-        "exception.type": qualified,
-        "exception.message": message,
-        "exception.stacktrace": _sanitize.sanitize_text(stacktrace, 32_768),
-    }
 
 
 def _context_metadata(
