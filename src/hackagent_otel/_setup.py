@@ -264,5 +264,13 @@ def _configure_implicitly() -> None:
             configure(set_global_provider=False, handle_sigterm=False)
 
 
-_sdk_hooks.install()
-_tracer.source.set_fallback_configurer(_configure_implicitly)
+def connect_tracer_source() -> None:
+    """Give the tracker's tracer source what it may not import itself: the SDK side's
+    adapter for our own tracer, and ``configure()`` from env vars for a first use with
+    no SDK provider anywhere (a drop-in user who never calls it still gets records).
+
+    Called once, by the package (``hackagent_otel/__init__.py``), so that importing this
+    module sets nothing up; calling it again changes nothing.
+    """
+    _tracer.source.add_adapter(_sdk_hooks.adapt_tracer)
+    _tracer.source.set_fallback_configurer(_configure_implicitly)

@@ -1,7 +1,8 @@
 """The tracer the tracker draws its spans from.
 
 The tracker speaks the OpenTelemetry API only. Two things it needs are SDK business,
-so the SDK side registers them here instead of the tracker importing it:
+so the set-up hands them over (``_setup.connect_tracer_source``, once, when the package
+is imported) instead of the tracker importing them:
 
 * *adapters* that adjust our own tracer object (and no one else's): pinning a run's
   trace id, and keeping HackAgent spans recorded when the user's sampler drops them;
@@ -55,9 +56,11 @@ class TracerSource:
         renew_after_fork(self, "_lock")
 
     def add_adapter(self, adapter: TracerAdapter) -> None:
+        """Have ``adapter`` adjust our tracer (once, however often it is added)."""
         with self._lock:
-            self._adapters.append(adapter)
-            self._cached = None
+            if adapter not in self._adapters:
+                self._adapters.append(adapter)
+                self._cached = None
 
     def use_provider(self, provider: trace.TracerProvider | None) -> None:
         """Draw spans from ``provider`` instead of the global one (``None``: global)."""
