@@ -32,12 +32,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hackagent_otel._config import _first, default_outbox_path
+from hackagent_otel._config import API_KEY, BASE_URL, default_outbox_path
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow
 from hackagent_otel._delivery.push import PushReport, push
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._outbox_files import api_target, find_outboxes
+from hackagent_otel._settings_table import http_url, value_of
 
 #: How long ``push`` keeps retrying an unreachable API without progress, by default.
 DEFAULT_MAX_WAIT = 60.0
@@ -150,7 +151,10 @@ def push_outbox(
     """
     try:
         base_url_option = _api_url(base_url, "--base-url")
-        env_base_url = _api_url(os.environ.get("HACKAGENT_BASE_URL"), "HACKAGENT_BASE_URL")
+        # $HACKAGENT_BASE_URL on its own: it names an API only for records made with
+        # none (see destination_of), so it is never merged with --base-url.
+        (env_name,) = BASE_URL.env
+        env_base_url = _api_url(os.environ.get(env_name), env_name)
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
         return 2
@@ -160,7 +164,7 @@ def push_outbox(
         where = path or f"{default} or beside it"
         console.print(f"no outbox at {where}: nothing to push", soft_wrap=True)
         return 0
-    key = _first(api_key, os.environ.get("HACKAGENT_API_KEY"))
+    key = value_of(API_KEY, api_key)
     if key is None:
         console.print(
             "[red]no API key: pass --api-key or set HACKAGENT_API_KEY (without one the API "
@@ -264,12 +268,9 @@ class _Total:
 def _api_url(url: str | None, named_by: str) -> str | None:
     """A URL given for the API (``None`` when unset or blank), in target form; raises
     ``ValueError`` when it is not http(s)."""
-    value = _first(url)
-    if value is None:
+    if url is None or not url.strip():
         return None
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"{named_by} {value!r} must start with http:// or https://")
-    return api_target(value)
+    return api_target(http_url(url, named_by))
 
 
 def _progress_bar(console: Console) -> Progress:
