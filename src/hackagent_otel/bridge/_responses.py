@@ -4,39 +4,47 @@
   (``rejected_spans``, ``error_message``) when some spans could not be used;
 * failure (4xx/5xx): a ``google.rpc.Status`` (``code``, ``message``).
 
-A protobuf request gets protobuf, a JSON request JSON; a request whose content type is
-neither gets JSON (it is the readable choice, and no OTLP client sent it). The two
-protobuf messages are small enough to encode by hand, so this module needs no
-generated code.
+A protobuf request gets protobuf, made by the generated messages (OTLP's own, and
+``google.rpc``'s from googleapis-common-protos, which the OTLP exporters depend on); a
+JSON request gets the same fields as JSON; a request whose content type is neither gets
+JSON (it is the readable choice, and no OTLP client sent it). The JSON keeps
+``rejectedSpans`` a number, as the Collector sends it. Pure: builds bytes, touches
+nothing.
 """
 
 from __future__ import annotations
 
 import json
 
-__all__ = ["JSON", "PROTOBUF", "export_response", "grpc_code_for", "status_response"]
+from google.rpc import code_pb2  # type: ignore[import-untyped]
+from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
 
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
+from hackagent_otel.bridge._decoded import JSON, PROTOBUF
+
+__all__ = ["JSON", "PROTOBUF", "export_response", "grpc_code_for", "status_response"]
 
 #: ``google.rpc.Code`` for each HTTP status the receiver answers with.
 _GRPC_CODES = {
-    400: 3,  # INVALID_ARGUMENT
-    401: 16,  # UNAUTHENTICATED
-    404: 5,  # NOT_FOUND
-    405: 12,  # UNIMPLEMENTED
-    408: 4,  # DEADLINE_EXCEEDED
-    413: 3,  # INVALID_ARGUMENT
-    415: 3,  # INVALID_ARGUMENT
-    429: 8,  # RESOURCE_EXHAUSTED
-    503: 14,  # UNAVAILABLE
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    404: code_pb2.NOT_FOUND,
+    405: code_pb2.UNIMPLEMENTED,
+    408: code_pb2.DEADLINE_EXCEEDED,
+    413: code_pb2.INVALID_ARGUMENT,
+    415: code_pb2.INVALID_ARGUMENT,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+    503: code_pb2.UNAVAILABLE,
 }
 _MAX_MESSAGE = 1000
 
 
 def grpc_code_for(http_status: int) -> int:
-    """The ``google.rpc.Code`` that goes with an HTTP status (2 UNKNOWN otherwise)."""
-    return _GRPC_CODES.get(http_status, 2)
+    """The ``google.rpc.Code`` that goes with an HTTP status (UNKNOWN otherwise)."""
+    return int(_GRPC_CODES.get(http_status, code_pb2.UNKNOWN))
 
 
 def export_response(
@@ -44,12 +52,15 @@ def export_response(
 ) -> tuple[bytes, str]:
     """``(body, content type)`` of a successful export, with partial success if any."""
     message = error_message[:_MAX_MESSAGE]
+    partial = rejected_spans or message
     if media_type == PROTOBUF:
-        if not rejected_spans and not message:
-            return b"", PROTOBUF
-        partial = _varint_field(1, rejected_spans) + _bytes_field(2, message.encode())
-        return _bytes_field(1, partial), PROTOBUF
-    if not rejected_spans and not message:
+        response = ExportTraceServiceResponse()
+        if partial:  # an empty partial_success would still be sent: leave it out
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=rejected_spans, error_message=message)
+            )
+        return response.SerializeToString(), PROTOBUF
+    if not partial:
         return b"{}", JSON
     body = {"partialSuccess": {"rejectedSpans": rejected_spans, "errorMessage": message}}
     return json.dumps(body, separators=(",", ":")).encode(), JSON
@@ -57,30 +68,8 @@ def export_response(
 
 def status_response(media_type: str, http_status: int, message: str) -> tuple[bytes, str]:
     """``(body, content type)`` of a failed request: a ``google.rpc.Status``."""
-    code = grpc_code_for(http_status)
-    text = message[:_MAX_MESSAGE]
+    status = Status(code=grpc_code_for(http_status), message=message[:_MAX_MESSAGE])
     if media_type == PROTOBUF:
-        return _varint_field(1, code) + _bytes_field(2, text.encode()), PROTOBUF
-    return json.dumps({"code": code, "message": text}, separators=(",", ":")).encode(), JSON
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # two's complement, as protobuf encodes negative int64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _varint_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value) if value else b""
-
-
-def _bytes_field(number: int, value: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(value)) + value if value else b""
+        return status.SerializeToString(), PROTOBUF
+    body = {"code": status.code, "message": status.message}
+    return json.dumps(body, separators=(",", ":")).encode(), JSON
