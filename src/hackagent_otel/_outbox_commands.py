@@ -50,11 +50,8 @@ NO_API_HINT = "no API: push --base-url URL delivers these"
 def show_outbox(path: Path | None, *, limit: int, console: Console) -> int:
     """Print each outbox's target, counts, pending and rejected rows; exit status 0, or
     1 when an outbox cannot be read."""
-    default = default_outbox_path()
-    files = find_outboxes(default, path)
+    files = _outboxes(path, console, none="nothing is waiting")
     if not files:
-        where = path or f"{default} or beside it"
-        console.print(f"no outbox at {where}: nothing is waiting", soft_wrap=True)
         return 0
     status = 0
     for file in files:
@@ -158,11 +155,8 @@ def push_outbox(
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
         return 2
-    default = default_outbox_path()
-    files = find_outboxes(default, path)
+    files = _outboxes(path, console, none="nothing to push")
     if not files:
-        where = path or f"{default} or beside it"
-        console.print(f"no outbox at {where}: nothing to push", soft_wrap=True)
         return 0
     key = value_of(API_KEY, api_key)
     if key is None:
@@ -263,6 +257,17 @@ class _Total:
                 "remaining": self.remaining,
             }
         )
+
+
+def _outboxes(path: Path | None, console: Console, *, none: str) -> list[Path]:
+    """The outbox files a command works on (``path`` alone, else the default one and
+    every API's beside it); with none, says so, ending with ``none``."""
+    default = default_outbox_path()
+    files = find_outboxes(default, path)
+    if not files:
+        where = path or f"{default} or beside it"
+        console.print(f"no outbox at {where}: {none}", soft_wrap=True)
+    return files
 
 
 def _api_url(url: str | None, named_by: str) -> str | None:
