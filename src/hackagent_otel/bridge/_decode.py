@@ -10,7 +10,8 @@ ids, how values are flattened) is in :mod:`._decoded`.
 Nothing else comes out of :func:`decode`, whatever the bytes: an unexpected exception
 anywhere but in one span's conversion becomes a :class:`DecodeError`, logged with its
 traceback at most once per 5 s. Bad data is a 400 or a partial success, never a
-transient error the client would retry with the same bytes forever.
+transient error the client would retry with the same bytes forever. Pure, as the halves
+are: bytes in, views out, no I/O but that log.
 """
 
 from __future__ import annotations
