@@ -73,6 +73,8 @@ def map_start(view: SpanView) -> Mapped:
 def map_end(view: SpanView, *, include_start: bool) -> Mapped:
     """The records of a finished span; ``include_start`` when no live start was sent."""
     kind = view.attributes.get(semconv.KIND)
+    if not isinstance(kind, str):  # not ours (or hostile: a list is no kind)
+        return NOTHING
     try:
         if kind == semconv.KIND_RUN_STATUS:
             run_id = _run_id(view)
