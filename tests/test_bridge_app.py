@@ -49,8 +49,9 @@ from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService
-from hackagent_otel.bridge import BridgePipeline, BridgeSettings, _decode
-from hackagent_otel.bridge._decode import DecodedTraces, _ViewRequest, decode
+from hackagent_otel.bridge import BridgePipeline, BridgeSettings, _decoded
+from hackagent_otel.bridge._decode import DecodedTraces, decode
+from hackagent_otel.bridge._decode_protobuf import _ViewRequest
 from hackagent_otel.bridge._throttle import ThrottledLog
 from hackagent_otel.testing import FakeHackAgentAPI
 
@@ -256,8 +257,8 @@ def test_an_unexpected_error_while_decoding_is_400_logged_once_never_503(
     def broken(self: Any) -> DecodedTraces:
         raise IndexError("a bug in the decoder")
 
-    monkeypatch.setattr(_decode, "_log", ThrottledLog(logging.getLogger("hackagent_otel.bridge")))
-    monkeypatch.setattr(_decode._Collector, "result", broken)
+    monkeypatch.setattr(_decoded, "log", ThrottledLog(logging.getLogger("hackagent_otel.bridge")))
+    monkeypatch.setattr(_decoded.Tally, "result", broken)
     body = otlp_protobuf(seed_spans)
 
     answers = [http.post(bridge.traces_url, content=body, headers=PROTOBUF) for _ in range(5)]

@@ -31,18 +31,18 @@ from bridge_support import new_ids, otlp_json_dict, otlp_protobuf, scenario_span
 from hackagent_otel import StepTracker, semconv
 from hackagent_otel._mapping import map_end
 from hackagent_otel._spanview import SpanView, from_sdk_span
-from hackagent_otel.bridge import _decode
+from hackagent_otel.bridge import _decode_protobuf, _decoded
 from hackagent_otel.bridge._decode import (
     MAX_ERRORS,
     MAX_VALUE_DEPTH,
     DecodedTraces,
     DecodeError,
     UnsupportedMediaType,
-    _ViewRequest,
     decode,
     decode_json,
     decode_protobuf,
 )
+from hackagent_otel.bridge._decode_protobuf import _ViewRequest
 from hackagent_otel.bridge._throttle import ThrottledLog
 from otel_fixtures import OTel
 
@@ -595,7 +595,7 @@ def test_an_attribute_value_that_is_no_anyvalue_rejects_only_its_span(
 @pytest.fixture
 def fresh_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """The decoder's throttled log, with nothing logged yet (it lives as long as the module)."""
-    monkeypatch.setattr(_decode, "_log", ThrottledLog(logging.getLogger("hackagent_otel.bridge")))
+    monkeypatch.setattr(_decoded, "log", ThrottledLog(logging.getLogger("hackagent_otel.bridge")))
 
 
 @pytest.mark.usefixtures("fresh_log")
@@ -607,8 +607,8 @@ def test_an_unexpected_error_converting_a_span_rejects_that_span_and_is_logged_o
             raise IndexError("a bug met by this span")
         return original(raw)
 
-    original = _decode._pb_attributes
-    monkeypatch.setattr(_decode, "_pb_attributes", broken)
+    original = _decode_protobuf._pb_attributes
+    monkeypatch.setattr(_decode_protobuf, "_pb_attributes", broken)
     body = request_of(
         span_pb({"boom": av(int_value=1)}), span_pb(span_id=b"\x08" * 8)
     ).SerializeToString()
@@ -632,7 +632,7 @@ def test_an_unexpected_error_anywhere_in_decoding_is_a_decode_error_logged_once(
     def broken(self: Any) -> DecodedTraces:
         raise KeyError("a bug after the spans")
 
-    monkeypatch.setattr(_decode._Collector, "result", broken)
+    monkeypatch.setattr(_decoded.Tally, "result", broken)
     body = PROTOBUF_SEED if "protobuf" in content_type else JSON_SEED
 
     for _ in range(3):

@@ -97,3 +97,29 @@ def test_the_apps_outbox_variable_is_used_when_no_bridge_specific_one_is_set() -
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BridgeSettings.resolve(env=env)
+
+
+def test_every_setting_has_its_env_var_and_the_old_names_are_still_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    env = {
+        "HACKAGENT_BRIDGE_MAX_CONCURRENT_REQUESTS": "2",
+        "HACKAGENT_BRIDGE_MAX_WAITING_REQUESTS": "0",
+        "HACKAGENT_BRIDGE_RETRY_AFTER_SECONDS": "9",
+        "HACKAGENT_BRIDGE_SHUTDOWN_TIMEOUT": "3.5",
+        "HACKAGENT_BRIDGE_MAX_PENDING": "30",
+    }
+
+    settings = BridgeSettings.resolve(env=env)
+
+    assert (settings.max_concurrent_requests, settings.max_waiting_requests) == (2, 0)
+    assert (settings.retry_after_seconds, settings.shutdown_timeout) == (9, 3.5)
+    assert settings.max_pending_records == 30
+    assert "HACKAGENT_BRIDGE_MAX_PENDING_RECORDS" in caplog.text  # the name to use now
+    current = {"HACKAGENT_BRIDGE_MAX_PENDING_RECORDS": "40", **env}
+    assert BridgeSettings.resolve(env=current).max_pending_records == 40
+
+
+def test_a_setting_that_names_no_field_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="max_pendnig"):
+        BridgeSettings.resolve(max_pendnig=3, env={})

@@ -102,3 +102,39 @@ def test_the_installed_script_lists_and_pushes_the_outbox(
     assert pushed.returncode == 0, pushed.stderr
     assert len(fake_api.calls) == SCENARIO_RECORDS
     assert pending(filled_outbox.path) == 0
+
+
+def test_every_bridge_option_comes_from_its_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import hackagent_otel.bridge
+    from hackagent_otel._settings_table import rows
+    from hackagent_otel.bridge import BridgeSettings
+
+    seen: list[BridgeSettings] = []
+
+    def fake_run(settings: BridgeSettings) -> int:
+        seen.append(settings)
+        return 0
+
+    monkeypatch.setattr(hackagent_otel.bridge, "run", fake_run)
+    argv = ["bridge", "--retry-after-seconds", "7", "--shutdown-timeout", "2"]
+    argv += ["--max-concurrent-requests", "3", "--max-waiting-requests", "0", "--max-pending", "9"]
+
+    assert main(argv) == 0
+    (settings,) = seen
+    assert (settings.retry_after_seconds, settings.shutdown_timeout) == (7, 2.0)
+    assert (settings.max_concurrent_requests, settings.max_waiting_requests) == (3, 0)
+    assert settings.max_pending_records == 9
+    with pytest.raises(SystemExit):
+        main(["bridge", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for row in rows(BridgeSettings):
+        if row.flag:
+            assert row.flag in text
+            assert f"${row.env[0]}" in text
+    assert "(default: 200,000; env: $HACKAGENT_BRIDGE_MAX_PENDING_RECORDS)" in text
+    with pytest.raises(SystemExit) as bad:
+        main(["bridge", "--port", "http"])
+    assert bad.value.code == 2
+    assert "is not an integer" in capsys.readouterr().err

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
 import pytest
 
-from hackagent_otel._config import DEFAULT_BASE_URL, DEFAULT_SERVICE_NAME, Settings
+from hackagent_otel._config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_SERVICE_NAME,
+    Settings,
+    default_outbox_path,
+)
 
 
 def test_defaults_with_an_empty_environment() -> None:
@@ -159,7 +165,7 @@ def test_an_unsupported_protocol_is_a_clear_error(
     kwargs: dict[str, str], env: dict[str, str]
 ) -> None:
     with pytest.raises(ValueError, match=r"OTLP protocol .* is not supported") as raised:
-        Settings.resolve(**kwargs, env=env)  # type: ignore[arg-type]
+        Settings.resolve(**kwargs, env=env)
 
     assert "http/protobuf" in str(raised.value)
     assert "grpc" in str(raised.value)
@@ -178,3 +184,29 @@ def test_settings_are_frozen() -> None:
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.service_name = "other"  # type: ignore[misc]
+
+
+def test_default_path_honours_env_then_xdg_state_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HACKAGENT_OUTBOX_PATH", str(tmp_path / "x.db"))
+    assert default_outbox_path() == tmp_path / "x.db"
+    monkeypatch.delenv("HACKAGENT_OUTBOX_PATH")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    assert default_outbox_path() == tmp_path / "state" / "hackagent-otel" / "outbox.sqlite3"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert default_outbox_path() == Path(
+        os.path.expanduser("~/.local/state/hackagent-otel/outbox.sqlite3")
+    )
+
+
+def test_an_invalid_duration_in_the_env_is_warned_about_and_defaulted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for text in ("soon", "-1", "inf"):
+        settings = Settings.resolve(env={"HACKAGENT_RESULT_ID_TIMEOUT": text})
+        assert settings.result_id_timeout == 5.0
+        assert "HACKAGENT_RESULT_ID_TIMEOUT" in caplog.text
+        assert "using the default" in caplog.text
+    with pytest.raises(ValueError, match="result_id_timeout"):
+        Settings.resolve(result_id_timeout=-1.0, env={})

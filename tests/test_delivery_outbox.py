@@ -23,7 +23,6 @@ from hackagent_otel._delivery.outbox import (
     Outbox,
     OutboxCounts,
     OutboxError,
-    default_outbox_path,
 )
 from hackagent_otel._records import Call, Record
 
@@ -484,20 +483,6 @@ def test_closed_outbox_raises_outbox_error(outbox_path: Path) -> None:
     box.close()
     with pytest.raises(OutboxError, match="closed"):
         box.put_many([rec("a", 0)])
-
-
-def test_default_path_honours_env_then_xdg_state_home(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("HACKAGENT_OUTBOX_PATH", str(tmp_path / "x.db"))
-    assert default_outbox_path() == tmp_path / "x.db"
-    monkeypatch.delenv("HACKAGENT_OUTBOX_PATH")
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    assert default_outbox_path() == tmp_path / "state" / "hackagent-otel" / "outbox.sqlite3"
-    monkeypatch.delenv("XDG_STATE_HOME")
-    assert default_outbox_path() == Path(
-        os.path.expanduser("~/.local/state/hackagent-otel/outbox.sqlite3")
-    )
 
 
 def test_an_outbox_remembers_the_api_it_was_made_for(tmp_path: Path) -> None:

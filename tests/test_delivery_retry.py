@@ -91,21 +91,6 @@ def test_full_jitter_draws_between_zero_and_the_ceiling() -> None:
     assert [backoff.next_wait() for _ in range(3)] == [0.0, 2.0, 2.0]
 
 
-def test_decorrelated_jitter_stays_between_initial_and_max() -> None:
-    policy = RetryPolicy(
-        initial_backoff=0.1,
-        max_backoff=2,
-        max_elapsed=None,
-        jitter="decorrelated",
-        random=lambda: 1.0,
-    )
-    backoff = policy.backoff()
-    waits = [backoff.next_wait() or 0.0 for _ in range(8)]
-    assert waits[0] == pytest.approx(0.3)
-    assert all(0.1 <= w <= 2 for w in waits)
-    assert waits[-1] == 2
-
-
 def test_retry_after_longer_than_the_drawn_wait_wins() -> None:
     policy = RetryPolicy(initial_backoff=0.5, jitter="none", max_elapsed=None, max_retry_after=10)
     backoff = policy.backoff()

@@ -74,3 +74,33 @@ def test_a_registered_owner_dropped_without_closing_is_collected() -> None:
     ref = weakref.ref(Owner())
     gc.collect()
     assert ref() is None
+
+
+MODULE_STATE = {"pid": os.getpid()}
+
+
+def _renew_module_state() -> None:
+    MODULE_STATE["pid"] = os.getpid()
+
+
+def test_a_plain_function_is_held_as_it_is_and_runs_in_a_forked_child() -> None:
+    register(_renew_module_state)
+    gc.collect()
+    assert _in_forked_child(lambda: MODULE_STATE["pid"] == os.getpid()) == 0
+
+
+def test_a_hook_that_raises_does_not_keep_the_others_from_running() -> None:
+    class Owner:
+        def __init__(self) -> None:
+            self.pid = os.getpid()
+            register(self.fail)
+            register(self.reinit)
+
+        def fail(self) -> None:
+            raise RuntimeError("a broken hook")
+
+        def reinit(self) -> None:
+            self.pid = os.getpid()
+
+    owner = Owner()
+    assert _in_forked_child(lambda: owner.pid == os.getpid()) == 0

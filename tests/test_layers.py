@@ -88,3 +88,20 @@ def test_nothing_but_the_cli_reaches_up_to_the_cli_demo_or_bridge_server(path: P
 
 def test_the_fork_hooks_import_nothing_of_ours() -> None:
     assert ours(imports_of(PACKAGE / "_forksafe.py")) == set()
+
+
+def test_the_settings_table_imports_nothing_of_ours() -> None:
+    assert ours(imports_of(PACKAGE / "_settings_table.py")) == set()
+
+
+@pytest.mark.parametrize(
+    "name", ["_decode.py", "_decoded.py", "_decode_protobuf.py", "_decode_json.py", "_responses.py"]
+)
+def test_the_bridges_decoding_reads_bytes_and_makes_views_only(name: str) -> None:
+    imports = imports_of(PACKAGE / "bridge" / name)
+    forbidden = ("opentelemetry.sdk", "httpx", "sqlite3", "hackagent_otel._delivery")
+    assert {i for i in imports if i.startswith(forbidden)} == set()
+    packages = {"hackagent_otel", "hackagent_otel.bridge"}  # `from PACKAGE import module`
+    allowed: tuple[str, ...] = ("hackagent_otel.bridge._decod", "hackagent_otel.bridge._throttle")
+    allowed += ("hackagent_otel._spanview", "hackagent_otel.semconv")
+    assert {i for i in ours(imports) - packages if not i.startswith(allowed)} == set()

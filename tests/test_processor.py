@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 
-from hackagent_otel import HackAgentClient, StepTracker, TrackingContext, _tracer
+from hackagent_otel import (
+    HackAgentClient,
+    HackAgentSpanExporter,
+    StepTracker,
+    TrackingContext,
+    _tracer,
+)
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._delivery.outcome import Transient
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel._processor import LIVE_PROCESSORS, HackAgentSpanProcessor, RecordSink
 from hackagent_otel._records import Request
+from hackagent_otel._runs import runs
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
 from otel_fixtures import ListSink
 
@@ -194,6 +205,37 @@ def test_steps_in_many_threads_all_reach_the_sink_before_shutdown_returns(
 
     assert len(sink.records) == 8 * 50 * 2
     assert processor.stats()["backlog"] == 0
+
+
+def test_a_processor_dropped_without_shutdown_maps_its_spans_is_collected_and_no_longer_deferred_to(
+    clean_env: None,
+) -> None:
+    # Neither its mapping thread nor its fork hook keeps a processor alive.
+    gc.collect()
+    assert not LIVE_PROCESSORS, "a previous test left a live HackAgentSpanProcessor"
+    sink, finished = ListSink(), InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(finished))
+    processor = HackAgentSpanProcessor(sink)
+    provider.add_span_processor(processor)
+    dropped = weakref.ref(processor)
+    _tracer.source.use_provider(provider)
+    try:
+        tracker = new_tracker()
+        for i in range(50):
+            with tracker.track_step(f"Step {i}", "STEP"):
+                pass
+        runs.end_all("test")  # an open run's root span holds the provider
+    finally:
+        _tracer.source.reset()
+    del processor, provider
+
+    assert wait_until(lambda: gc.collect() >= 0 and dropped() is None, timeout=5.0)
+    assert len(sink.contents()) == 50 * 2  # what it was given was mapped first
+    assert not LIVE_PROCESSORS
+    late = ListSink()
+    HackAgentSpanExporter(late).export(finished.get_finished_spans())
+    assert late.contents() == sink.contents()  # the exporter maps them itself now
 
 
 def test_shutdown_hands_the_time_left_to_the_sinks(make_processor: MakeProcessor) -> None:

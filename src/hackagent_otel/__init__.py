@@ -6,7 +6,7 @@ the exporter, the same HackAgent API records the original sent, without the pipe
 ever waiting on the network.
 """
 
-from hackagent_otel import semconv
+from hackagent_otel import _setup, semconv
 from hackagent_otel._context import TrackingContext
 from hackagent_otel._coordinator import TrackingCoordinator
 from hackagent_otel._decorators import track_method, track_operation, track_pipeline
@@ -21,6 +21,10 @@ from hackagent_otel._setup import Telemetry, configure, force_flush, shutdown
 from hackagent_otel._tracker import StepTracker
 
 __version__ = "0.1.0"
+
+# The one piece of wiring done on import: the tracker speaks the OpenTelemetry API only,
+# so the SDK side and the set-up hand its tracer source what it needs.
+_setup.connect_tracer_source()
 
 __all__ = [
     "Context",

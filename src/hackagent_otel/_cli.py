@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from hackagent_otel import __version__
+from hackagent_otel._settings_table import Setting, argument, rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,69 +72,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_bridge_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``hackagent-otel bridge``: every option also has an env var (see BridgeSettings)."""
+    """``hackagent-otel bridge``: one option per row of BridgeSettings that has one."""
+    from hackagent_otel.bridge._settings import BridgeSettings
+
     bridge = commands.add_parser(
         "bridge",
         help="OTLP receiver: spans from a Collector or app in, HackAgent records out",
         description=(
             "Serve POST /v1/traces (OTLP/HTTP, protobuf or JSON, gzip), /healthz, /readyz "
             "and /metrics, and with --grpc-port OTLP/gRPC too. Records are committed to a "
-            "durable outbox before each export is answered, and delivered to the HackAgent "
-            "API ($HACKAGENT_BASE_URL, $HACKAGENT_API_KEY). "
-            "Set $HACKAGENT_BRIDGE_TOKEN to require 'Authorization: Bearer <token>'."
+            "durable outbox before each export is answered, and "
+            "delivered to the HackAgent API ($HACKAGENT_BASE_URL, $HACKAGENT_API_KEY). "
+            "Set $HACKAGENT_BRIDGE_TOKEN to require 'Authorization: Bearer <token>'. "
+            "Each option also has its env var, read when the option is not given."
         ),
     )
-    bridge.add_argument("--host", help="interface to listen on (default: 127.0.0.1)")
-    bridge.add_argument("--port", type=int, help="port to listen on (default: 4328)")
-    bridge.add_argument(
-        "--grpc-port",
-        type=int,
-        help="also serve OTLP/gRPC on this port, e.g. 4329 (default: off; "
-        "the Collector's load_balancing exporter needs it)",
-    )
-    bridge.add_argument("--base-url", help="HackAgent API root (default: $HACKAGENT_BASE_URL)")
-    bridge.add_argument(
-        "--outbox", type=Path, help="the bridge's outbox file (default: bridge-outbox.sqlite3)"
-    )
-    bridge.add_argument("--max-body-bytes", type=int, help="limit as sent (default: 4 MiB)")
-    bridge.add_argument(
-        "--max-decompressed-bytes", type=int, help="limit once decompressed (default: 20 MiB)"
-    )
-    bridge.add_argument(
-        "--max-pending",
-        type=int,
-        help="outbox rows waiting for the API above which exports get 429 (default: 200000)",
-    )
-    bridge.add_argument(
-        "--max-spans-per-request",
-        type=int,
-        help="spans of ours taken from one request; the rest are rejected (default: 10000)",
-    )
-    bridge.add_argument(
-        "--max-buffered-bytes",
-        type=int,
-        help="request body bytes held in memory at once before 429 (default: 64 MiB)",
-    )
-    bridge.add_argument(
-        "--max-connections",
-        type=int,
-        help="open connections; past it the slowest to send headers is closed (default: 512)",
-    )
-    bridge.add_argument(
-        "--header-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="time a connection may take to send request headers (default: 10)",
-    )
-    bridge.add_argument(
-        "--body-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="time a request may take to send its body; then 408 (default: 30)",
-    )
-    bridge.add_argument(
-        "--log-level", choices=("debug", "info", "warning", "error"), help="default: info"
-    )
+    for row in rows(BridgeSettings):
+        if row.flag is not None:
+            bridge.add_argument(
+                row.flag,
+                *row.old_flags(),
+                dest=row.name,
+                type=_option_value(row),
+                metavar=row.kind.metavar,
+                help=_option_help(row),
+            )
+
+
+def _option_value(row: Setting[Any]) -> Callable[[str], Any]:
+    """What argparse calls on an option's text: the row's value, or a usage error."""
+
+    def value(text: str) -> Any:
+        try:
+            return argument(row, text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    value.__name__ = row.name
+    return value
+
+
+def _option_help(row: Setting[Any]) -> str:
+    env = ", ".join(f"${name}" for name in row.env)
+    text = f"{row.help} (default: {row.shown_default()}; env: {env})"
+    return text.replace("`", "").replace("%", "%%")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,23 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run_bridge(args: argparse.Namespace) -> int:
     from hackagent_otel.bridge import BridgeSettings, run
 
+    options = {row.name: getattr(args, row.name) for row in rows(BridgeSettings) if row.flag}
     try:
-        settings = BridgeSettings.resolve(
-            host=args.host,
-            port=args.port,
-            grpc_port=args.grpc_port,
-            hackagent_base_url=args.base_url,
-            outbox_path=args.outbox,
-            max_body_bytes=args.max_body_bytes,
-            max_decompressed_bytes=args.max_decompressed_bytes,
-            max_pending_records=args.max_pending,
-            max_spans_per_request=args.max_spans_per_request,
-            max_buffered_bytes=args.max_buffered_bytes,
-            max_connections=args.max_connections,
-            header_timeout=args.header_timeout,
-            body_timeout=args.body_timeout,
-            log_level=args.log_level,
-        )
+        settings = BridgeSettings.resolve(**options)
     except ValueError as exc:
         print(f"hackagent-otel bridge: {exc}", file=sys.stderr)
         return 2

@@ -1,39 +1,91 @@
-"""Settings, resolved once: argument, then specific env var, then generic, then default."""
+"""``Settings``: what ``configure()`` acts on, resolved once from its rows of the table.
+
+Each field with a row (:mod:`hackagent_otel._settings_table`) resolves in the
+OpenTelemetry order: argument, specific env var, generic env var, default. A few
+fields follow from the others: whether the service name was given, whether OTLP is on
+at all (an endpoint from an argument or the ``OTEL_EXPORTER_OTLP_*`` vars, and
+``OTEL_TRACES_EXPORTER`` naming otlp or nothing), and the default API for a key given
+without a base URL.
+
+The rows shared with the bridge (the HackAgent API, its key, the extra secret words)
+and the app's outbox file are defined here once; ``BridgeSettings`` uses them too.
+Reads the environment it is given; touches nothing else.
+"""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from hackagent_otel._delivery.client import DEFAULT_BASE_URL
 from hackagent_otel._goals import DEFAULT_RESULT_ID_TIMEOUT
+from hackagent_otel._settings_table import (
+    PATH,
+    SECONDS_OR_ZERO,
+    TEXT,
+    URL,
+    WORDS,
+    Choice,
+    Setting,
+    path_of,
+    resolve,
+    setting,
+    state_file,
+)
 
-_logger = logging.getLogger("hackagent_otel")
+__all__ = [
+    "API_KEY",
+    "BASE_URL",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_SERVICE_NAME",
+    "OUTBOX_PATH",
+    "REDACT_KEYS",
+    "Settings",
+    "default_outbox_path",
+    "with_default_api",
+]
 
 DEFAULT_SERVICE_NAME = "hackagent-pipeline"
-
-DEFAULT_BASE_URL = "https://api.hackagent.dev"
 OTLP_PROTOCOLS = ("http/protobuf", "grpc")
 RECORDS_MODES = ("auto", "on", "off")
 
+#: Where records go: one row for the app and the bridge alike.
+BASE_URL: Setting[str] = Setting(
+    URL,
+    None,
+    "HackAgent API root",
+    env=("HACKAGENT_BASE_URL",),
+    flag="--base-url",
+    shown=f"none (records wait in the outbox); `{DEFAULT_BASE_URL}` when a key is set",
+)
+API_KEY: Setting[str] = Setting(
+    TEXT, None, "HackAgent API key", env=("HACKAGENT_API_KEY",), secret=True
+)
+REDACT_KEYS: Setting[tuple[str, ...]] = Setting(
+    WORDS, (), "extra secret key words", env=("HACKAGENT_REDACT_KEYS",)
+)
+OUTBOX_PATH: Setting[Path] = Setting(
+    PATH,
+    state_file("outbox.sqlite3"),
+    "outbox file (records made with no API; each API's outbox sits beside it)",
+    env=("HACKAGENT_OUTBOX_PATH",),
+    shown="`$XDG_STATE_HOME/hackagent-otel/outbox.sqlite3`",
+)
+
 
 def default_outbox_path(env: Mapping[str, str] | None = None) -> Path:
-    """``$HACKAGENT_OUTBOX_PATH``, else ``$XDG_STATE_HOME/hackagent-otel/outbox.sqlite3``."""
-    env = os.environ if env is None else env
-    explicit = env.get("HACKAGENT_OUTBOX_PATH")
-    if explicit:
-        return Path(explicit).expanduser()
-    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state).expanduser() / "hackagent-otel" / "outbox.sqlite3"
+    """The app's outbox file when no argument names one: ``$HACKAGENT_OUTBOX_PATH``, else
+    ``${XDG_STATE_HOME:-~/.local/state}/hackagent-otel/outbox.sqlite3``."""
+    return path_of(OUTBOX_PATH, env)
 
 
-def _first(*values: str | None) -> str | None:
-    for value in values:
-        if value is not None and value.strip():
-            return value.strip()
-    return None
+def with_default_api(values: dict[str, tuple[Any, str]]) -> None:
+    """An API key with no base URL means the default API (``DEFAULT_BASE_URL``)."""
+    if values["hackagent_api_key"][0] and not values["hackagent_base_url"][0]:
+        values["hackagent_base_url"] = (DEFAULT_BASE_URL, "default")
 
 
 def _otlp_selected(exporters: set[str]) -> bool:
@@ -44,25 +96,60 @@ def _otlp_selected(exporters: set[str]) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything ``configure()`` acts on, after resolution."""
+    """Everything ``configure()`` acts on, after resolution (:meth:`resolve`)."""
 
-    service_name: str = DEFAULT_SERVICE_NAME
+    service_name: str = setting(
+        Setting(TEXT, DEFAULT_SERVICE_NAME, "service name", env=("OTEL_SERVICE_NAME",))
+    )
     #: Whether the service name came from an argument or ``OTEL_SERVICE_NAME``.
     service_name_given: bool = False
-    #: OTLP endpoint given as an argument (``None``: the OTLP exporter reads env vars).
-    otlp_endpoint: str | None = None
+    #: OTLP endpoint given as an argument (``None``: the OTLP exporter reads the env
+    #: vars, which only say here whether OTLP is on).
+    otlp_endpoint: str | None = setting(
+        Setting(
+            TEXT,
+            None,
+            "OTLP endpoint",
+            env=("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+            shown="none (no OTLP)",
+        )
+    )
     #: Whether any OTLP endpoint is configured at all, by argument or env var.
     otlp_enabled: bool = False
-    otlp_protocol: str = "http/protobuf"
-    hackagent_base_url: str | None = None
-    hackagent_api_key: str | None = None
-    outbox_path: Path = field(default_factory=default_outbox_path)
-    redact_keys: tuple[str, ...] = ()
+    otlp_protocol: str = setting(
+        Setting(
+            Choice(*OTLP_PROTOCOLS, lower=False),
+            "http/protobuf",
+            "OTLP protocol",
+            env=("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        )
+    )
+    hackagent_base_url: str | None = setting(BASE_URL)
+    hackagent_api_key: str | None = setting(API_KEY)
+    outbox_path: Path = setting(OUTBOX_PATH)
+    redact_keys: tuple[str, ...] = setting(REDACT_KEYS)
     #: In-process HackAgent records: ``on``, ``off``, or ``auto`` (see ``delivers_records``).
-    records: str = "auto"
-    #: Seconds a read of a goal's Result id waits for its creation's answer
-    #: (``HACKAGENT_RESULT_ID_TIMEOUT``); past it the read gives ``None``.
-    result_id_timeout: float = DEFAULT_RESULT_ID_TIMEOUT
+    records: str = setting(
+        Setting(
+            Choice(*RECORDS_MODES),
+            "auto",
+            "in-process records mode",
+            env=("HACKAGENT_RECORDS",),
+            note="(`auto`: see [HackAgent records](#hackagent-records))",
+        )
+    )
+    #: Seconds a read of a goal's Result id waits for its creation's answer; past it the
+    #: read gives ``None``.
+    result_id_timeout: float = setting(
+        Setting(
+            SECONDS_OR_ZERO,
+            DEFAULT_RESULT_ID_TIMEOUT,
+            "how long a read of a goal's Result id waits for its creation's answer",
+            env=("HACKAGENT_RESULT_ID_TIMEOUT",),
+            on_invalid="warn",
+            configure_argument=False,
+        )
+    )
 
     @property
     def delivers_default_records(self) -> bool:
@@ -77,82 +164,20 @@ class Settings:
         return bool(self.hackagent_base_url) or not self.otlp_enabled
 
     @classmethod
-    def resolve(
-        cls,
-        *,
-        service_name: str | None = None,
-        otlp_endpoint: str | None = None,
-        otlp_protocol: str | None = None,
-        hackagent_base_url: str | None = None,
-        hackagent_api_key: str | None = None,
-        outbox_path: str | os.PathLike[str] | None = None,
-        redact_keys: tuple[str, ...] | list[str] | None = None,
-        records: str | None = None,
-        result_id_timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> Settings:
-        """Resolve every setting; raise ``ValueError`` naming a bad one."""
+    def resolve(cls, *, env: Mapping[str, str] | None = None, **given: Any) -> Settings:
+        """Resolve every setting from ``given`` (keyword arguments named as the fields;
+        ``None``: not given), then ``env`` (default ``os.environ``), then the defaults;
+        ``ValueError`` names a bad one."""
         env = os.environ if env is None else env
+        values = resolve(cls, given, env)
+        with_default_api(values)
         exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "").split(",")}
-        env_endpoint = _first(
-            env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        )
-        protocol = (
-            _first(
-                otlp_protocol,
-                env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
-                env.get("OTEL_EXPORTER_OTLP_PROTOCOL"),
-            )
-            or "http/protobuf"
-        )
-        if protocol not in OTLP_PROTOCOLS:
-            raise ValueError(
-                f"OTLP protocol {protocol!r} is not supported; use one of {OTLP_PROTOCOLS}"
-            )
-        api_key = _first(hackagent_api_key, env.get("HACKAGENT_API_KEY"))
-        base_url = _first(hackagent_base_url, env.get("HACKAGENT_BASE_URL"))
-        if api_key and not base_url:
-            base_url = DEFAULT_BASE_URL
-        if base_url and not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"HackAgent base URL {base_url!r} must start with http:// or https://")
-        records_mode = (_first(records, env.get("HACKAGENT_RECORDS")) or "auto").lower()
-        if records_mode not in RECORDS_MODES:
-            raise ValueError(f"records mode {records_mode!r} is not one of {RECORDS_MODES}")
-        words = redact_keys
-        if words is None:
-            words = [w for w in env.get("HACKAGENT_REDACT_KEYS", "").split(",") if w.strip()]
+        endpoint, endpoint_from = values["otlp_endpoint"]
+        fields = {name: value for name, (value, _) in values.items()}
+        # An endpoint from the env is left to the SDK's exporter, which reads it again.
+        fields["otlp_endpoint"] = endpoint if endpoint_from == "argument" else None
         return cls(
-            service_name=_first(service_name, env.get("OTEL_SERVICE_NAME")) or DEFAULT_SERVICE_NAME,
-            otlp_endpoint=_first(otlp_endpoint),
-            service_name_given=_first(service_name, env.get("OTEL_SERVICE_NAME")) is not None,
-            otlp_enabled=bool(otlp_endpoint or env_endpoint) and _otlp_selected(exporters),
-            otlp_protocol=protocol,
-            hackagent_base_url=base_url.rstrip("/") if base_url else None,
-            hackagent_api_key=api_key,
-            outbox_path=Path(outbox_path).expanduser() if outbox_path else default_outbox_path(env),
-            redact_keys=tuple(w.strip() for w in words),
-            records=records_mode,
-            result_id_timeout=_seconds_setting(
-                result_id_timeout, env.get("HACKAGENT_RESULT_ID_TIMEOUT"), DEFAULT_RESULT_ID_TIMEOUT
-            ),
+            **fields,
+            service_name_given=values["service_name"][1] != "default",
+            otlp_enabled=endpoint is not None and _otlp_selected(exporters),
         )
-
-
-def _seconds_setting(given: float | None, env_value: str | None, default: float) -> float:
-    """A duration: the argument, else the env var; an invalid env value is warned about
-    and the default used, as the OpenTelemetry SDK does with its own settings."""
-    if given is not None:
-        if not given >= 0:  # negative or NaN
-            raise ValueError(f"a duration must be >= 0 seconds, not {given!r}")
-        return float(given)
-    text = _first(env_value)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        _logger.warning("invalid duration %r; using the default %s s", text, default)
-        return default
-    return value

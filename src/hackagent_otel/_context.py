@@ -12,13 +12,12 @@ that builds one keeps working. Two deliberate differences:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import uuid
 from collections import OrderedDict, deque
 from typing import Any, Protocol
 
-from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel._forksafe import register, renew_after_fork
 
 _logger = logging.getLogger("hackagent_otel")
 
@@ -74,8 +73,65 @@ def _renew_counters_lock() -> None:
     _counters_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_counters_lock)
+register(_renew_counters_lock)
+
+
+class PendingEntries:
+    """Metadata and progress recorded outside any step of a context, kept for its next
+    step with the bounds a step's own have (and counts of what those bounds dropped).
+
+    The tracker fills and empties it; the context only holds it, since every tracker of
+    the context shares it. Thread-safe.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_lock",
+        "_metadata",
+        "_metadata_dropped",
+        "_progress",
+        "_progress_dropped",
+    )
+
+    def __init__(self) -> None:
+        self._metadata: dict[str, tuple[int, str]] = {}
+        self._progress: deque[tuple[int, str, str]] = deque(maxlen=MAX_PROGRESS_ENTRIES)
+        self._metadata_dropped = 0
+        self._progress_dropped = 0
+        self._lock = threading.Lock()
+        renew_after_fork(self, "_lock")
+
+    def stash_metadata(self, key: str, entry: tuple[int, str]) -> bool:
+        """Keep a metadata entry for the next step; False if a new key was over the bound."""
+        with self._lock:
+            pending = self._metadata
+            if key not in pending and len(pending) >= MAX_METADATA_KEYS:
+                self._metadata_dropped += 1
+                return False
+            pending.pop(key, None)
+            pending[key] = entry
+            return True
+
+    def stash_progress(self, entry: tuple[int, str, str]) -> bool:
+        """Keep a progress entry for the next step; True if an older one fell out."""
+        with self._lock:
+            full = len(self._progress) == MAX_PROGRESS_ENTRIES
+            if full:
+                self._progress_dropped += 1
+            self._progress.append(entry)
+            return full
+
+    def take(self) -> tuple[dict[str, tuple[int, str]], list[tuple[int, str, str]], int, int]:
+        """Metadata, progress and their dropped counts kept for the next step; resets them."""
+        if not self._metadata and not self._progress:
+            return {}, [], 0, 0
+        with self._lock:
+            metadata, self._metadata = self._metadata, {}
+            progress = list(self._progress)
+            self._progress.clear()
+            dropped = (self._metadata_dropped, self._progress_dropped)
+            self._metadata_dropped = self._progress_dropped = 0
+        return metadata, progress, *dropped
 
 
 def _shared_counter(result_id: str | None, start: int) -> _SequenceCounter:
@@ -129,14 +185,9 @@ class TrackingContext:
         # A goal whose Result the steps record to, known by its ref until the API's
         # answer to its creation gives the id (see link_goal).
         self._goal: _LinkableGoal | None = None
-        # Metadata and progress recorded outside any step: adopted by the next step, with
-        # the same bounds as a step's own (and how much those bounds dropped).
-        self._pending_metadata: dict[str, tuple[int, str]] = {}
-        self._pending_progress: deque[tuple[int, str, str]] = deque(maxlen=MAX_PROGRESS_ENTRIES)
-        self._pending_metadata_dropped = 0
-        self._pending_progress_dropped = 0
-        self._pending_lock = threading.Lock()
-        renew_after_fork(self, "_delegate_lock", "_pending_lock")
+        #: Metadata and progress recorded outside any step, for the next step.
+        self.pending = PendingEntries()
+        renew_after_fork(self, "_delegate_lock")
         self._warned: set[str] = set()
 
     # -- identity ------------------------------------------------------------------
@@ -153,7 +204,7 @@ class TrackingContext:
         self._result_id = value
         self._counter = _shared_counter(value, 0)
 
-    def _result_target(self) -> tuple[str, str] | None:
+    def result_target(self) -> tuple[str, str] | None:
         """Where step records go, without waiting: ``("id", result id)``, ``("ref", goal
         ref)`` for a linked goal whose id may not be known yet, or ``None``."""
         if self._result_id:
@@ -234,40 +285,6 @@ class TrackingContext:
 
     def get_metadata(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
-
-    def _stash_metadata(self, key: str, entry: tuple[int, str]) -> bool:
-        """Keep a metadata entry for the next step; False if a new key was over the bound."""
-        with self._pending_lock:
-            pending = self._pending_metadata
-            if key not in pending and len(pending) >= MAX_METADATA_KEYS:
-                self._pending_metadata_dropped += 1
-                return False
-            pending.pop(key, None)
-            pending[key] = entry
-            return True
-
-    def _stash_progress(self, entry: tuple[int, str, str]) -> bool:
-        """Keep a progress entry for the next step; True if an older one fell out."""
-        with self._pending_lock:
-            full = len(self._pending_progress) == MAX_PROGRESS_ENTRIES
-            if full:
-                self._pending_progress_dropped += 1
-            self._pending_progress.append(entry)
-            return full
-
-    def _take_pending(
-        self,
-    ) -> tuple[dict[str, tuple[int, str]], list[tuple[int, str, str]], int, int]:
-        """Metadata, progress and their dropped counts kept for the next step; resets them."""
-        if not self._pending_metadata and not self._pending_progress:
-            return {}, [], 0, 0
-        with self._pending_lock:
-            metadata, self._pending_metadata = self._pending_metadata, {}
-            progress = list(self._pending_progress)
-            self._pending_progress.clear()
-            dropped = (self._pending_metadata_dropped, self._pending_progress_dropped)
-            self._pending_metadata_dropped = self._pending_progress_dropped = 0
-        return metadata, progress, *dropped
 
     @classmethod
     def create_disabled(cls) -> TrackingContext:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
 import threading
 import time
 import uuid
@@ -40,16 +39,16 @@ from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Status, StatusCode
+from opentelemetry.trace import Link
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import _sanitize, _tracer, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StepTypeEnum, enum_value
-from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel._forksafe import register, renew_after_fork
 from hackagent_otel._json import compact_encoder
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
-from hackagent_otel._tracker import _exception_attributes, stats
+from hackagent_otel._tracker import stats
 
 __all__ = ["DEFAULT_RESULT_ID_TIMEOUT", "Context", "Tracker", "set_id_resolver"]
 
@@ -482,9 +481,7 @@ class Tracker:
             ).end()
             _tracer.set_attributes(span, verdict)
             if error is not None:
-                message = _sanitize.sanitize_text(str(error))
-                _tracer.add_event(span, "exception", _exception_attributes(error, message))
-                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
+                _tracer.record_exception(span, error)
             _end_goal_span(ctx)
         except Exception:
             self._internal_error("finalizing goal %s", ctx.goal_index)
@@ -686,5 +683,4 @@ def _renew_open_lock() -> None:
     _open_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_open_lock)
+register(_renew_open_lock)

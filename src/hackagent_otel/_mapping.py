@@ -61,10 +61,6 @@ class Mapped:
 NOTHING = Mapped()
 
 
-def is_hackagent_span(view: SpanView) -> bool:
-    return semconv.KIND in view.attributes
-
-
 def map_start(view: SpanView) -> Mapped:
     """The live start record of a step that has just started."""
     if view.attributes.get(semconv.KIND) != semconv.KIND_STEP:

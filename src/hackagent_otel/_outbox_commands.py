@@ -32,12 +32,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hackagent_otel._config import _first, default_outbox_path
+from hackagent_otel._config import API_KEY, BASE_URL, default_outbox_path
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox, OutboxError, OutboxRow
 from hackagent_otel._delivery.push import PushReport, push
 from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._outbox_files import api_target, find_outboxes
+from hackagent_otel._settings_table import http_url, value_of
 
 #: How long ``push`` keeps retrying an unreachable API without progress, by default.
 DEFAULT_MAX_WAIT = 60.0
@@ -49,11 +50,8 @@ NO_API_HINT = "no API: push --base-url URL delivers these"
 def show_outbox(path: Path | None, *, limit: int, console: Console) -> int:
     """Print each outbox's target, counts, pending and rejected rows; exit status 0, or
     1 when an outbox cannot be read."""
-    default = default_outbox_path()
-    files = find_outboxes(default, path)
+    files = _outboxes(path, console, none="nothing is waiting")
     if not files:
-        where = path or f"{default} or beside it"
-        console.print(f"no outbox at {where}: nothing is waiting", soft_wrap=True)
         return 0
     status = 0
     for file in files:
@@ -150,17 +148,17 @@ def push_outbox(
     """
     try:
         base_url_option = _api_url(base_url, "--base-url")
-        env_base_url = _api_url(os.environ.get("HACKAGENT_BASE_URL"), "HACKAGENT_BASE_URL")
+        # $HACKAGENT_BASE_URL on its own: it names an API only for records made with
+        # none (see destination_of), so it is never merged with --base-url.
+        (env_name,) = BASE_URL.env
+        env_base_url = _api_url(os.environ.get(env_name), env_name)
     except ValueError as exc:
         console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
         return 2
-    default = default_outbox_path()
-    files = find_outboxes(default, path)
+    files = _outboxes(path, console, none="nothing to push")
     if not files:
-        where = path or f"{default} or beside it"
-        console.print(f"no outbox at {where}: nothing to push", soft_wrap=True)
         return 0
-    key = _first(api_key, os.environ.get("HACKAGENT_API_KEY"))
+    key = value_of(API_KEY, api_key)
     if key is None:
         console.print(
             "[red]no API key: pass --api-key or set HACKAGENT_API_KEY (without one the API "
@@ -261,15 +259,23 @@ class _Total:
         )
 
 
+def _outboxes(path: Path | None, console: Console, *, none: str) -> list[Path]:
+    """The outbox files a command works on (``path`` alone, else the default one and
+    every API's beside it); with none, says so, ending with ``none``."""
+    default = default_outbox_path()
+    files = find_outboxes(default, path)
+    if not files:
+        where = path or f"{default} or beside it"
+        console.print(f"no outbox at {where}: {none}", soft_wrap=True)
+    return files
+
+
 def _api_url(url: str | None, named_by: str) -> str | None:
     """A URL given for the API (``None`` when unset or blank), in target form; raises
     ``ValueError`` when it is not http(s)."""
-    value = _first(url)
-    if value is None:
+    if url is None or not url.strip():
         return None
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"{named_by} {value!r} must start with http:// or https://")
-    return api_target(value)
+    return api_target(http_url(url, named_by))
 
 
 def _progress_bar(console: Console) -> Progress:

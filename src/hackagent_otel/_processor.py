@@ -46,6 +46,13 @@ SHUTDOWN_TIMEOUT_MILLIS = 5_000
 #: Processors not yet shut down; the exporter leaves their spans to them.
 LIVE_PROCESSORS: weakref.WeakSet[HackAgentSpanProcessor] = weakref.WeakSet()
 
+#: Processors with spans queued that their mapping thread has yet to take up. The thread
+#: holds its processor only while it maps (:func:`_map_while_alive`); this holds it from
+#: the first span queued until then, so a processor dropped without ``shutdown()``
+#: maps what it was given before it is collected.
+_QUEUED: set[HackAgentSpanProcessor] = set()
+register(_QUEUED.clear)  # a child starts with empty queues
+
 
 class RecordSink(Protocol):
     """Where records go: delivery to the API, or the outbox."""
@@ -239,6 +246,8 @@ class HackAgentSpanProcessor(SpanProcessor):
         with self._enqueue_lock:  # a lost increment would let force_flush return early
             self._enqueued += 1
             self._queue.append((phase, span))
+            if len(self._queue) == 1:
+                _QUEUED.add(self)
         if self._worker is None:
             self._start_worker()
         if len(self._queue) > self._max_backlog:
@@ -254,21 +263,29 @@ class HackAgentSpanProcessor(SpanProcessor):
         with self._worker_lock:
             if self._worker is None:
                 self._worker = threading.Thread(
-                    target=self._run, name="hackagent-otel-mapper", daemon=True
+                    target=_map_while_alive,
+                    args=(weakref.ref(self),),
+                    name="hackagent-otel-mapper",
+                    daemon=True,
                 )
                 self._worker.start()
 
-    def _run(self) -> None:
+    def _map_queued(self) -> threading.Event | None:
+        """One round of the mapping thread: map until the queue is empty. Returns the
+        event to wait on before the next round, or ``None`` once shut down."""
+        self._idle = False
         while True:
             while self._map_next():
                 pass
             if self._stopping:
-                return
-            self._idle = True
-            if not self._queue:
-                self._wake.wait(0.5)
-                self._wake.clear()
-            self._idle = False
+                _QUEUED.discard(self)
+                return None
+            self._idle = True  # from here on, a span queued sets the event
+            with self._enqueue_lock:
+                if not self._queue:
+                    _QUEUED.discard(self)
+                    return self._wake
+            self._idle = False  # one came in before the flag was up
 
     def _map_next(self) -> bool:
         """Map the oldest queued span and hand its records on; False if none was queued.
@@ -367,3 +384,16 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._idle = True
         self._enqueued = self._done = 0
         self._durable = True
+
+
+def _map_while_alive(processor_ref: weakref.ref[HackAgentSpanProcessor]) -> None:
+    """The mapping thread. It holds its processor only for a round of mapping, never
+    while it waits, so a processor dropped without ``shutdown()`` is collected like any
+    other object (and drops out of :data:`LIVE_PROCESSORS`); the thread then ends."""
+    while (processor := processor_ref()) is not None:
+        wake = processor._map_queued()
+        del processor
+        if wake is None:
+            return
+        wake.wait(0.5)
+        wake.clear()

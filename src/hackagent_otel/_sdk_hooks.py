@@ -10,7 +10,8 @@ Two things the OpenTelemetry API cannot express:
   it is not sampled, so Jaeger sees exactly what the user's sampler chose.
 
 Tracers that are not the SDK's (no ``id_generator``/``sampler`` attributes) are left
-as they are: their runs simply get random trace ids.
+as they are: their runs simply get random trace ids. The set-up hands
+:func:`adapt_tracer` to the tracer source (``_setup.connect_tracer_source``).
 """
 
 from __future__ import annotations
@@ -85,10 +86,3 @@ def adapt_tracer(tracer: trace.Tracer) -> None:
         tracer.id_generator = RunTraceIdGenerator(generator)  # type: ignore[attr-defined]
     if isinstance(sampler, Sampler) and not isinstance(sampler, RecordHackAgentSpans):
         tracer.sampler = RecordHackAgentSpans(sampler)  # type: ignore[attr-defined]
-
-
-def install() -> None:
-    """Register :func:`adapt_tracer` with the tracer source (idempotent)."""
-    if not getattr(install, "done", False):
-        install.done = True  # type: ignore[attr-defined]
-        _tracer.source.add_adapter(adapt_tracer)

@@ -278,6 +278,16 @@ PACKAGE_LOGGERS = (
     "hackagent_otel.processor",
 )
 
-_sdk_hooks.install()
-_sanitize.scrub_logs(*PACKAGE_LOGGERS)
-_tracer.source.set_fallback_configurer(_configure_implicitly)
+
+def connect_tracer_source() -> None:
+    """Give the tracker's tracer source what it may not import itself: the SDK side's
+    adapter for our own tracer, and ``configure()`` from env vars for a first use with
+    no SDK provider anywhere (a drop-in user who never calls it still gets records);
+    and the scrubbing of known secrets from every logger the package logs on.
+
+    Called once, by the package (``hackagent_otel/__init__.py``), so that importing this
+    module sets nothing up; calling it again changes nothing.
+    """
+    _tracer.source.add_adapter(_sdk_hooks.adapt_tracer)
+    _tracer.source.set_fallback_configurer(_configure_implicitly)
+    _sanitize.scrub_logs(*PACKAGE_LOGGERS)

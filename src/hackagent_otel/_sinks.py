@@ -17,9 +17,7 @@ and ``hackagent-otel push`` knows where each file's records go.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +26,7 @@ from hackagent_otel import _sanitize
 from hackagent_otel._config import Settings
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.service import DeliveryService
+from hackagent_otel._forksafe import renew_after_fork
 from hackagent_otel._outbox_files import api_target, outbox_path_for_target
 from hackagent_otel._routing import routes
 
@@ -75,7 +74,9 @@ class SinkRouter:
         self._by_client: OrderedDict[int, tuple[Any, DeliveryService]] = OrderedDict()
         self._by_target: dict[tuple[str, str], DeliveryService] = {}
         self._lock = threading.Lock()
-        _ROUTERS.add(self)
+        # A fork while the mapping thread built a service (holding the lock) would leave
+        # the child's copy locked for good: its first record or its exit would hang.
+        renew_after_fork(self, "_lock")
         if default_enabled:
             # Built now, on the thread that configures, not lazily on the mapping thread:
             # a fork while that thread builds it (importing httpx's transport lazily)
@@ -137,20 +138,6 @@ class SinkRouter:
             if self._default is not None:
                 services.append(self._default)
         return iter(dict.fromkeys(services))
-
-
-#: Routers alive in this process; a forked child gets fresh locks for them.
-_ROUTERS: weakref.WeakSet[SinkRouter] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    # A fork while the mapping thread built a service (holding the lock) would leave
-    # the child's copy locked for good: its first record or its exit would hang.
-    for router in list(_ROUTERS):
-        router._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def sink_from_env() -> DeliveryService:

@@ -1,7 +1,8 @@
 """The tracer the tracker draws its spans from.
 
 The tracker speaks the OpenTelemetry API only. Two things it needs are SDK business,
-so the SDK side registers them here instead of the tracker importing it:
+so the set-up hands them over (``_setup.connect_tracer_source``, once, when the package
+is imported) instead of the tracker importing them:
 
 * *adapters* that adjust our own tracer object (and no one else's): pinning a run's
   trace id, and keeping HackAgent spans recorded when the user's sampler drops them;
@@ -17,9 +18,9 @@ depend on them. The span itself is still cut as configured; the records are not.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,10 +29,11 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from hackagent_otel import semconv
-from hackagent_otel._forksafe import renew_after_fork
+from hackagent_otel import _sanitize, semconv
+from hackagent_otel._forksafe import register, renew_after_fork
 
 TracerAdapter = Callable[[trace.Tracer], None]
 
@@ -54,9 +56,11 @@ class TracerSource:
         renew_after_fork(self, "_lock")
 
     def add_adapter(self, adapter: TracerAdapter) -> None:
+        """Have ``adapter`` adjust our tracer (once, however often it is added)."""
         with self._lock:
-            self._adapters.append(adapter)
-            self._cached = None
+            if adapter not in self._adapters:
+                self._adapters.append(adapter)
+                self._cached = None
 
     def use_provider(self, provider: trace.TracerProvider | None) -> None:
         """Draw spans from ``provider`` instead of the global one (``None``: global)."""
@@ -201,8 +205,7 @@ def _renew_kept_lock() -> None:
     _kept_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_kept_lock)
+register(_renew_kept_lock)
 
 
 def set_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue]) -> None:
@@ -225,3 +228,36 @@ def add_event(
     kept = kept_for(span)
     if kept is not None:
         kept.events.append((name, dict(attributes), when))
+
+
+def record_exception(span: trace.Span, exc: BaseException) -> str:
+    """The ``exception`` event and the ERROR status for ``exc`` on ``span``, sanitized,
+    the event kept whole for the records too; returns the sanitized message.
+
+    Not the SDK's ``Span.record_exception``, although its ``attributes`` would replace
+    the message and stack trace with ours before the event is added (so no secret in
+    ``str(exc)`` would reach the span either way): it formats ``str(exc)`` and the whole
+    traceback only to throw them away, and ``str(exc)`` raising there (a hostile
+    ``__str__``) would lose the event; its event bypasses :func:`add_event`, so it is
+    not kept beside the span; and it adds ``exception.escaped``, which the original
+    tracker's spans never had.
+    """
+    message = _sanitize.sanitize_text(str(exc))
+    exc_type = type(exc)
+    qualified = (
+        exc_type.__qualname__
+        if exc_type.__module__ in ("builtins", "__main__")
+        else f"{exc_type.__module__}.{exc_type.__qualname__}"
+    )
+    stacktrace = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
+    add_event(
+        span,
+        "exception",
+        {
+            "exception.type": qualified,
+            "exception.message": message,
+            "exception.stacktrace": _sanitize.sanitize_text(stacktrace, 32_768),
+        },
+    )
+    span.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {message}"))
+    return message

@@ -14,7 +14,6 @@ import json
 import logging
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -24,7 +23,6 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from hackagent_otel import _sanitize, _tracer, semconv
@@ -238,7 +236,7 @@ class StepTracker:
                 semconv.STEP_TRACE_TYPE: _TRACE_TYPE_OTHER,
                 semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
             }
-            target = ctx._result_target()
+            target = ctx.result_target()
             if target is not None:
                 attributes[semconv.RESULT_ID if target[0] == "id" else semconv.GOAL_REF] = target[1]
             if config is not None:
@@ -246,7 +244,7 @@ class StepTracker:
             if input_data is not None:
                 attributes[semconv.STEP_INPUT] = _sanitize.dumps(input_data)
             pending_metadata, pending_progress, metadata_dropped, progress_dropped = (
-                ctx._take_pending()
+                ctx.pending.take()
             )
             context_metadata = _context_metadata(ctx, pending_metadata, pending_progress)
             if context_metadata is not None:
@@ -299,10 +297,8 @@ class StepTracker:
                     timestamp,
                 )
             if exc is not None:
-                message = _sanitize.sanitize_text(str(exc))
+                message = _tracer.record_exception(span, exc)
                 attributes[semconv.STEP_ERROR_MESSAGE] = message
-                _tracer.add_event(span, "exception", _exception_attributes(exc, message))
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {message}"))
                 self.logger.error("Step '%s' failed: %s", _step_name(span), message)
             _tracer.set_attributes(span, attributes)
             span.end()
@@ -323,7 +319,7 @@ class StepTracker:
             entry = (time.time_ns(), _sanitize.dumps_keyed(text_key, value))
             step = self._current_step()
             if step is None:
-                if not self.context._stash_metadata(text_key, entry):
+                if not self.context.pending.stash_metadata(text_key, entry):
                     stats.add("metadata_dropped")
                 return
             with _recording.lock:
@@ -349,7 +345,7 @@ class StepTracker:
             entry = (time.time_ns(), _sanitize.sanitize_text(message), _sanitize.dumps(metrics))
             step = self._current_step()
             if step is None:
-                if self.context._stash_progress(entry):
+                if self.context.pending.stash_progress(entry):
                     stats.add("progress_dropped")
                 return
             with _recording.lock:
@@ -417,7 +413,7 @@ class StepTracker:
         tracking is disabled, there is no valid result id, or the status is unknown.
         """
         ctx = self.context
-        target = ctx._result_target()
+        target = ctx.result_target()
         if ctx.is_enabled and target is None:
             self.logger.warning("hackagent_otel: cannot update result status: no result id")
             return False
@@ -505,21 +501,6 @@ def _log_exception_scrubbed(logger: logging.Logger, message: str, args: tuple[An
 
 def _step_name(span: trace.Span) -> str:
     return str(getattr(span, "name", "step"))
-
-
-def _exception_attributes(exc: BaseException, message: str) -> dict[str, AttributeValue]:
-    exc_type = type(exc)
-    qualified = (
-        exc_type.__qualname__
-        if exc_type.__module__ in ("builtins", "__main__")
-        else f"{exc_type.__module__}.{exc_type.__qualname__}"
-    )
-    stacktrace = "".join(traceback.format_exception(exc_type, exc, exc.__traceback__))
-    return {
-        "exception.type": qualified,
-        "exception.message": message,
-        "exception.stacktrace": _sanitize.sanitize_text(stacktrace, 32_768),
-    }
 
 
 def _context_metadata(

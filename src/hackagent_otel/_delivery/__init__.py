@@ -15,14 +15,7 @@ OTel instrumentation around its own HTTP calls (:func:`client.suppress_instrumen
 """
 
 from hackagent_otel._delivery.client import DEFAULT_BASE_URL, HackAgentClient
-from hackagent_otel._delivery.outbox import (
-    OUTBOX_PATH_ENV,
-    Outbox,
-    OutboxCounts,
-    OutboxError,
-    OutboxRow,
-    default_outbox_path,
-)
+from hackagent_otel._delivery.outbox import Outbox, OutboxCounts, OutboxError, OutboxRow
 from hackagent_otel._delivery.outcome import Delivered, Outcome, Rejected, Sender, Transient
 from hackagent_otel._delivery.push import PushReport, push
 from hackagent_otel._delivery.retry import RetryPolicy, classify_status, parse_retry_after
@@ -30,7 +23,6 @@ from hackagent_otel._delivery.service import DeliveryService, DeliveryStats
 
 __all__ = [
     "DEFAULT_BASE_URL",
-    "OUTBOX_PATH_ENV",
     "Delivered",
     "DeliveryService",
     "DeliveryStats",
@@ -46,7 +38,6 @@ __all__ = [
     "Sender",
     "Transient",
     "classify_status",
-    "default_outbox_path",
     "parse_retry_after",
     "push",
 ]

@@ -57,23 +57,19 @@ from pathlib import Path
 from typing import Literal
 
 from hackagent_otel._delivery.lock import DrainLock
+from hackagent_otel._forksafe import register
 from hackagent_otel._records import Call, Record
 
 __all__ = [
-    "OUTBOX_PATH_ENV",
     "Binding",
     "Outbox",
     "OutboxCounts",
     "OutboxError",
     "OutboxRow",
     "Settlement",
-    "default_outbox_path",
 ]
 
 _log = logging.getLogger("hackagent_otel.delivery")
-
-#: Environment variable naming the outbox file.
-OUTBOX_PATH_ENV = "HACKAGENT_OUTBOX_PATH"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -227,21 +223,8 @@ class Settlement:
         return bool(self.delivered or self.rejected or self.failed or self.released)
 
 
-def default_outbox_path() -> Path:
-    """Where the outbox lives unless told otherwise.
-
-    ``$HACKAGENT_OUTBOX_PATH`` if set, else
-    ``${XDG_STATE_HOME:-~/.local/state}/hackagent-otel/outbox.sqlite3``.
-    """
-    explicit = os.environ.get(OUTBOX_PATH_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    state_home = os.environ.get("XDG_STATE_HOME") or os.path.join("~", ".local", "state")
-    return Path(state_home).expanduser() / "hackagent-otel" / "outbox.sqlite3"
-
-
 class Outbox:
-    """The SQLite outbox at ``path`` (default :func:`default_outbox_path`), opened now.
+    """The SQLite outbox at ``path``, opened now (where the file is, the settings say).
 
     ``target``: the base URL of the HackAgent API its records are for (never a key). A
     new file records it, so ``hackagent-otel push`` later knows where each outbox's
@@ -253,13 +236,13 @@ class Outbox:
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         *,
         target: str | None = None,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 5.0,
     ) -> None:
-        self.path = Path(path) if path is not None else default_outbox_path()
+        self.path = Path(path)
         self._synchronous = synchronous
         self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
@@ -784,11 +767,7 @@ def _after_fork_in_child() -> None:
         outbox._after_fork()
 
 
-os.register_at_fork(
-    before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
-    after_in_child=_after_fork_in_child,
-)
+register(_after_fork_in_child, before=_before_fork, after_in_parent=_after_fork_in_parent)
 
 
 def _row(row: tuple[object, ...], *, state: str | None = None) -> OutboxRow:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import random as _random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timezone
 from email.utils import parsedate_to_datetime
@@ -87,18 +87,17 @@ class RetryPolicy:
 
     Wait ``n`` (from 0) is drawn from the exponential ceiling
     ``min(max_backoff, initial_backoff * multiplier**n)``: with ``jitter="full"`` uniformly
-    in ``[0, ceiling]``; with ``"decorrelated"`` uniformly in ``[initial, 3 * previous]``
-    (capped); with ``"none"`` exactly the ceiling. A server's ``Retry-After`` replaces the
-    drawn wait when longer (capped to ``max_retry_after``). ``max_elapsed`` bounds the
-    total time spent retrying one record before the caller gives up on direct delivery
-    (``None``: no bound). ``random`` and ``clock`` are injectable for tests.
+    in ``[0, ceiling]``; with ``"none"`` exactly the ceiling. A server's ``Retry-After``
+    replaces the drawn wait when longer (capped to ``max_retry_after``). ``max_elapsed``
+    bounds the total time spent retrying one record before the caller gives up on direct
+    delivery (``None``: no bound). ``random`` and ``clock`` are injectable for tests.
     """
 
     initial_backoff: float = 0.5
     multiplier: float = 1.5
     max_backoff: float = 30.0
     max_elapsed: float | None = 5.0
-    jitter: Literal["full", "decorrelated", "none"] = "full"
+    jitter: Literal["full", "none"] = "full"
     max_retry_after: float = 300.0
     random: Callable[[], float] = field(default=_random.random, compare=False)
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
@@ -123,7 +122,6 @@ class Backoff:
         self.policy = policy
         self.attempts = 0
         self.started = policy.clock()
-        self._previous = policy.initial_backoff
 
     def next_wait(self, retry_after: float | None = None) -> float | None:
         """Seconds to wait before the next try, or ``None`` when the budget is spent.
@@ -132,15 +130,7 @@ class Backoff:
         """
         policy = self.policy
         ceiling = min(policy.max_backoff, policy.initial_backoff * policy.multiplier**self.attempts)
-        if policy.jitter == "full":
-            wait = ceiling * policy.random()
-        elif policy.jitter == "decorrelated":
-            low = policy.initial_backoff
-            high = max(low, min(policy.max_backoff, self._previous * 3))
-            wait = low + (high - low) * policy.random()
-        else:
-            wait = ceiling
-        self._previous = max(wait, policy.initial_backoff)
+        wait = ceiling * policy.random() if policy.jitter == "full" else ceiling
         if retry_after is not None:
             wait = max(wait, min(retry_after, policy.max_retry_after))
         self.attempts += 1
@@ -154,8 +144,3 @@ class Backoff:
         """Start over after a success."""
         self.attempts = 0
         self.started = self.policy.clock()
-        self._previous = self.policy.initial_backoff
-
-    def __iter__(self) -> Iterator[float]:
-        while (wait := self.next_wait()) is not None:
-            yield wait

@@ -123,16 +123,16 @@ class DeliveryService:
 
     ``sender`` makes the API calls (a :class:`HackAgentClient`; ``None`` means no API:
     everything is kept in the outbox). ``outbox`` is used if given (and not closed by
-    the service); otherwise one is opened at ``outbox_path`` (default
-    :func:`~hackagent_otel._delivery.outbox.default_outbox_path`) when first needed,
-    recording ``outbox_target`` (default: the sender's ``base_url``) as the API its
-    records are for. ``queue_size`` bounds the records held in memory. ``policy``
-    shapes retries in direct mode (its ``max_elapsed`` is the budget before spooling);
-    ``probe_policy`` (default: ``policy`` without a time limit) paces probes of a down
-    API while draining and of an outbox that cannot be written. Every
-    ``outbox_poll_interval`` seconds in direct mode the outbox is checked for rows other
-    processes left, which are then drained. ``clock`` measures deadlines. The service
-    owns ``sender`` and closes it at :meth:`shutdown`.
+    the service); otherwise one is opened at ``outbox_path`` (one of the two is needed;
+    where the file is, the settings say) when first needed, recording ``outbox_target``
+    (default: the sender's ``base_url``) as the API its records are for. ``queue_size``
+    bounds the records held in memory. ``policy`` shapes retries in direct mode (its
+    ``max_elapsed`` is the budget before spooling); ``probe_policy`` (default:
+    ``policy`` without a time limit) paces probes of a down API while draining and of an
+    outbox that cannot be written. Every ``outbox_poll_interval`` seconds in direct mode
+    the outbox is checked for rows other processes left, which are then drained.
+    ``clock`` measures deadlines. The service owns ``sender`` and closes it at
+    :meth:`shutdown`.
     """
 
     def __init__(

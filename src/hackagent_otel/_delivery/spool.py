@@ -49,6 +49,8 @@ class Spool:
         probe_policy: RetryPolicy,
         clock: Callable[[], float],
     ) -> None:
+        if outbox is None and path is None:
+            raise TypeError("an outbox, or the path of one, is needed")
         self._outbox = outbox
         self._owned = outbox is None
         self._path = Path(path) if path is not None else None
@@ -76,6 +78,7 @@ class Spool:
             if self.health is OutboxHealth.BROKEN:
                 raise OutboxError(f"the outbox is broken: {self.error}", transient=False)
             if self._outbox is None:
+                assert self._path is not None  # checked when made
                 self._outbox = Outbox(self._path, target=self._target)
             return self._outbox
 

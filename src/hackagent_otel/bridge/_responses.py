@@ -7,15 +7,29 @@
   ``google.rpc.Status``, with a ``google.rpc.RetryInfo`` detail when a retry can
   succeed (:func:`grpc_status_details`).
 
-A protobuf request gets protobuf, a JSON request JSON; a request whose content type is
-neither gets JSON (it is the readable choice, and no OTLP client sent it). The two
-protobuf messages are small enough to encode by hand, so this module needs no
-generated code.
+A protobuf request gets protobuf, made by the generated messages (OTLP's own, and
+``google.rpc``'s from googleapis-common-protos, which the OTLP exporters depend on); a
+JSON request gets the same fields as JSON; a request whose content type is neither gets
+JSON (it is the readable choice, and no OTLP client sent it). The JSON keeps
+``rejectedSpans`` a number, as the Collector sends it. Pure: builds bytes, touches
+nothing.
 """
 
 from __future__ import annotations
 
 import json
+
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.duration_pb2 import Duration
+from google.rpc import code_pb2  # type: ignore[import-untyped]
+from google.rpc.error_details_pb2 import RetryInfo  # type: ignore[import-untyped]
+from google.rpc.status_pb2 import Status  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from hackagent_otel.bridge._decoded import JSON, PROTOBUF
 
 __all__ = [
     "JSON",
@@ -26,28 +40,24 @@ __all__ = [
     "status_response",
 ]
 
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
-
 #: ``google.rpc.Code`` for each HTTP status the receiver answers with.
 _GRPC_CODES = {
-    400: 3,  # INVALID_ARGUMENT
-    401: 16,  # UNAUTHENTICATED
-    404: 5,  # NOT_FOUND
-    405: 12,  # UNIMPLEMENTED
-    408: 4,  # DEADLINE_EXCEEDED
-    413: 3,  # INVALID_ARGUMENT
-    415: 3,  # INVALID_ARGUMENT
-    429: 8,  # RESOURCE_EXHAUSTED
-    503: 14,  # UNAVAILABLE
+    400: code_pb2.INVALID_ARGUMENT,
+    401: code_pb2.UNAUTHENTICATED,
+    404: code_pb2.NOT_FOUND,
+    405: code_pb2.UNIMPLEMENTED,
+    408: code_pb2.DEADLINE_EXCEEDED,
+    413: code_pb2.INVALID_ARGUMENT,
+    415: code_pb2.INVALID_ARGUMENT,
+    429: code_pb2.RESOURCE_EXHAUSTED,
+    503: code_pb2.UNAVAILABLE,
 }
 _MAX_MESSAGE = 1000
-RETRY_INFO_TYPE_URL = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 def grpc_code_for(http_status: int) -> int:
-    """The ``google.rpc.Code`` that goes with an HTTP status (2 UNKNOWN otherwise)."""
-    return _GRPC_CODES.get(http_status, 2)
+    """The ``google.rpc.Code`` that goes with an HTTP status (UNKNOWN otherwise)."""
+    return int(_GRPC_CODES.get(http_status, code_pb2.UNKNOWN))
 
 
 def export_response(
@@ -55,12 +65,15 @@ def export_response(
 ) -> tuple[bytes, str]:
     """``(body, content type)`` of a successful export, with partial success if any."""
     message = error_message[:_MAX_MESSAGE]
+    partial = rejected_spans or message
     if media_type == PROTOBUF:
-        if not rejected_spans and not message:
-            return b"", PROTOBUF
-        partial = _varint_field(1, rejected_spans) + _bytes_field(2, message.encode())
-        return _bytes_field(1, partial), PROTOBUF
-    if not rejected_spans and not message:
+        response = ExportTraceServiceResponse()
+        if partial:  # an empty partial_success would still be sent: leave it out
+            response.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=rejected_spans, error_message=message)
+            )
+        return response.SerializeToString(), PROTOBUF
+    if not partial:
         return b"{}", JSON
     body = {"partialSuccess": {"rejectedSpans": rejected_spans, "errorMessage": message}}
     return json.dumps(body, separators=(",", ":")).encode(), JSON
@@ -68,11 +81,11 @@ def export_response(
 
 def status_response(media_type: str, http_status: int, message: str) -> tuple[bytes, str]:
     """``(body, content type)`` of a failed request: a ``google.rpc.Status``."""
-    code = grpc_code_for(http_status)
-    text = message[:_MAX_MESSAGE]
+    status = Status(code=grpc_code_for(http_status), message=message[:_MAX_MESSAGE])
     if media_type == PROTOBUF:
-        return _varint_field(1, code) + _bytes_field(2, text.encode()), PROTOBUF
-    return json.dumps({"code": code, "message": text}, separators=(",", ":")).encode(), JSON
+        return status.SerializeToString(), PROTOBUF
+    body = {"code": status.code, "message": status.message}
+    return json.dumps(body, separators=(",", ":")).encode(), JSON
 
 
 def grpc_status_details(code: int, message: str, retry_after_seconds: int | None) -> bytes:
@@ -82,37 +95,11 @@ def grpc_status_details(code: int, message: str, retry_after_seconds: int | None
     ``retry_delay`` is that many seconds: the Collector's OTLP/gRPC exporter retries
     RESOURCE_EXHAUSTED only when RetryInfo is there, and waits ``retry_delay`` first.
     """
-    status = _varint_field(1, code) + _bytes_field(2, message[:_MAX_MESSAGE].encode())
+    status = Status(code=code, message=message[:_MAX_MESSAGE])
     if retry_after_seconds is not None:
-        duration = _varint_field(1, retry_after_seconds)  # google.protobuf.Duration.seconds
-        retry_info = _always_bytes_field(1, duration)  # RetryInfo.retry_delay
-        any_detail = _bytes_field(1, RETRY_INFO_TYPE_URL.encode()) + _bytes_field(2, retry_info)
-        status += _always_bytes_field(3, any_detail)  # Status.details
-    return status
-
-
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # two's complement, as protobuf encodes negative int64
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _varint_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value) if value else b""
-
-
-def _bytes_field(number: int, value: bytes) -> bytes:
-    return _always_bytes_field(number, value) if value else b""
-
-
-def _always_bytes_field(number: int, value: bytes) -> bytes:
-    """A length-delimited field even when empty: a message field that must be present."""
-    return _varint((number << 3) | 2) + _varint(len(value)) + value
+        retry = RetryInfo()
+        retry.retry_delay.CopyFrom(Duration(seconds=retry_after_seconds))  # set, even if 0
+        detail = AnyMessage()
+        detail.Pack(retry)
+        status.details.append(detail)
+    return bytes(status.SerializeToString())
