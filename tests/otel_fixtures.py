@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
@@ -324,6 +324,19 @@ def filled_outbox(configure_otel: ConfigureOTel, env_outbox_path: Path) -> Fille
     run_seed_scenario(StepTracker(TrackingContext(run_id=run_id, parent_result_id=result_id)))
     hackagent_otel.shutdown()
     return FilledOutbox(env_outbox_path, run_id, result_id)
+
+
+def in_ci() -> bool:
+    """Whether this is a CI run (``CI`` set true), where a missing component fails."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def missing(message: str) -> NoReturn:
+    """A component a test needs is missing: a failure in CI, a skip with the reason on
+    a user's machine (without Go, without network)."""
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 class ListSink:

@@ -36,7 +36,7 @@ from hackagent_otel.instrumentation import (
     TRACKING_API,
     HackAgentInstrumentor,
 )
-from otel_fixtures import OTel
+from otel_fixtures import OTel, missing
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -583,7 +583,10 @@ def test_with_no_sdk_provider_set_up_is_left_to_the_first_step(
 
 
 def declared_entry_points() -> dict[str, dict[str, str]]:
-    tomllib = pytest.importorskip("tomllib")
+    try:
+        import tomllib  # type: ignore[import-not-found, unused-ignore]  # 3.11+
+    except ImportError:  # Python 3.10
+        missing("reading pyproject.toml needs tomllib (Python 3.11+)")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     entry_points: dict[str, dict[str, str]] = project["entry-points"]
     return entry_points

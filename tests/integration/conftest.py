@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from otel_fixtures import missing
+
 from ._otel_processes import (
     JAEGER_BIN,
     OTELCOL_BIN,
@@ -35,15 +37,12 @@ APP_TIMEOUT = 60.0
 
 def require_binary(path: Path) -> Path:
     """Return ``path`` if it is an executable; otherwise fail under CI, skip elsewhere."""
-    if path.is_file() and os.access(path, os.X_OK):
-        return path
-    message = (
-        f"{path.relative_to(REPO_ROOT)} is missing: run `make otel-bins` to build the "
-        "OpenTelemetry Collector and Jaeger from their Go sources"
-    )
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(message)
-    pytest.skip(message)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        missing(
+            f"{path.relative_to(REPO_ROOT)} is missing: run `make otel-bins` to build the "
+            "OpenTelemetry Collector and Jaeger from their Go sources"
+        )
+    return path
 
 
 @pytest.fixture(scope="session")
