@@ -32,7 +32,12 @@ def files(pattern: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", files("_delivery/*.py"), ids=lambda p: p.name)
 def test_delivery_depends_on_records_only(path: Path) -> None:
-    allowed = ("hackagent_otel._delivery", "hackagent_otel._records", "hackagent_otel._forksafe")
+    allowed = (
+        "hackagent_otel._delivery",
+        "hackagent_otel._records",
+        "hackagent_otel._forksafe",
+        "hackagent_otel._throttle",
+    )
     assert {i for i in ours(imports_of(path)) if not i.startswith(allowed)} == set()
 
 
@@ -86,8 +91,9 @@ def test_nothing_but_the_cli_reaches_up_to_the_cli_demo_or_bridge_server(path: P
     assert {i for i in ours(imports_of(path)) if i.startswith(top)} == set()
 
 
-def test_the_fork_hooks_import_nothing_of_ours() -> None:
-    assert ours(imports_of(PACKAGE / "_forksafe.py")) == set()
+@pytest.mark.parametrize("name", ["_forksafe.py", "_throttle.py"])
+def test_the_leaf_utilities_import_nothing_of_ours(name: str) -> None:
+    assert ours(imports_of(PACKAGE / name)) == set()
 
 
 def test_the_settings_table_imports_nothing_of_ours() -> None:

@@ -65,6 +65,7 @@ from hackagent_otel._delivery.retry import RetryPolicy
 from hackagent_otel._delivery.spool import OutboxHealth, Spool
 from hackagent_otel._forksafe import register
 from hackagent_otel._records import Call, Record
+from hackagent_otel._throttle import ThrottledLog
 
 __all__ = ["DeliveryService", "DeliveryStats"]
 
@@ -98,24 +99,6 @@ class DeliveryStats:
     outbox: OutboxHealth = OutboxHealth.OK
     outbox_error: str | None = None
     errors: int = 0
-
-
-class _Throttled:
-    """Log a repeated warning at most once per ``interval`` seconds, with a running total."""
-
-    def __init__(self, interval: float = 5.0) -> None:
-        self.interval = interval
-        self._last = -1e9
-        self._suppressed = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            self._suppressed += 1
-            return
-        more = f" (+{self._suppressed} similar)" if self._suppressed else ""
-        self._last, self._suppressed = now, 0
-        _log.warning(message + more, *args)
 
 
 class DeliveryService:
@@ -214,7 +197,7 @@ class DeliveryService:
         self._counters = dict.fromkeys(
             ("submitted", "sent", "retried", "spooled", "rejected", "dropped", "errors"), 0
         )
-        self._drop_log = _Throttled()
+        self._drop_log = ThrottledLog(_log)
         self._threads: list[threading.Thread] = []
 
     # -- the caller's side -------------------------------------------------------------
