@@ -16,7 +16,7 @@ import pytest
 from opentelemetry import context as otel_context
 
 from hackagent_otel._delivery.client import HackAgentClient, suppress_instrumentation
-from hackagent_otel._delivery.outcome import Delivered, Rejected, Transient, request_or_rejection
+from hackagent_otel._delivery.outcome import Delivered, Rejected, Transient
 from hackagent_otel._records import Record, Request
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
 
@@ -162,15 +162,6 @@ def test_malformed_success_is_still_delivered_without_a_body(
     # The API accepted the call; retrying it would only create a duplicate.
     fake_api.inject(Fault.malformed_response(how))
     assert client.send(trace_record()) == Delivered(201, None)
-
-
-def test_unserializable_body_is_rejected_without_a_call(fake_api: FakeHackAgentAPI) -> None:
-    run_id = str(uuid.uuid4())
-    record = Record("run_update", "PATCH", f"/run/{run_id}", {"n": float("nan")}, run_id)
-    outcome = request_or_rejection(record)
-    assert isinstance(outcome, Rejected)
-    assert outcome.status == 0
-    assert fake_api.calls == []
 
 
 def test_base_url_path_is_kept_and_slashes_are_joined_once(fake_api: FakeHackAgentAPI) -> None:

@@ -319,6 +319,18 @@ def test_submit_after_shutdown_is_dropped_and_counted(make: object) -> None:
     assert service.stats().dropped == 1
 
 
+def test_a_record_whose_body_is_not_json_is_dropped_and_counted_without_a_call(
+    fake_api: FakeHackAgentAPI, make: object
+) -> None:
+    service: DeliveryService = make()  # type: ignore[operator]
+    run_id = str(uuid.uuid4())
+    service.submit(Record("run_update", "PATCH", f"/run/{run_id}", {"n": float("nan")}, run_id))
+    assert service.force_flush(2)
+    stats = service.stats()
+    assert (stats.submitted, stats.dropped, stats.sent) == (1, 1, 0)
+    assert fake_api.calls == []
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_forked_child_delivers_its_records_and_not_the_parents(
     fake_api: FakeHackAgentAPI, make: object

@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hackagent_otel._records import Record, Request
+from hackagent_otel._records import Request
 
-__all__ = ["Delivered", "Outcome", "Rejected", "Sender", "Transient", "request_or_rejection"]
+__all__ = ["Delivered", "Outcome", "Rejected", "Sender", "Transient"]
 
 
 class Delivered:
@@ -76,14 +76,6 @@ class Rejected:
 
 
 Outcome = Delivered | Transient | Rejected
-
-
-def request_or_rejection(record: Record) -> Request | Rejected:
-    """The call ``record`` makes, or why it can never be made (its body is not JSON)."""
-    try:
-        return record.request()
-    except (TypeError, ValueError, RecursionError) as exc:
-        return Rejected(0, f"body is not JSON-serializable: {exc}")
 
 
 class Sender(Protocol):
