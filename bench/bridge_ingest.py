@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from bridge_support import otlp_protobuf, scenario_spans  # noqa: E402
+from hackagent_otel._sanitize import Sanitizer  # noqa: E402
 from hackagent_otel.bridge._decode import decode_protobuf  # noqa: E402
 from hackagent_otel.bridge._pipeline import order_records  # noqa: E402
 
@@ -68,7 +69,7 @@ def _bodies(count: int) -> tuple[list[bytes], int, int]:
         ]
         plain = otlp_protobuf(spans)
         spans_per_body = len(spans)
-        records_per_body = len(order_records(decode_protobuf(plain).spans)[0])
+        records_per_body = len(order_records(decode_protobuf(plain).spans, Sanitizer())[0])
         bodies.append(gzip.compress(plain, compresslevel=5))
     return bodies, spans_per_body, records_per_body
 

@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Sampler
 
 import hackagent_otel
-from hackagent_otel import StepTracker, TrackingContext, _sanitize, _tracker, semconv
+from hackagent_otel import StepTracker, TrackingContext, _tracer, _tracker, semconv
 from hackagent_otel._records import Record
 from hackagent_otel.testing import FakeHackAgentAPI
 
@@ -96,10 +96,12 @@ def raise_internal_errors(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_known_secrets() -> Iterator[None]:
-    """Each test starts and ends with no known secrets (configured keys pin theirs)."""
-    _sanitize.forget_known_secrets()
+    """Each test starts and ends with no known secrets (configured keys pin theirs):
+    none in the tracker's sanitizer in force (after ``shutdown()``, the drop-in one,
+    which took over what the configured one knew)."""
+    _tracer.source.sanitizer.forget_known_secrets()
     yield
-    _sanitize.forget_known_secrets()
+    _tracer.source.sanitizer.forget_known_secrets()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from apps.scenario import run_seed_scenario
 from bridge_support import new_ids, otlp_json_dict, otlp_protobuf, scenario_spans
-from hackagent_otel import StepTracker, semconv
+from hackagent_otel import StepTracker, _tracer, semconv
 from hackagent_otel._mapping import map_end
 from hackagent_otel._spanview import SpanView, from_sdk_span
 from hackagent_otel.bridge import _decode_protobuf, _decoded
@@ -142,7 +142,9 @@ def test_sdk_encoded_spans_decode_to_views_that_map_like_the_originals(
         view = views[original.span_id]
         assert view.sanitized is False
         assert replace(view, sanitized=original.sanitized) == original
-        assert map_end(view, include_start=True) == map_end(original, include_start=True)
+        assert map_end(view, _tracer.source.sanitizer, include_start=True) == map_end(
+            original, _tracer.source.sanitizer, include_start=True
+        )
 
 
 def test_a_failed_step_keeps_its_error_status_and_description(

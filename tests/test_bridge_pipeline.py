@@ -31,9 +31,10 @@ from bridge_support import (
     scenario_spans,
     serve,
 )
-from hackagent_otel import HackAgentSpanExporter, _mapping, _sanitize, _tracer, semconv
+from hackagent_otel import HackAgentSpanExporter, _mapping, _tracer, semconv
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._records import Call, Record
+from hackagent_otel._sanitize import Sanitizer
 from hackagent_otel._spanview import SpanView
 from hackagent_otel.bridge import BridgePipeline, BridgeSettings
 from hackagent_otel.bridge._decode import decode
@@ -64,7 +65,7 @@ def stored_record(call: Call) -> Record:
 def test_the_seed_scenario_maps_to_the_originals_calls_in_order() -> None:
     run_id, result_id = new_ids()
 
-    records, rejected, errors = order_records(views(scenario_spans(run_id, result_id)))
+    records, rejected, errors = order_records(views(scenario_spans(run_id, result_id)), Sanitizer())
 
     assert (rejected, errors) == (0, [])
     assert calls(records, f"/result/{result_id}") == expected_result_calls(result_id)
@@ -84,7 +85,7 @@ def test_records_equal_the_in_process_exporters_otel_ids_and_times_included() ->
         run_seed_scenario(StepTracker(TrackingContext(run_id=run_id, parent_result_id=result_id)))
         spans = list(memory.get_finished_spans())
 
-    records, _, _ = order_records(views(spans))
+    records, _, _ = order_records(views(spans), Sanitizer())
 
     def per_key(found: list[Record]) -> dict[str, list[tuple[str, str, Any]]]:
         grouped: dict[str, list[tuple[str, str, Any]]] = {}
@@ -101,7 +102,7 @@ def test_a_nested_steps_records_follow_sequence_order_though_the_child_ends_firs
     spans = scenario_spans(run_id, result_id, nested=True)
     assert [s.name for s in spans][:2] == ["Inner", "Outer"]  # finished order
 
-    records, _, _ = order_records(views(spans))
+    records, _, _ = order_records(views(spans), Sanitizer())
 
     traces = [r.body for r in records if r.kind == "trace"]
     assert [t["sequence"] for t in traces] == list(range(1, 9))
@@ -118,7 +119,7 @@ def test_order_per_result_holds_for_many_runs_shuffled_in_one_request() -> None:
     spans = [s for run_id, result_id in ids for s in scenario_spans(run_id, result_id)]
     random.Random(7).shuffle(spans)
 
-    records, _, _ = order_records(views(spans))
+    records, _, _ = order_records(views(spans), Sanitizer())
 
     for run_id, result_id in ids:
         assert calls(records, f"/result/{result_id}") == expected_result_calls(result_id)
@@ -129,7 +130,7 @@ def test_a_failed_steps_result_update_comes_between_its_start_and_its_summary() 
     run_id, result_id = new_ids()
     spans = [s for s in scenario_spans(run_id, result_id) if s.name == "Evaluate"]
 
-    records, _, _ = order_records(views(spans))
+    records, _, _ = order_records(views(spans), Sanitizer())
 
     assert [(r.method, r.body.get("sequence")) for r in records] == [
         ("POST", 3),
@@ -149,7 +150,7 @@ def test_trace_records_keep_sequence_order_when_clocks_disagree() -> None:
         for v in base
     ]
 
-    records, _, _ = order_records(skewed)
+    records, _, _ = order_records(skewed, Sanitizer())
 
     sequences = [r.body["sequence"] for r in records if r.kind == "trace"]
     assert sequences == [1, 2, 3, 4]
@@ -166,7 +167,7 @@ def test_a_span_that_cannot_be_mapped_is_rejected_and_the_others_still_map() -> 
         attributes={**good[0].attributes, semconv.KIND: semconv.KIND_STEP, semconv.RESULT_ID: "x"},
     )
 
-    records, rejected, errors = order_records([broken, *good])
+    records, rejected, errors = order_records([broken, *good], Sanitizer())
 
     assert rejected == 1
     assert "'x' is not a UUID" in errors[0]
@@ -178,14 +179,14 @@ def test_a_mapping_error_rejects_only_that_span(monkeypatch: pytest.MonkeyPatch)
     good = views(scenario_spans(run_id, result_id))
     real_map_end = _mapping.map_end
 
-    def map_end(view: SpanView, *, include_start: bool) -> _mapping.Mapped:
+    def map_end(view: SpanView, sanitizer: Sanitizer, *, include_start: bool) -> _mapping.Mapped:
         if view.attributes.get(semconv.STEP_NAME) == "Evaluate":
             raise RuntimeError("a bug")
-        return real_map_end(view, include_start=include_start)
+        return real_map_end(view, sanitizer, include_start=include_start)
 
     monkeypatch.setattr("hackagent_otel.bridge._pipeline.map_end", map_end)
 
-    records, rejected, errors = order_records(good)
+    records, rejected, errors = order_records(good, Sanitizer())
 
     assert rejected == 1
     assert "RuntimeError" in errors[0]
@@ -224,7 +225,7 @@ def secret_spans(run_id: str, result_id: str) -> list[ReadableSpan]:
 def test_secrets_in_span_attributes_from_elsewhere_are_redacted_as_in_process() -> None:
     run_id, result_id = new_ids()
 
-    records, _, _ = order_records(views(secret_spans(run_id, result_id)))
+    records, _, _ = order_records(views(secret_spans(run_id, result_id)), Sanitizer())
 
     dumped = repr([r.body for r in records])
     assert CANARY not in dumped
@@ -235,11 +236,8 @@ def test_secrets_in_span_attributes_from_elsewhere_are_redacted_as_in_process() 
 
 def test_extra_secret_words_apply_to_the_bridge_too() -> None:
     run_id, result_id = new_ids()
-    try:
-        _sanitize.set_extra_secret_words(["prompt"])
-        records, _, _ = order_records(views(secret_spans(run_id, result_id)))
-    finally:
-        _sanitize.set_extra_secret_words([])
+    bridges = Sanitizer(extra_secret_words=["prompt"])
+    records, _, _ = order_records(views(secret_spans(run_id, result_id)), bridges)
 
     assert records[0].body["content"]["config_snapshot"]["prompt"] == "***REDACTED***"
 
@@ -280,7 +278,7 @@ def test_secrets_in_non_json_text_of_json_attributes_are_redacted_by_key() -> No
     run_id, result_id = new_ids()
 
     records, rejected, _ = order_records(
-        views(repr_and_yaml_spans(run_id, result_id, f"login failed with {CANARY}"))
+        views(repr_and_yaml_spans(run_id, result_id, f"login failed with {CANARY}")), Sanitizer()
     )
 
     assert rejected == 0
@@ -431,7 +429,7 @@ def test_a_uuid_in_upper_case_or_braces_still_groups_with_its_result() -> None:
         for v in spans
     ]
 
-    records, _, _ = order_records(shouted)
+    records, _, _ = order_records(shouted, Sanitizer())
 
     assert calls(records, f"/result/{result_id}") == expected_result_calls(result_id)
 

@@ -72,7 +72,7 @@ def test_the_tracker_side_uses_the_opentelemetry_api_only(name: str) -> None:
         "_spanview.py",
         "_records.py",
         "semconv.py",
-        "_sanitize.py",
+        *(str(path.relative_to(PACKAGE)) for path in files("_sanitize/*.py")),
         "_enums.py",
         "_json.py",
     ],
@@ -81,6 +81,55 @@ def test_the_data_layer_does_no_io_and_knows_no_sdk(name: str) -> None:
     imports = imports_of(PACKAGE / name)
     forbidden = ("opentelemetry", "httpx", "sqlite3", "socket", "hackagent_otel._delivery")
     assert {i for i in imports if i.startswith(forbidden)} == set()
+
+
+#: The sanitizer's parts, and which of them (and of the package's leaf modules) each may
+#: import: the table docs/architecture.md shows. Nothing else of ours.
+SANITIZE_PARTS = {
+    "_keys.py": set(),
+    "_budget.py": set(),
+    "_shapes.py": set(),
+    "_memory.py": {"_forksafe", "_sanitize._budget", "_sanitize._keys", "_sanitize._shapes"},
+    "_walk.py": {"_sanitize._budget", "_sanitize._keys", "_sanitize._memory", "_sanitize._shapes"},
+    "_fast.py": {"_json", "_sanitize._budget", "_sanitize._keys", "_sanitize._memory"},
+    "_text.py": {"_sanitize._keys", "_sanitize._memory"},
+    "_clients.py": {"_sanitize._keys"},
+    "_sanitizer.py": {
+        "_sanitize._budget",
+        "_sanitize._clients",
+        "_sanitize._fast",
+        "_sanitize._keys",
+        "_sanitize._memory",
+        "_sanitize._shapes",
+        "_sanitize._text",
+        "_sanitize._walk",
+    },
+    "_logs.py": {"_sanitize._memory", "_sanitize._sanitizer"},
+}
+
+
+def test_every_part_of_the_sanitizer_is_in_the_table() -> None:
+    parts = {path.name for path in files("_sanitize/*.py")} - {"__init__.py"}
+    assert parts == set(SANITIZE_PARTS)
+
+
+@pytest.mark.parametrize("name", sorted(SANITIZE_PARTS))
+def test_the_sanitizers_parts_import_only_what_the_table_allows(name: str) -> None:
+    # `from M import X` is recorded as M and as M.X: keep the names of modules.
+    names = {
+        i.removeprefix("hackagent_otel.") for i in ours(imports_of(PACKAGE / "_sanitize" / name))
+    }
+    modules = {n for n in names if (PACKAGE / f"{n.replace('.', '/')}.py").is_file()}
+    assert modules == SANITIZE_PARTS[name]
+
+
+def test_nothing_outside_the_sanitizer_reaches_into_its_parts() -> None:
+    """Callers use what ``_sanitize/__init__.py`` exports."""
+    for path in files("**/*.py"):
+        if path.parent.name == "_sanitize":
+            continue
+        inner = {i for i in ours(imports_of(path)) if i.startswith("hackagent_otel._sanitize._")}
+        assert inner == set(), path
 
 
 @pytest.mark.parametrize("path", files("**/*.py"), ids=lambda p: str(p.relative_to(PACKAGE)))

@@ -21,20 +21,19 @@ from apps.scenario import (
     run_seed_scenario,
     without_otel,
 )
-from hackagent_otel import StepTracker, _mapping, _sanitize, semconv
+from hackagent_otel import StepTracker, _mapping, _tracer, semconv
 from hackagent_otel._mapping import map_end, map_start
 from hackagent_otel._records import Record
-from hackagent_otel._sanitize import (
-    DEFAULT_LIMITS,
-    REDACTED,
-    Limits,
-    sanitize,
-    scrub_known_secrets,
-)
+from hackagent_otel._sanitize import DEFAULT_LIMITS, REDACTED, Limits, Sanitizer
 from hackagent_otel._spanview import EventView, SpanView, from_sdk_span
 from otel_fixtures import OTel
 
 CANARY = "CANARY-mapping-4b1d"
+
+
+def sanitizer() -> Sanitizer:
+    """The sanitizer in force for this process's tracker: the SDK side maps with it."""
+    return _tracer.source.sanitizer
 
 
 def records_of(otel: OTel, *, include_start: bool) -> list[Record]:
@@ -42,8 +41,8 @@ def records_of(otel: OTel, *, include_start: bool) -> list[Record]:
     out: list[Record] = []
     for span in otel.recorder.ended:
         if not include_start:
-            out += map_start(from_sdk_span(span, started_only=True)).records
-        out += map_end(from_sdk_span(span), include_start=include_start).records
+            out += map_start(from_sdk_span(span, started_only=True), sanitizer()).records
+        out += map_end(from_sdk_span(span), sanitizer(), include_start=include_start).records
     return out
 
 
@@ -106,7 +105,7 @@ def test_a_step_without_result_id_makes_no_records(otel: OTel, run_id: str) -> N
     tracker = StepTracker(TrackingContext(run_id=run_id))
     with tracker.track_step("NoResult", "STEP"):
         pass
-    mapped = map_end(from_sdk_span(otel.steps()[0]), include_start=True)
+    mapped = map_end(from_sdk_span(otel.steps()[0]), sanitizer(), include_start=True)
     assert mapped.records == ()
     assert mapped.problems == ()
 
@@ -133,6 +132,7 @@ def test_invalid_result_uuid_is_reported_not_sent() -> None:
                 semconv.STEP_SEQUENCE_END: 2,
             }
         ),
+        sanitizer(),
         include_start=True,
     )
     assert mapped.records == ()
@@ -148,6 +148,7 @@ def test_missing_sequence_is_reported_not_guessed() -> None:
                 semconv.RESULT_ID: str(uuid.uuid4()),
             }
         ),
+        sanitizer(),
         include_start=True,
     )
     assert mapped.records == ()
@@ -162,7 +163,8 @@ def test_missing_start_sequence_is_reported_by_the_live_start_too() -> None:
                 semconv.RUN_ID: str(uuid.uuid4()),
                 semconv.RESULT_ID: str(uuid.uuid4()),
             }
-        )
+        ),
+        sanitizer(),
     )
     assert mapped.records == ()
     assert semconv.STEP_SEQUENCE_START in mapped.problems[0]
@@ -177,6 +179,7 @@ def test_unknown_run_status_is_reported() -> None:
                 semconv.RUN_STATUS: "EXPLODED",
             }
         ),
+        sanitizer(),
         include_start=False,
     )
     assert mapped.records == ()
@@ -210,7 +213,7 @@ def test_foreign_spans_cannot_smuggle_secrets_through_attributes() -> None:
             ),
         ),
     )
-    records = map_end(view, include_start=True).records
+    records = map_end(view, sanitizer(), include_start=True).records
     assert len(records) == 2
     assert CANARY not in json.dumps([r.body for r in records])
 
@@ -225,7 +228,7 @@ def test_non_json_attribute_text_is_kept_as_text() -> None:
             semconv.STEP_CONFIG: "{not json",
         }
     )
-    (record,) = map_start(view).records
+    (record,) = map_start(view, sanitizer()).records
     assert record.body["content"]["config_snapshot"] == "{not json"
 
 
@@ -253,7 +256,7 @@ def test_non_json_text_of_a_foreign_json_attribute_has_secret_keys_redacted() ->
         }
     )
 
-    records = map_end(view, include_start=True).records
+    records = map_end(view, sanitizer(), include_start=True).records
 
     assert CANARY not in json.dumps([r.body for r in records])
     content = records[0].body["content"]
@@ -266,7 +269,7 @@ def test_non_json_text_of_a_foreign_json_attribute_has_secret_keys_redacted() ->
 
 
 def test_free_text_of_a_foreign_span_is_scrubbed_of_known_secrets() -> None:
-    _sanitize.pin_secret(CANARY, configured=True)
+    sanitizer().pin_secret(CANARY, configured=True)
     view = _failed_foreign_step(
         **{
             semconv.STEP_NAME: f"call ?key={CANARY}",
@@ -281,7 +284,7 @@ def test_free_text_of_a_foreign_span_is_scrubbed_of_known_secrets() -> None:
         ),
     )
 
-    records = map_end(view, include_start=True).records
+    records = map_end(view, sanitizer(), include_start=True).records
 
     assert CANARY not in json.dumps([r.body for r in records])
     assert records[0].body["content"]["step_name"] == f"call ?key={REDACTED}"
@@ -297,7 +300,7 @@ def test_header_pairs_in_a_foreign_json_attribute_are_redacted() -> None:
         **{semconv.STEP_INPUT: json.dumps({"headers": [["Authorization", f"Bearer {CANARY}"]]})}
     )
 
-    (start, *_) = map_end(view, include_start=True).records
+    (start, *_) = map_end(view, sanitizer(), include_start=True).records
 
     assert start.body["content"]["input_data_sample"] == {"headers": [["Authorization", REDACTED]]}
 
@@ -310,7 +313,7 @@ def test_a_secret_learned_after_a_step_failed_is_kept_out_of_its_records(
     with pytest.raises(ValueError, match="cannot log in"), tracker.track_step("Connect", "STEP"):
         raise ValueError(f"cannot log in with {late}")
     tracker.update_result_status("FAILED_CRITERIA", f"gave up on {late}")
-    sanitize({"password": late})  # learned only now
+    sanitizer().sanitize({"password": late})  # learned only now
 
     records = records_of(otel, include_start=True)
 
@@ -321,8 +324,8 @@ def test_a_secret_learned_after_a_step_failed_is_kept_out_of_its_records(
 
 
 def test_spans_that_are_not_ours_map_to_nothing() -> None:
-    assert map_end(_view(**{"http.method": "GET"}), include_start=True).records == ()
-    assert map_start(_view(**{"http.method": "GET"})).records == ()
+    assert map_end(_view(**{"http.method": "GET"}), sanitizer(), include_start=True).records == ()
+    assert map_start(_view(**{"http.method": "GET"}), sanitizer()).records == ()
 
 
 def test_records_round_trip_through_json() -> None:
@@ -334,7 +337,7 @@ def test_records_round_trip_through_json() -> None:
             semconv.RESULT_EVALUATION_STATUS: "FAILED_JAILBREAK",
         }
     )
-    (record,) = map_end(view, include_start=False).records
+    (record,) = map_end(view, sanitizer(), include_start=False).records
     assert record.body["evaluation_notes"] == "Status updated"
     assert Record.from_json(record.to_json()) == record
 
@@ -352,7 +355,7 @@ def test_spans_of_other_tracers_are_sanitized_again(otel: OTel) -> None:
     (span,) = [s for s in otel.recorder.ended if s.name == "look-alike"]
 
     view = from_sdk_span(span, started_only=True)
-    (record,) = map_start(view).records
+    (record,) = map_start(view, sanitizer()).records
 
     assert view.sanitized is False
     assert CANARY not in json.dumps(record.body)
@@ -393,8 +396,8 @@ def test_resanitizing_skips_the_walk_only_when_it_would_change_nothing(
     value: Any, limits: Limits
 ) -> None:
     """What ``json.loads`` makes is re-sanitized exactly as the full walk would."""
-    expected = _encoded(sanitize(copy.deepcopy(value), limits))
-    assert _encoded(_sanitize.resanitize(value, limits)) == expected
+    expected = _encoded(sanitizer().sanitize(copy.deepcopy(value), limits))
+    assert _encoded(sanitizer().resanitize(value, limits)) == expected
 
 
 @pytest.mark.parametrize("scalar", [True, None, 7, 1.5, "ab", "x" * 70])
@@ -406,8 +409,8 @@ def test_resanitizing_spends_the_budget_exactly_as_the_walk(scalar: Any, contain
         for count in (1, 2, 3, 5, 8, 13):
             items = [scalar] * count
             value = items if container is list else {f"k{i}": v for i, v in enumerate(items)}
-            expected = _encoded(sanitize(copy.deepcopy(value), limits))
-            assert _encoded(_sanitize.resanitize(value, limits)) == expected, (total, count)
+            expected = _encoded(sanitizer().sanitize(copy.deepcopy(value), limits))
+            assert _encoded(sanitizer().resanitize(value, limits)) == expected, (total, count)
 
 
 @pytest.mark.parametrize(
@@ -423,25 +426,25 @@ def test_resanitizing_spends_the_budget_exactly_as_the_walk(scalar: Any, contain
     ],
 )
 def test_resanitizing_changes_what_the_walk_changes(value: Any) -> None:
-    assert _encoded(_sanitize.resanitize(value)) == _encoded(sanitize(value))
+    assert _encoded(sanitizer().resanitize(value)) == _encoded(sanitizer().sanitize(value))
 
 
 def test_resanitizing_keeps_a_value_whose_secrets_are_already_redacted() -> None:
     value = json.loads(json.dumps({"model": "m", "api_key": REDACTED}))
-    assert _sanitize.resanitize(value) is value
+    assert sanitizer().resanitize(value) is value
 
 
 def test_resanitizing_redacts_a_secret_key_holding_a_container_that_is_not_the_marker() -> None:
     value = json.loads(json.dumps({"model": "m", "api_key": [REDACTED]}))
-    assert _sanitize.resanitize(value) == {"model": "m", "api_key": REDACTED}
+    assert sanitizer().resanitize(value) == {"model": "m", "api_key": REDACTED}
 
 
 def test_resanitizing_remembers_redacted_secrets_for_scrubbing_free_text() -> None:
     secret = "sk-mapping-remembered-9c2e"
     value = json.loads(json.dumps({"model": "m", "api_key": secret}))
 
-    assert _sanitize.resanitize(value) == {"model": "m", "api_key": REDACTED}
-    assert secret not in scrub_known_secrets(f"auth failed for {secret}")
+    assert sanitizer().resanitize(value) == {"model": "m", "api_key": REDACTED}
+    assert secret not in sanitizer().scrub_known_secrets(f"auth failed for {secret}")
 
 
 def _iso_by_datetime(ns: int) -> str:

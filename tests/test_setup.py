@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import hackagent_otel
 from hackagent_otel import StatusEnum, StepTracker, TrackingContext, _sanitize, _setup, semconv
+from hackagent_otel._tracer import source as tracer_source
 from otel_fixtures import OTel, attrs, json_attr
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -38,7 +39,6 @@ def provider(clean_env: None) -> Iterator[TracerProvider]:
     provider = TracerProvider()
     yield provider
     hackagent_otel.shutdown()
-    _sanitize.set_extra_secret_words(())
     provider.shutdown()
 
 
@@ -164,11 +164,11 @@ def test_a_full_traces_url_is_not_given_a_second_path(provider: TracerProvider) 
 
 def test_shutdown_forgets_the_extra_secret_words(provider: TracerProvider) -> None:
     hackagent_otel.configure(tracer_provider=provider, redact_keys=["ssn"], handle_sigterm=False)
-    assert _sanitize.is_secret_key("customer_ssn")
+    assert tracer_source.sanitizer.is_secret_key("customer_ssn")
 
     hackagent_otel.shutdown()
 
-    assert not _sanitize.is_secret_key("customer_ssn")
+    assert not tracer_source.sanitizer.is_secret_key("customer_ssn")
 
 
 # -- flushing and shutting down --------------------------------------------------------

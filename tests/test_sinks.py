@@ -16,6 +16,7 @@ from hackagent_otel._config import Settings
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._outbox_files import api_target, outbox_path_for_target
 from hackagent_otel._routing import routes
+from hackagent_otel._sanitize import Sanitizer
 from hackagent_otel._sinks import SinkRouter
 from hackagent_otel.testing import FakeHackAgentAPI
 
@@ -170,7 +171,7 @@ def test_each_client_gets_one_service_with_its_own_outbox_beside_the_default(
     clean_env: None, env_outbox_path: Path, fake_api: FakeHackAgentAPI
 ) -> None:
     settings = Settings.resolve()
-    router = SinkRouter(settings)
+    router = SinkRouter(settings, Sanitizer())
     client = httpx.Client(base_url=fake_api.base_url)
     run_a, run_b, run_c = (str(uuid.uuid4()) for _ in range(3))
     routes.register(run_a, client)
@@ -195,7 +196,7 @@ def test_client_objects_with_the_same_target_share_one_service(
     clean_env: None, fake_api: FakeHackAgentAPI
 ) -> None:
     """A pipeline that builds a new client per run must not build a service per run."""
-    router = SinkRouter(Settings.resolve())
+    router = SinkRouter(Settings.resolve(), Sanitizer())
 
     def client(token: str) -> httpx.Client:
         return httpx.Client(base_url=fake_api.base_url, headers={"Authorization": token})
@@ -221,7 +222,7 @@ def test_client_objects_with_the_same_target_share_one_service(
 
 
 def test_a_client_that_cannot_be_used_falls_back_to_the_default(clean_env: None) -> None:
-    router = SinkRouter(Settings.resolve())
+    router = SinkRouter(Settings.resolve(), Sanitizer())
     run_id = str(uuid.uuid4())
     routes.register(run_id, object())
     try:
@@ -232,9 +233,9 @@ def test_a_client_that_cannot_be_used_falls_back_to_the_default(clean_env: None)
 
 def test_the_default_service_is_built_when_the_router_is(clean_env: None) -> None:
     # Not lazily on the mapping thread, where a fork could catch it half-built.
-    router = SinkRouter(Settings.resolve())
+    router = SinkRouter(Settings.resolve(), Sanitizer())
     try:
         assert list(router.sinks()) == [router.default]
     finally:
         router.default.shutdown(1.0)
-    assert list(SinkRouter(Settings.resolve(), default_enabled=False).sinks()) == []
+    assert list(SinkRouter(Settings.resolve(), Sanitizer(), default_enabled=False).sinks()) == []

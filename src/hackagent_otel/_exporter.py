@@ -45,7 +45,7 @@ class HackAgentSpanExporter(SpanExporter):
         if sink is None:
             from hackagent_otel._sinks import sink_from_env
 
-            sink = sink_from_env()
+            sink = sink_from_env(_tracer.source.sanitizer)
         self._sink = sink
         self.counters = MappingCounters()
         self._shut_down = False
@@ -71,7 +71,8 @@ class HackAgentSpanExporter(SpanExporter):
                     continue
                 with self.counters.lock:
                     self.counters.spans += 1
-                mapped = _mapping.map_end(from_sdk_span(span, kept=kept), include_start=True)
+                view = from_sdk_span(span, kept=kept)
+                mapped = _mapping.map_end(view, _tracer.source.sanitizer, include_start=True)
                 submit_mapped(mapped, self._sink, self.counters)
             except Exception:
                 with self.counters.lock:

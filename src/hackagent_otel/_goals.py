@@ -42,7 +42,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 from opentelemetry.util.types import AttributeValue
 
-from hackagent_otel import _sanitize, _tracer, semconv
+from hackagent_otel import _tracer, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StepTypeEnum, enum_value
 from hackagent_otel._forksafe import register, renew_after_fork
 from hackagent_otel._json import compact_encoder
@@ -60,7 +60,7 @@ DEFAULT_RESULT_ID_TIMEOUT = 5.0
 #: A goal's text on its spans and records is capped at this many characters.
 MAX_GOAL_CHARS = 16_384
 _OTHER = StepTypeEnum.OTHER.value
-#: Encodes values the sanitizer already made JSON-safe (as ``_sanitize.dumps`` does).
+#: Encodes values the sanitizer already made JSON-safe (as ``Sanitizer.dumps`` does).
 _encode = compact_encoder(ensure_ascii=False)
 
 #: ``(run_id, ref, timeout) -> id or None``: how a goal's Result id is learnt, set by
@@ -256,7 +256,8 @@ class Tracker:
         if self.client is not None:
             routes.register(run_id, self.client)
         ref = f"goal:{uuid.uuid4()}"
-        goal_text = _sanitize.sanitize_text(ctx.goal, MAX_GOAL_CHARS)
+        sanitizer = _tracer.source.sanitizer
+        goal_text = sanitizer.sanitize_text(ctx.goal, MAX_GOAL_CHARS)
         index = ctx.goal_index if isinstance(ctx.goal_index, int) else 0
         identity: dict[str, AttributeValue] = {
             semconv.RUN_ID: run_id,
@@ -265,7 +266,7 @@ class Tracker:
             semconv.GOAL_TEXT: goal_text,
         }
         if self.attack_type is not None:
-            identity[semconv.ATTACK_TYPE] = _sanitize.sanitize_text(self.attack_type, 256)
+            identity[semconv.ATTACK_TYPE] = sanitizer.sanitize_text(self.attack_type, 256)
         span = _tracer.start_span(
             f"{semconv.SPAN_GOAL} {index}",
             runs.parent_for(run_id),
@@ -282,7 +283,7 @@ class Tracker:
             {
                 semconv.KIND: semconv.KIND_GOAL_CREATE,
                 **identity,
-                semconv.GOAL_METADATA: _sanitize.dumps(initial_metadata),
+                semconv.GOAL_METADATA: sanitizer.dumps(initial_metadata),
                 semconv.GOAL_SETUP_SEQUENCE: setup_sequence,
             },
         ).end()
@@ -292,7 +293,7 @@ class Tracker:
                 "sequence": setup_sequence,
                 "step_name": "Goal Setup",
                 "step_type": _OTHER,
-                "content": _sanitize.sanitize(setup),
+                "content": sanitizer.sanitize(setup),
             }
         )
         self.logger.info("Created result for goal %s (%s)", ctx.goal_index, ref)
@@ -372,10 +373,11 @@ class Tracker:
     ) -> None:
         try:
             type_value = self._step_type(step_type)
-            name = step_name if isinstance(step_name, str) else _sanitize.sanitize_text(step_name)
+            sanitizer = _tracer.source.sanitizer
+            name = step_name if isinstance(step_name, str) else sanitizer.sanitize_text(step_name)
             # One walk gives both the local copy and the attribute's text (parsing the
             # text back would cost a third of an attempt).
-            sanitized = _sanitize.sanitize(content)
+            sanitized = sanitizer.sanitize(content)
             text = _encode(sanitized)
             sequence = ctx._next_sequence()
             ctx.traces.append(
@@ -467,6 +469,7 @@ class Tracker:
                 semconv.GOAL_SUCCESS: bool(success),
                 semconv.GOAL_TOTAL_TRACES: len(ctx.traces),
             }
+            sanitizer = _tracer.source.sanitizer
             _tracer.start_span(
                 semconv.SPAN_GOAL_VERDICT,
                 trace.set_span_in_context(span),
@@ -475,8 +478,8 @@ class Tracker:
                     semconv.RUN_ID: ctx._run_id,
                     semconv.GOAL_REF: ctx._ref,
                     **verdict,
-                    semconv.RESULT_EVALUATION_NOTES: _sanitize.sanitize_text(notes),
-                    semconv.RESULT_AGENT_SPECIFIC_DATA: _sanitize.dumps(data),
+                    semconv.RESULT_EVALUATION_NOTES: sanitizer.sanitize_text(notes),
+                    semconv.RESULT_AGENT_SPECIFIC_DATA: sanitizer.dumps(data),
                 },
             ).end()
             _tracer.set_attributes(span, verdict)
@@ -580,7 +583,7 @@ def _response_text(response: Any) -> Any:
         )
     if isinstance(response, str):
         return response
-    return _sanitize.sanitize_text(response)
+    return _tracer.source.sanitizer.sanitize_text(response)
 
 
 def _genai_attributes(content: Any, response: Any) -> dict[str, AttributeValue]:
@@ -607,7 +610,7 @@ def _genai_attributes(content: Any, response: Any) -> dict[str, AttributeValue]:
     if model is None and isinstance(response, dict):
         model = response.get("model")
     if isinstance(model, str):
-        found[semconv.GEN_AI_RESPONSE_MODEL] = _sanitize.sanitize_text(model, 256)
+        found[semconv.GEN_AI_RESPONSE_MODEL] = _tracer.source.sanitizer.sanitize_text(model, 256)
     usage = getattr(response, "usage", None)
     if usage is None and isinstance(response, dict):
         usage = response.get("usage")

@@ -24,10 +24,12 @@ Every trace's content also carries an ``otel`` object (trace and span ids, times
 duration) that the original did not have. Values read back from span attributes of
 spans from elsewhere (the bridge) are sanitized again, so they cannot smuggle secrets
 through: JSON values by key, JSON-valued attributes whose text is not JSON by the keys
-written in it (:func:`~hackagent_otel._sanitize.scrub_structured_text`), free text
-(names, messages, notes) by known secrets. Error messages and notes are scrubbed of
+written in it (:meth:`~hackagent_otel._sanitize.Sanitizer.scrub_structured_text`), free
+text (names, messages, notes) by known secrets. Error messages and notes are scrubbed of
 known secrets for this process's own spans too: a secret learned after the step failed
-is still kept out of its records.
+is still kept out of its records. Which sanitizer does this is the caller's: the one
+in force for this process's tracker (the SDK side), or the bridge's own; mapping
+touches no other state.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from typing import Any
 from hackagent_otel import _records, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
 from hackagent_otel._records import Record
-from hackagent_otel._sanitize import resanitize, sanitize_structured_text, sanitize_text
+from hackagent_otel._sanitize import Sanitizer
 from hackagent_otel._spanview import SpanView
 
 ERROR_STATUS = EvaluationStatusEnum.ERROR_TEST_FRAMEWORK.value
@@ -61,7 +63,7 @@ class Mapped:
 NOTHING = Mapped()
 
 
-def map_start(view: SpanView) -> Mapped:
+def map_start(view: SpanView, sanitizer: Sanitizer) -> Mapped:
     """The live start record of a step that has just started."""
     if view.attributes.get(semconv.KIND) != semconv.KIND_STEP:
         return NOTHING
@@ -69,32 +71,35 @@ def map_start(view: SpanView) -> Mapped:
     if isinstance(target, Mapped):
         return target
     try:
-        return Mapped(records=(_start_trace(view, target),))
+        return Mapped(records=(_start_trace(view, target, sanitizer),))
     except _Unmappable as exc:
         return Mapped(problems=(f"{_where(view)}: {exc}",))
 
 
-def map_end(view: SpanView, *, include_start: bool) -> Mapped:
-    """The records of a finished span; ``include_start`` when no live start was sent."""
+def map_end(view: SpanView, sanitizer: Sanitizer, *, include_start: bool) -> Mapped:
+    """The records of a finished span; ``include_start`` when no live start was sent.
+    ``sanitizer`` cleans what is read back (see the module docstring)."""
     kind = view.attributes.get(semconv.KIND)
     if not isinstance(kind, str):  # not ours (or hostile: a list is no kind)
         return NOTHING
     try:
         if kind == semconv.KIND_RUN_STATUS:
             run_id = _run_id(view)
-            return run_id if isinstance(run_id, Mapped) else Mapped((_run_update(view, run_id),))
+            if isinstance(run_id, Mapped):
+                return run_id
+            return Mapped((_run_update(view, run_id, sanitizer),))
         if kind == semconv.KIND_GOAL_CREATE:
-            return Mapped(records=_goal_creation(view))
+            return Mapped(records=_goal_creation(view, sanitizer))
         if kind not in _ON_A_RESULT:
             return NOTHING
         target = _result_target(view)
         if isinstance(target, Mapped):
             return target
         if kind == semconv.KIND_STEP:
-            return Mapped(records=_step_end(view, target, include_start))
+            return Mapped(records=_step_end(view, target, include_start, sanitizer))
         if kind == semconv.KIND_GOAL_TRACE:
-            return Mapped(records=(_goal_trace(view, target),))
-        return Mapped(records=(_result_update(view, target),))
+            return Mapped(records=(_goal_trace(view, target, sanitizer),))
+        return Mapped(records=(_result_update(view, target, sanitizer),))
     except _Unmappable as exc:
         return Mapped(problems=(f"{_where(view)}: {exc}",))
 
@@ -181,8 +186,8 @@ def _uuid_text(value: Any) -> str | None:
         return None
 
 
-def _start_trace(view: SpanView, target: _Target) -> Record:
-    return _start_record(view, target, _Step(view))
+def _start_trace(view: SpanView, target: _Target, sanitizer: Sanitizer) -> Record:
+    return _start_record(view, target, _Step(view, sanitizer), sanitizer)
 
 
 class _Step:
@@ -190,17 +195,17 @@ class _Step:
 
     __slots__ = ("created_at", "name", "otel", "trace_type", "type_identifier")
 
-    def __init__(self, view: SpanView) -> None:
+    def __init__(self, view: SpanView, sanitizer: Sanitizer) -> None:
         attrs = view.attributes
-        self.name = _free_text(view, attrs.get(semconv.STEP_NAME, view.name))
-        self.type_identifier = _free_text(view, attrs.get(semconv.STEP_TYPE, ""))
-        self.trace_type = _trace_type(attrs)
+        self.name = _free_text(view, attrs.get(semconv.STEP_NAME, view.name), sanitizer)
+        self.type_identifier = _free_text(view, attrs.get(semconv.STEP_TYPE, ""), sanitizer)
+        self.trace_type = _trace_type(attrs, sanitizer)
         self.created_at = (view.end_time_ns or view.start_time_ns) / 1e9
         #: The start record's ``otel``; the summary's adds the end to a copy.
         self.otel = _otel(view)
 
 
-def _start_record(view: SpanView, target: _Target, step: _Step) -> Record:
+def _start_record(view: SpanView, target: _Target, step: _Step, sanitizer: Sanitizer) -> Record:
     attrs = view.attributes
     content: dict[str, Any] = {
         "step_name": step.name,
@@ -208,7 +213,7 @@ def _start_record(view: SpanView, target: _Target, step: _Step) -> Record:
     }
     for attribute, key in _START_CONTENT:
         if attribute in attrs:
-            content[key] = _json_value(view, attrs[attribute])
+            content[key] = _json_value(view, attrs[attribute], sanitizer)
     content["otel"] = step.otel
     sequence = _sequence(attrs, semconv.STEP_SEQUENCE_START)
     return _trace_record(target, sequence, step.trace_type, content, step.created_at)
@@ -221,18 +226,20 @@ _START_CONTENT = (
 )
 
 
-def _step_end(view: SpanView, target: _Target, include_start: bool) -> tuple[Record, ...]:
+def _step_end(
+    view: SpanView, target: _Target, include_start: bool, sanitizer: Sanitizer
+) -> tuple[Record, ...]:
     attrs = view.attributes
-    step = _Step(view)
+    step = _Step(view, sanitizer)
     name = step.name
     failed = attrs.get(semconv.STEP_STATUS) == semconv.STEP_STATUS_FAILED or (
         view.status == "ERROR" and semconv.STEP_STATUS not in attrs
     )
-    records: list[Record] = [_start_record(view, target, step)] if include_start else []
+    records: list[Record] = [_start_record(view, target, step, sanitizer)] if include_start else []
     # Metadata first: a foreign span's secrets under secret keys are learned before its
     # error message is scrubbed.
-    metadata, progress = _collected(view)
-    error = sanitize_text(attrs.get(semconv.STEP_ERROR_MESSAGE, "")) if failed else ""
+    metadata, progress = _collected(view, sanitizer)
+    error = sanitizer.sanitize_text(attrs.get(semconv.STEP_ERROR_MESSAGE, "")) if failed else ""
     if failed:
         records.append(
             _result_patch(
@@ -265,7 +272,7 @@ def _step_end(view: SpanView, target: _Target, include_start: bool) -> tuple[Rec
     return tuple(records)
 
 
-def _collected(view: SpanView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _collected(view: SpanView, sanitizer: Sanitizer) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The step's metadata (last value per key) and progress log, from its events."""
     metadata: dict[str, Any] = {}
     progress: list[dict[str, Any]] = []
@@ -274,19 +281,21 @@ def _collected(view: SpanView) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             key = event.attributes.get(semconv.METADATA_KEY)
             if isinstance(key, str):
                 metadata.pop(key, None)
-                metadata[key] = _json_value(view, event.attributes.get(semconv.METADATA_VALUE))
+                value = event.attributes.get(semconv.METADATA_VALUE)
+                metadata[key] = _json_value(view, value, sanitizer)
         elif event.name == semconv.EVENT_PROGRESS:
-            metrics = _json_value(view, event.attributes.get(semconv.PROGRESS_METRICS, "{}"))
+            raw_metrics = event.attributes.get(semconv.PROGRESS_METRICS, "{}")
+            metrics = _json_value(view, raw_metrics, sanitizer)
             message = event.attributes.get(semconv.PROGRESS_MESSAGE, "")
-            entry = {"message": _free_text(view, message)}
+            entry = {"message": _free_text(view, message, sanitizer)}
             if isinstance(metrics, dict):
                 entry.update((k, v) for k, v in metrics.items() if k != "message")
             progress.append(entry)
-    return (metadata if view.sanitized else resanitize(metadata)), progress[-20:]
+    return (metadata if view.sanitized else sanitizer.resanitize(metadata)), progress[-20:]
 
 
-def _run_update(view: SpanView, run_id: str) -> Record:
-    status = _text(view.attributes.get(semconv.RUN_STATUS, ""))
+def _run_update(view: SpanView, run_id: str, sanitizer: Sanitizer) -> Record:
+    status = _text(view.attributes.get(semconv.RUN_STATUS, ""), sanitizer)
     if status not in _RUN_STATUSES:
         raise _Unmappable(f"run status {status!r} is not a StatusEnum value")
     return Record(
@@ -299,19 +308,20 @@ def _run_update(view: SpanView, run_id: str) -> Record:
     )
 
 
-def _result_update(view: SpanView, target: _Target) -> Record:
+def _result_update(view: SpanView, target: _Target, sanitizer: Sanitizer) -> Record:
     attrs = view.attributes
-    status = _text(attrs.get(semconv.RESULT_EVALUATION_STATUS, ""))
+    status = _text(attrs.get(semconv.RESULT_EVALUATION_STATUS, ""), sanitizer)
     if status not in _EVALUATION_STATUSES:
         raise _Unmappable(f"evaluation status {status!r} is not an EvaluationStatusEnum value")
     body: dict[str, Any] = {
         "evaluation_status": status,
-        "evaluation_notes": sanitize_text(
+        "evaluation_notes": sanitizer.sanitize_text(
             attrs.get(semconv.RESULT_EVALUATION_NOTES) or "Status updated"
         ),
     }
     if semconv.RESULT_AGENT_SPECIFIC_DATA in attrs:
-        body["agent_specific_data"] = _json_value(view, attrs[semconv.RESULT_AGENT_SPECIFIC_DATA])
+        data = attrs[semconv.RESULT_AGENT_SPECIFIC_DATA]
+        body["agent_specific_data"] = _json_value(view, data, sanitizer)
     return _result_patch(target, body, _seconds(view.end_time_ns or view.start_time_ns))
 
 
@@ -334,8 +344,8 @@ def _result_patch(target: _Target, body: dict[str, Any], created_at: float) -> R
     )
 
 
-def _trace_type(attrs: Mapping[str, Any]) -> str:
-    step_type = _text(attrs.get(semconv.STEP_TRACE_TYPE, _OTHER))
+def _trace_type(attrs: Mapping[str, Any], sanitizer: Sanitizer) -> str:
+    step_type = _text(attrs.get(semconv.STEP_TRACE_TYPE, _OTHER), sanitizer)
     return step_type if step_type in _STEP_TYPES else _OTHER
 
 
@@ -353,7 +363,7 @@ def _trace_record(
     )
 
 
-def _goal_creation(view: SpanView) -> tuple[Record, ...]:
+def _goal_creation(view: SpanView, sanitizer: Sanitizer) -> tuple[Record, ...]:
     """A goal's Result creation (``POST /run/{run}/result``, its id bound to the goal
     ref) and its "Goal Setup" trace, as the original sent them on a 201."""
     attrs = view.attributes
@@ -364,13 +374,13 @@ def _goal_creation(view: SpanView) -> tuple[Record, ...]:
     if not _is_goal_ref(ref):
         raise _Unmappable(f"goal ref {ref!r} is not goal:<uuid>")
     assert isinstance(ref, str)
-    goal = _text(attrs.get(semconv.GOAL_TEXT, ""))
+    goal = _text(attrs.get(semconv.GOAL_TEXT, ""), sanitizer)
     index = attrs.get(semconv.GOAL_INDEX)
     if isinstance(index, bool) or not isinstance(index, int):
         raise _Unmappable(f"goal index {index!r} is not an integer")
     attack_type = attrs.get(semconv.ATTACK_TYPE)
-    attack = _text(attack_type) if attack_type is not None else None
-    metadata = _json_value(view, attrs.get(semconv.GOAL_METADATA, "{}"))
+    attack = _text(attack_type, sanitizer) if attack_type is not None else None
+    metadata = _json_value(view, attrs.get(semconv.GOAL_METADATA, "{}"), sanitizer)
     created_at = _seconds(view.start_time_ns)
     creation = Record(
         kind=_records.RESULT_CREATE,
@@ -400,11 +410,11 @@ def _goal_creation(view: SpanView) -> tuple[Record, ...]:
     return creation, setup
 
 
-def _goal_trace(view: SpanView, target: _Target) -> Record:
+def _goal_trace(view: SpanView, target: _Target, sanitizer: Sanitizer) -> Record:
     """An attempt, evaluation or custom trace of a goal: content as the tracker made it."""
     attrs = view.attributes
-    step_type = _text(attrs.get(semconv.TRACE_STEP_TYPE, _OTHER))
-    content = _json_value(view, attrs.get(semconv.TRACE_CONTENT, "{}"))
+    step_type = _text(attrs.get(semconv.TRACE_STEP_TYPE, _OTHER), sanitizer)
+    content = _json_value(view, attrs.get(semconv.TRACE_CONTENT, "{}"), sanitizer)
     return _trace_record(
         target,
         _sequence(attrs, semconv.TRACE_SEQUENCE),
@@ -433,17 +443,19 @@ def _otel(view: SpanView) -> dict[str, Any]:
     return otel
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) and len(value) <= 4096 else sanitize_text(value)
+def _text(value: Any, sanitizer: Sanitizer) -> str:
+    if isinstance(value, str) and len(value) <= 4096:
+        return value
+    return sanitizer.sanitize_text(value)
 
 
-def _free_text(view: SpanView, value: Any) -> str:
+def _free_text(view: SpanView, value: Any, sanitizer: Sanitizer) -> str:
     """A name or message: this process's tracker scrubbed its own, others' are scrubbed
     of known secrets here."""
-    return _text(value) if view.sanitized else sanitize_text(value)
+    return _text(value, sanitizer) if view.sanitized else sanitizer.sanitize_text(value)
 
 
-def _json_value(view: SpanView, value: Any) -> Any:
+def _json_value(view: SpanView, value: Any, sanitizer: Sanitizer) -> Any:
     """A JSON attribute read back; text that is not JSON is kept as text.
 
     Values from spans of another process (the bridge) are sanitized again; this
@@ -458,8 +470,8 @@ def _json_value(view: SpanView, value: Any) -> Any:
     if view.sanitized:
         return value
     if isinstance(value, str):  # what sanitize() makes of a string, scrubbed by key too
-        return sanitize_structured_text(value)
-    return resanitize(value)
+        return sanitizer.sanitize_structured_text(value)
+    return sanitizer.resanitize(value)
 
 
 _parse_json = json.JSONDecoder().decode

@@ -324,10 +324,12 @@ class HackAgentSpanProcessor(SpanProcessor):
         sink = self._sink_for_run(run_id if isinstance(run_id, str) else "")
         if sink is None:  # records for this run are made elsewhere (a Collector + bridge)
             return
+        # Our tracker's spans: mapped with the sanitizer it sanitized them with.
+        sanitizer = _tracer.source.sanitizer
         mapped = (
-            _mapping.map_start(view)
+            _mapping.map_start(view, sanitizer)
             if phase == _START
-            else _mapping.map_end(view, include_start=False)
+            else _mapping.map_end(view, sanitizer, include_start=False)
         )
         if self._durable and mapped.records:
             self._commit(mapped, sink)

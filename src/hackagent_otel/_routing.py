@@ -4,8 +4,9 @@ A ``TrackingContext`` may carry its own client (a hackagent ``AuthenticatedClien
 ``httpx.Client``). Clients hold credentials, so they never travel on spans: the tracker
 notes here which client a run uses, and the SDK-side processor asks when it routes that
 run's records. Runs with no client of their own use the configured default. A client
-seen for a run has its credentials pinned as known secrets first, so they are scrubbed
-from the run's free text (an exception quoting the token) from its first step on.
+seen for a run has its credentials pinned as known secrets of the sanitizer in force
+(``_tracer.source.sanitizer``) first, so they are scrubbed from the run's free text (an
+exception quoting the token) from its first step on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from hackagent_otel import _sanitize
+from hackagent_otel import _tracer
 from hackagent_otel._forksafe import renew_after_fork
 
 _MAX_RUNS = 10_000
@@ -34,7 +35,7 @@ class ClientRoutes:
                 if run_id in self._routes:
                     self._routes.move_to_end(run_id)
             return
-        _sanitize.pin_client_secrets(client)
+        _tracer.source.sanitizer.pin_client_secrets(client)
         with self._lock:
             self._routes[run_id] = client
             self._routes.move_to_end(run_id)

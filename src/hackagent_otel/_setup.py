@@ -5,6 +5,11 @@ or the global one set by the app or by ``opentelemetry-instrument``) instead of
 replacing it, so the user's other tracing keeps working. Only when there is none does
 it create one, exporting over OTLP when an endpoint is configured. Pending data is
 flushed at interpreter exit and on SIGTERM.
+
+Each ``configure()`` builds the :class:`~hackagent_otel._sanitize.Sanitizer` of its
+configuration (its extra secret words, the API key pinned), owns it (``Telemetry``) and
+hands it to the tracer source, where the tracker and the SDK side find it; ``shutdown()``
+gives the source its drop-in sanitizer back, so no configuration's words outlive it.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
-from hackagent_otel import _goals, _sanitize, _sdk_hooks, _tracer
+from hackagent_otel import _goals, _sdk_hooks, _tracer
 from hackagent_otel._config import Settings
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel._processor import HackAgentSpanProcessor
 from hackagent_otel._runs import runs
+from hackagent_otel._sanitize import Sanitizer, SecretScrubbingFilter
 from hackagent_otel._sinks import SinkRouter
 from hackagent_otel._tracker import stats as tracking_stats
 
@@ -37,10 +43,18 @@ _logger = logging.getLogger("hackagent_otel")
 class Telemetry:
     """What one ``configure()`` call set up; ``shutdown()`` undoes it."""
 
-    def __init__(self, settings: Settings, provider: TracerProvider, owns_provider: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: TracerProvider,
+        owns_provider: bool,
+        sanitizer: Sanitizer,
+    ) -> None:
         self.settings = settings
         self.provider = provider
         self.owns_provider = owns_provider
+        #: This configuration's key policy and known secrets.
+        self.sanitizer = sanitizer
         self.processors: list[SpanProcessor] = []
         #: The processor that makes HackAgent records in this process, if any.
         self.records: HackAgentSpanProcessor | None = None
@@ -61,7 +75,7 @@ class Telemetry:
         """Counts of everything tracking did, dropped or could not do, for monitoring."""
         out: dict[str, Any] = {
             "tracking": tracking_stats.snapshot(),
-            "secrets": _sanitize.known_secrets_stats(),
+            "secrets": self.sanitizer.known_secrets_stats(),
         }
         if self.records is not None:
             out["mapping"] = self.records.stats()
@@ -140,19 +154,22 @@ def configure(
     with _current_lock:
         if _current is not None:
             _current.shutdown("reconfigure")
-        _sanitize.set_extra_secret_words(settings.redact_keys)
-        _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
+        sanitizer = Sanitizer(extra_secret_words=settings.redact_keys)
+        sanitizer.pin_secret(settings.hackagent_api_key, configured=True)
         provider, owned = _provider_for(tracer_provider, settings, set_global_provider)
-        telemetry = Telemetry(settings, provider, owned)
+        telemetry = Telemetry(settings, provider, owned, sanitizer)
         if settings.otlp_enabled and (owned or otlp_endpoint):
             telemetry.add_processor(BatchSpanProcessor(_otlp_exporter(settings)))
         _goals.set_id_resolver(None, settings.result_id_timeout)
         if settings.records != "off":
-            router = SinkRouter(settings, default_enabled=settings.delivers_default_records)
+            router = SinkRouter(
+                settings, sanitizer, default_enabled=settings.delivers_default_records
+            )
             telemetry.records = HackAgentSpanProcessor(router)
             telemetry.add_processor(telemetry.records)
             _goals.set_id_resolver(router.result_id)
         _tracer.source.use_provider(provider)
+        _tracer.source.use_sanitizer(sanitizer)
         _current = telemetry
         _register_exit_hook()
     if handle_sigterm:
@@ -257,8 +274,7 @@ def shutdown() -> None:
         _goals.end_open_goals()
         runs.end_all("shutdown")
     _goals.set_id_resolver(None)
-    _tracer.source.reset()
-    _sanitize.set_extra_secret_words(())
+    _tracer.source.reset()  # the drop-in sanitizer again: no extra secret words
 
 
 def _configure_implicitly() -> None:
@@ -267,6 +283,10 @@ def _configure_implicitly() -> None:
         if _current is None:
             configure(set_global_provider=False, handle_sigterm=False)
 
+
+#: Takes the known secrets of the sanitizer in force for the tracker (whichever
+#: ``configure()`` made last, else the drop-in one) out of the package's log records.
+LOG_FILTER = SecretScrubbingFilter(lambda: _tracer.source.sanitizer)
 
 #: Every logger the package logs on; known secrets are scrubbed from their records.
 PACKAGE_LOGGERS = (
@@ -290,4 +310,4 @@ def connect_tracer_source() -> None:
     """
     _tracer.source.add_adapter(_sdk_hooks.adapt_tracer)
     _tracer.source.set_fallback_configurer(_configure_implicitly)
-    _sanitize.scrub_logs(*PACKAGE_LOGGERS)
+    LOG_FILTER.attach(*PACKAGE_LOGGERS)

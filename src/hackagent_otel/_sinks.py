@@ -22,25 +22,26 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from hackagent_otel import _sanitize
 from hackagent_otel._config import Settings
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.service import DeliveryService
 from hackagent_otel._forksafe import renew_after_fork
 from hackagent_otel._outbox_files import api_target, outbox_path_for_target
 from hackagent_otel._routing import routes
+from hackagent_otel._sanitize import Sanitizer
 
 _logger = logging.getLogger("hackagent_otel.delivery")
 
 
-def default_service(settings: Settings) -> DeliveryService:
+def default_service(settings: Settings, sanitizer: Sanitizer) -> DeliveryService:
     """Delivery to the configured API, or outbox-only (the default file, no target)
     when no API is configured.
 
-    The API key is pinned as a known secret, so no free text this process writes can
-    carry it (the exporter's entry point configures through here alone).
+    The API key is pinned as a known secret of ``sanitizer`` (the tracker's), so no
+    free text this process writes can carry it (the exporter's entry point configures
+    through here alone).
     """
-    _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
+    sanitizer.pin_secret(settings.hackagent_api_key, configured=True)
     if not settings.hackagent_base_url:
         return DeliveryService(None, outbox_path=settings.outbox_path)
     sender = HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
@@ -63,10 +64,17 @@ _MAX_CLIENTS_REMEMBERED = 256
 
 
 class SinkRouter:
-    """Callable run id -> delivery service (or ``None``: no in-process records)."""
+    """Callable run id -> delivery service (or ``None``: no in-process records).
 
-    def __init__(self, settings: Settings, *, default_enabled: bool = True) -> None:
+    ``sanitizer``: the set-up's, which learns the credentials of every client a run's
+    records are sent with.
+    """
+
+    def __init__(
+        self, settings: Settings, sanitizer: Sanitizer, *, default_enabled: bool = True
+    ) -> None:
         self._settings = settings
+        self._sanitizer = sanitizer
         self._default_enabled = default_enabled
         self._default: DeliveryService | None = None
         # Identity cache of the clients seen (bounded), and one service per target:
@@ -81,14 +89,14 @@ class SinkRouter:
             # Built now, on the thread that configures, not lazily on the mapping thread:
             # a fork while that thread builds it (importing httpx's transport lazily)
             # would leave the child a half-imported module and no way to deliver.
-            self._default = default_service(settings)
+            self._default = default_service(settings, sanitizer)
 
     @property
     def default(self) -> DeliveryService:
         if self._default is None:
             with self._lock:
                 if self._default is None:
-                    self._default = default_service(self._settings)
+                    self._default = default_service(self._settings, self._sanitizer)
         return self._default
 
     def __call__(self, run_id: str) -> DeliveryService | None:
@@ -114,7 +122,7 @@ class SinkRouter:
         except (TypeError, ValueError) as exc:
             _logger.error("hackagent_otel: %s; this run's records go to the default target", exc)
             return self.default
-        _sanitize.pin_client_secrets(sender)
+        self._sanitizer.pin_client_secrets(sender)
         service = self._by_target.get(sender.target)
         if service is not None:
             sender.close()  # only connections it opened itself; a user's client stays open
@@ -140,6 +148,7 @@ class SinkRouter:
         return iter(dict.fromkeys(services))
 
 
-def sink_from_env() -> DeliveryService:
-    """The default service from env vars alone (the exporter's entry point)."""
-    return default_service(Settings.resolve())
+def sink_from_env(sanitizer: Sanitizer) -> DeliveryService:
+    """The default service from env vars alone (the exporter's entry point), its API
+    key pinned in ``sanitizer``."""
+    return default_service(Settings.resolve(), sanitizer)

@@ -9,6 +9,11 @@ is imported) instead of the tracker importing them:
 * a *fallback configurer*, called once when tracking is used before any SDK provider
   exists, so a drop-in user who never calls ``configure()`` still gets records.
 
+It also holds the :class:`~hackagent_otel._sanitize.Sanitizer` in force: the one the
+set-up built (``configure()`` hands it over), or before any set-up the source's own,
+for the drop-in path. The tracker, the goals and the SDK side read it here, at each
+use, so what one configuration knows ends with it.
+
 It also keeps, beside each span of ours, what the tracker set on it, whole
 (:class:`KeptData`): the SDK's span limits (``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT``,
 ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``, ``OTEL_SPAN_EVENT_COUNT_LIMIT``...) are
@@ -32,8 +37,9 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from hackagent_otel import _sanitize, semconv
+from hackagent_otel import semconv
 from hackagent_otel._forksafe import register, renew_after_fork
+from hackagent_otel._sanitize import Sanitizer
 
 TracerAdapter = Callable[[trace.Tracer], None]
 
@@ -44,9 +50,16 @@ _VERSION = "0.1.0"
 
 
 class TracerSource:
-    """Resolves, adapts and caches our tracer for the provider currently in force."""
+    """Resolves, adapts and caches our tracer for the provider currently in force, and
+    holds the sanitizer in force."""
 
     def __init__(self) -> None:
+        #: The sanitizer for code used before any set-up (the drop-in path); built once,
+        #: never replaced.
+        self._drop_in_sanitizer = Sanitizer()
+        #: What the tracker sanitizes with: the set-up's (:meth:`use_sanitizer`), else
+        #: the drop-in one.
+        self.sanitizer = self._drop_in_sanitizer
         self._adapters: list[TracerAdapter] = []
         self._provider: trace.TracerProvider | None = None
         self._cached: tuple[trace.TracerProvider, trace.Tracer] | None = None
@@ -67,6 +80,20 @@ class TracerSource:
         with self._lock:
             self._provider = provider
             self._cached = None
+
+    def use_sanitizer(self, sanitizer: Sanitizer | None) -> None:
+        """Sanitize with ``sanitizer`` from now on (``None``: the drop-in one again).
+
+        It takes over the secrets the one in force knew: text made before the change (a
+        step in flight, a traceback) may still quote them. Taken before the switch and
+        again after it, so what a thread learned meanwhile on the old one is kept too.
+        """
+        if sanitizer is None:
+            sanitizer = self._drop_in_sanitizer
+        previous = self.sanitizer
+        sanitizer.take_over_known_secrets(previous)
+        self.sanitizer = sanitizer
+        sanitizer.take_over_known_secrets(previous)
 
     @property
     def provider(self) -> trace.TracerProvider:
@@ -99,11 +126,13 @@ class TracerSource:
         return True
 
     def reset(self) -> None:
-        """Forget the provider and cache (``shutdown()``; tests)."""
+        """Forget the provider and cache, and sanitize with the drop-in sanitizer again
+        (``shutdown()``; tests)."""
         with self._lock:
             self._provider = None
             self._cached = None
             self._fallback_done = False
+        self.use_sanitizer(None)
 
 
 source = TracerSource()
@@ -242,7 +271,8 @@ def record_exception(span: trace.Span, exc: BaseException) -> str:
     not kept beside the span; and it adds ``exception.escaped``, which the original
     tracker's spans never had.
     """
-    message = _sanitize.sanitize_text(str(exc))
+    sanitizer = source.sanitizer
+    message = sanitizer.sanitize_text(str(exc))
     exc_type = type(exc)
     qualified = (
         exc_type.__qualname__
@@ -256,7 +286,7 @@ def record_exception(span: trace.Span, exc: BaseException) -> str:
         {
             "exception.type": qualified,
             "exception.message": message,
-            "exception.stacktrace": _sanitize.sanitize_text(stacktrace, 32_768),
+            "exception.stacktrace": sanitizer.sanitize_text(stacktrace, 32_768),
         },
     )
     span.set_status(Status(StatusCode.ERROR, f"{exc_type.__name__}: {message}"))

@@ -26,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from hackagent_otel import _sanitize, _tracer, semconv
+from hackagent_otel import _tracer, semconv
 from hackagent_otel._context import MAX_METADATA_KEYS, MAX_PROGRESS_ENTRIES, TrackingContext
 from hackagent_otel._enums import (
     TERMINAL_RUN_STATUSES,
@@ -39,6 +39,7 @@ from hackagent_otel._enums import (
 from hackagent_otel._forksafe import renew_after_fork
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
+from hackagent_otel._sanitize import Sanitizer
 
 __all__ = ["MAX_METADATA_KEYS", "MAX_PROGRESS_ENTRIES", "StepTracker", "TrackingStats", "stats"]
 
@@ -224,16 +225,17 @@ class StepTracker:
     def _start(self, step_name: str, step_type: str, input_data: Any, config: Any) -> _Step | None:
         ctx = self.context
         try:
+            sanitizer = _tracer.source.sanitizer
             run_id = str(ctx.run_id)
             if ctx.client is not None:
                 routes.register(run_id, ctx.client)
             # Names are free text too (an f-string with a URL and its key): scrubbed.
-            name = _sanitize.sanitize_text(step_name)
+            name = sanitizer.sanitize_text(step_name)
             attributes: dict[str, AttributeValue] = {
                 semconv.KIND: semconv.KIND_STEP,
                 semconv.RUN_ID: run_id,
                 semconv.STEP_NAME: name,
-                semconv.STEP_TYPE: _sanitize.sanitize_text(step_type, 256),
+                semconv.STEP_TYPE: sanitizer.sanitize_text(step_type, 256),
                 semconv.STEP_TRACE_TYPE: _TRACE_TYPE_OTHER,
                 semconv.STEP_SEQUENCE_START: ctx.increment_sequence(),
             }
@@ -241,13 +243,13 @@ class StepTracker:
             if target is not None:
                 attributes[semconv.RESULT_ID if target[0] == "id" else semconv.GOAL_REF] = target[1]
             if config is not None:
-                attributes[semconv.STEP_CONFIG] = _sanitize.dumps(config)
+                attributes[semconv.STEP_CONFIG] = sanitizer.dumps(config)
             if input_data is not None:
-                attributes[semconv.STEP_INPUT] = _sanitize.dumps(input_data)
+                attributes[semconv.STEP_INPUT] = sanitizer.dumps(input_data)
             pending_metadata, pending_progress, metadata_dropped, progress_dropped = (
                 ctx.pending.take()
             )
-            context_metadata = _context_metadata(ctx, pending_metadata, pending_progress)
+            context_metadata = _context_metadata(ctx, pending_metadata, pending_progress, sanitizer)
             if context_metadata is not None:
                 attributes[semconv.STEP_CONTEXT_METADATA] = context_metadata
             span = _tracer.start_span(
@@ -316,8 +318,9 @@ class StepTracker:
         if not self.context.is_enabled:
             return
         try:
-            text_key = key if isinstance(key, str) else _sanitize.sanitize_text(key, 256)
-            entry = (time.time_ns(), _sanitize.dumps_keyed(text_key, value))
+            sanitizer = _tracer.source.sanitizer
+            text_key = key if isinstance(key, str) else sanitizer.sanitize_text(key, 256)
+            entry = (time.time_ns(), sanitizer.dumps_keyed(text_key, value))
             step = self._current_step()
             if step is None:
                 if not self.context.pending.stash_metadata(text_key, entry):
@@ -343,7 +346,8 @@ class StepTracker:
         if not self.context.is_enabled:
             return
         try:
-            entry = (time.time_ns(), _sanitize.sanitize_text(message), _sanitize.dumps(metrics))
+            sanitizer = _tracer.source.sanitizer
+            entry = (time.time_ns(), sanitizer.sanitize_text(message), sanitizer.dumps(metrics))
             step = self._current_step()
             if step is None:
                 if self.context.pending.stash_progress(entry):
@@ -424,17 +428,18 @@ class StepTracker:
         where, result = target
 
         def attributes(run_id: str) -> dict[str, AttributeValue]:
+            sanitizer = _tracer.source.sanitizer
             found: dict[str, AttributeValue] = {
                 semconv.KIND: semconv.KIND_RESULT_STATUS,
                 semconv.RUN_ID: run_id,
                 semconv.RESULT_ID if where == "id" else semconv.GOAL_REF: result,
                 semconv.RESULT_EVALUATION_STATUS: value,
-                semconv.RESULT_EVALUATION_NOTES: _sanitize.sanitize_text(
+                semconv.RESULT_EVALUATION_NOTES: sanitizer.sanitize_text(
                     evaluation_notes or DEFAULT_EVALUATION_NOTES
                 ),
             }
             if agent_specific_data is not None:
-                found[semconv.RESULT_AGENT_SPECIFIC_DATA] = _sanitize.dumps(agent_specific_data)
+                found[semconv.RESULT_AGENT_SPECIFIC_DATA] = sanitizer.dumps(agent_specific_data)
             return found
 
         if not self._status_span(semconv.SPAN_RESULT_STATUS, attributes, "result"):
@@ -491,9 +496,10 @@ def _log_exception_scrubbed(logger: logging.Logger, message: str, args: tuple[An
         text = message % args if args else message
     except Exception:  # arguments that do not fit the message: log both as they are
         text = f"{message} {args!r}"
-    clean = _sanitize.scrub_known_secrets(text)
+    scrub = _tracer.source.sanitizer.scrub_known_secrets
+    clean = scrub(text)
     trace_text = traceback.format_exc()
-    clean_trace = _sanitize.scrub_known_secrets(trace_text)
+    clean_trace = scrub(trace_text)
     if clean_trace == trace_text:
         logger.exception("%s", clean)
     else:
@@ -508,6 +514,7 @@ def _context_metadata(
     ctx: TrackingContext,
     metadata: dict[str, tuple[int, str]],
     progress: list[tuple[int, str, str]],
+    sanitizer: Sanitizer,
 ) -> str | None:
     """The ``context_metadata`` of a step's start record, as the original sent it."""
     if not ctx.metadata and not metadata and not progress:
@@ -519,4 +526,4 @@ def _context_metadata(
         combined["progress_log"] = [
             {"message": message, **json.loads(metrics)} for _, message, metrics in progress
         ]
-    return _sanitize.dumps(combined)
+    return sanitizer.dumps(combined)

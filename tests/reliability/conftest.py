@@ -139,7 +139,9 @@ def make_harness(
         exporter = InMemorySpanExporter()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         provider.add_span_processor(processor)
-        telemetry = Telemetry(Settings.resolve(), provider, owns_provider=True)
+        telemetry = Telemetry(
+            Settings.resolve(), provider, owns_provider=True, sanitizer=_tracer.source.sanitizer
+        )
         telemetry.records = processor
         telemetry.processors.append(processor)
         _tracer.source.use_provider(provider)

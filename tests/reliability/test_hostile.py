@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from bridge_support import new_ids, otlp_protobuf, scenario_spans
 from hackagent_otel import _mapping, semconv
+from hackagent_otel._sanitize import Sanitizer
 from hackagent_otel._spanview import EventView, SpanView
 from hackagent_otel.testing import FakeHackAgentAPI
 from integration.test_bridge import BridgeProcess
@@ -34,6 +35,8 @@ from otel_fixtures import missing
 from .conftest import RELIABILITY_APPS, Harness, rss_bytes, subprocess_env
 
 CANARY = "CANARY-hostile-51d2"
+#: What the mapping fuzzers map with: one sanitizer, as a bridge keeps one.
+SANITIZER = Sanitizer()
 #: The canary under secret keys, as the JSON-valued attributes (config, input, agent data,
 #: progress metrics) carry it. Free-text attributes (names, notes, error messages) are
 #: data, never scrubbed by pattern, so the canary is only ever put in JSON-valued ones.
@@ -153,7 +156,7 @@ def _check_mapped(mapped: _mapping.Mapped) -> None:
 def test_mapping_any_finished_span_view_never_raises_and_never_leaks_a_secret(
     view: SpanView, include_start: bool
 ) -> None:
-    _check_mapped(_mapping.map_end(view, include_start=include_start))
+    _check_mapped(_mapping.map_end(view, SANITIZER, include_start=include_start))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -161,7 +164,7 @@ def test_mapping_any_finished_span_view_never_raises_and_never_leaks_a_secret(
 def test_mapping_any_started_span_view_never_raises_and_never_leaks_a_secret(
     view: SpanView,
 ) -> None:
-    _check_mapped(_mapping.map_start(view))
+    _check_mapped(_mapping.map_start(view, SANITIZER))
 
 
 # -- huge and deep values through the tracker -----------------------------------------

@@ -6,8 +6,9 @@ One request's way through (:meth:`BridgePipeline.ingest`, on a worker thread):
    ``hackagent.*`` attributes are only counted;
 2. each of ours is mapped with the in-process mapping, ``map_end(include_start=True)``
    (the bridge sees a span once, when it has ended, so a step's start record is made
-   then too); values are sanitized again there, so a secret under a secret-named key
-   is redacted exactly as in-process;
+   then too); values are sanitized again there, by the bridge's own sanitizer (its
+   extra secret words, its API key and token pinned: :func:`sanitizer_for`), so a
+   secret under a secret-named key is redacted exactly as in-process;
 3. the request's records are put in order per ordering key (:func:`order_records`);
 4. they are committed to the outbox in one transaction
    (:meth:`DeliveryService.accept_durably`). Only then does the bridge answer 200; the
@@ -36,7 +37,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from hackagent_otel import _records, _sanitize, semconv
+from hackagent_otel import _records, semconv
 from hackagent_otel._delivery.client import HackAgentClient
 from hackagent_otel._delivery.outbox import Outbox, OutboxError
 from hackagent_otel._delivery.service import DeliveryService, DeliveryStats
@@ -44,11 +45,12 @@ from hackagent_otel._delivery.spool import OutboxHealth
 from hackagent_otel._mapping import map_end
 from hackagent_otel._outbox_files import api_target
 from hackagent_otel._records import Record
+from hackagent_otel._sanitize import Sanitizer
 from hackagent_otel._spanview import SpanView
 from hackagent_otel.bridge._decode import DecodedTraces, decode
 from hackagent_otel.bridge._settings import BridgeSettings
 
-__all__ = ["Accepted", "Backlogged", "BridgePipeline", "order_records"]
+__all__ = ["Accepted", "Backlogged", "BridgePipeline", "order_records", "sanitizer_for"]
 
 _log = logging.getLogger("hackagent_otel.bridge")
 
@@ -86,7 +88,18 @@ class Accepted:
         return self.spans + self.ignored + self.rejected
 
 
-def order_records(spans: Iterable[SpanView]) -> tuple[list[Record], int, list[str]]:
+def sanitizer_for(settings: BridgeSettings) -> Sanitizer:
+    """The bridge's sanitizer: its extra secret words, and neither its API key nor its
+    own token may appear in what it writes."""
+    sanitizer = Sanitizer(extra_secret_words=settings.redact_keys)
+    sanitizer.pin_secret(settings.hackagent_api_key, configured=True)
+    sanitizer.pin_secret(settings.token, configured=True)
+    return sanitizer
+
+
+def order_records(
+    spans: Iterable[SpanView], sanitizer: Sanitizer
+) -> tuple[list[Record], int, list[str]]:
     """Map finished spans to records, in order per key; also count and explain rejects.
 
     Returns ``(records, rejected_spans, errors)``. Records of different keys keep the
@@ -100,7 +113,7 @@ def order_records(spans: Iterable[SpanView]) -> tuple[list[Record], int, list[st
     position = 0
     for view in spans:
         try:
-            mapped = map_end(view, include_start=True)
+            mapped = map_end(view, sanitizer, include_start=True)
         except Exception as exc:  # a mapping bug must not fail the other spans
             _log.exception("could not map span %s (%r)", view.span_id_hex, view.name)
             mapped_records: tuple[Record, ...] = ()
@@ -158,7 +171,8 @@ class BridgePipeline:
 
     ``delivery`` must use ``outbox`` (it is handed to it), so back-pressure reads the
     depth of the very outbox records are written to. The pipeline owns both and closes
-    them in :meth:`close`.
+    them in :meth:`close`. ``sanitizer`` cleans what other processes' spans carry (a
+    new one of its own when not given).
     """
 
     def __init__(
@@ -169,7 +183,9 @@ class BridgePipeline:
         max_pending_records: int,
         decoder: Decoder = decode,
         clock: Callable[[], float] = time.monotonic,
+        sanitizer: Sanitizer | None = None,
     ) -> None:
+        self.sanitizer = Sanitizer() if sanitizer is None else sanitizer
         self._delivery = delivery
         self._outbox = outbox
         self._max_pending = max_pending_records
@@ -181,22 +197,31 @@ class BridgePipeline:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: BridgeSettings) -> BridgePipeline:
+    def from_settings(
+        cls, settings: BridgeSettings, sanitizer: Sanitizer | None = None
+    ) -> BridgePipeline:
         """The outbox at ``settings.outbox_path`` and delivery to the configured API
-        (none configured: records wait in the outbox for ``hackagent-otel push``).
+        (none configured: records wait in the outbox for ``hackagent-otel push``);
+        ``sanitizer``: default, :func:`sanitizer_for` the settings.
 
         Raises :class:`OutboxError` when the outbox cannot be opened.
         """
+        if sanitizer is None:
+            sanitizer = sanitizer_for(settings)
         base_url = settings.hackagent_base_url
         outbox = Outbox(settings.outbox_path, target=api_target(base_url) if base_url else None)
-        _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
         sender = (
             HackAgentClient(settings.hackagent_base_url, settings.hackagent_api_key)
             if settings.hackagent_base_url
             else None
         )
         delivery = DeliveryService(sender, outbox)
-        return cls(delivery, outbox, max_pending_records=settings.max_pending_records)
+        return cls(
+            delivery,
+            outbox,
+            max_pending_records=settings.max_pending_records,
+            sanitizer=sanitizer,
+        )
 
     # -- serving -----------------------------------------------------------------------
     def start(self) -> None:
@@ -229,7 +254,7 @@ class BridgePipeline:
         record of the request is durable.
         """
         decoded = self._decode(body, content_type, max_spans=max_spans)
-        records, unmappable, errors = order_records(decoded.spans)
+        records, unmappable, errors = order_records(decoded.spans, self.sanitizer)
         if records:
             self._delivery.accept_durably(records)
             with self._lock:

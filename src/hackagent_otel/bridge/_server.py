@@ -33,10 +33,11 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from hackagent_otel import _sanitize
 from hackagent_otel._delivery.outbox import OutboxError
+from hackagent_otel._sanitize import SecretScrubbingFilter
+from hackagent_otel._setup import PACKAGE_LOGGERS
 from hackagent_otel.bridge._app import BridgeApp, build_app
-from hackagent_otel.bridge._pipeline import BridgePipeline
+from hackagent_otel.bridge._pipeline import BridgePipeline, sanitizer_for
 from hackagent_otel.bridge._settings import BridgeSettings
 from hackagent_otel.bridge._throttle import ThrottleFilter, throttled_exception_handler
 
@@ -68,12 +69,12 @@ def run(settings: BridgeSettings | None = None) -> int:
         return 1
     settings = settings or BridgeSettings.resolve()
     _configure_logging(settings.log_level)
-    _sanitize.set_extra_secret_words(settings.redact_keys)
-    # Neither the API key nor the bridge's own token may appear in what it writes.
-    _sanitize.pin_secret(settings.hackagent_api_key, configured=True)
-    _sanitize.pin_secret(settings.token, configured=True)
+    # Neither the API key nor the bridge's own token may appear in what it writes, logs
+    # included: the package's loggers scrub this sanitizer's known secrets from now on.
+    sanitizer = sanitizer_for(settings)
+    SecretScrubbingFilter(sanitizer).attach(*PACKAGE_LOGGERS)
     try:
-        pipeline = BridgePipeline.from_settings(settings)
+        pipeline = BridgePipeline.from_settings(settings, sanitizer)
     except OutboxError as exc:
         _log.error("cannot open the bridge's outbox: %s", exc)
         return 1

@@ -20,13 +20,16 @@ from typing import Any
 import atheris  # type: ignore[import-not-found,import-untyped,unused-ignore]
 
 with atheris.instrument_imports():
-    from hackagent_otel import _mapping, _sanitize, semconv
+    from hackagent_otel import _mapping, semconv
+    from hackagent_otel._sanitize import Sanitizer
     from hackagent_otel._spanview import SpanView
     from hackagent_otel.bridge._decode import DecodeError, decode
 
 CANARY = "CANARY-atheris-0b6e"
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+#: The sanitizer every target uses, as one process's tracker or bridge keeps one.
+SANITIZER = Sanitizer()
 
 
 def _value(fdp: Any, depth: int = 0) -> Any:
@@ -57,8 +60,8 @@ def fuzz_decode(data: bytes) -> None:
         except DecodeError:
             continue
         for view in decoded.spans:
-            _mapping.map_start(view)
-            for mapped in (_mapping.map_end(view, include_start=True),):
+            _mapping.map_start(view, SANITIZER)
+            for mapped in (_mapping.map_end(view, SANITIZER, include_start=True),):
                 for record in mapped.records:
                     record.to_json()
 
@@ -66,10 +69,10 @@ def fuzz_decode(data: bytes) -> None:
 def fuzz_sanitize(data: bytes) -> None:
     fdp = atheris.FuzzedDataProvider(data)
     value = {"config": _value(fdp), "token": CANARY, "password": [CANARY]}
-    text = _sanitize.dumps(value)
+    text = SANITIZER.dumps(value)
     json.loads(text)
     assert CANARY not in text, text
-    clean = _sanitize.sanitize(value)
+    clean = SANITIZER.sanitize(value)
     assert CANARY not in json.dumps(clean, allow_nan=False)
 
 
@@ -95,7 +98,10 @@ def fuzz_mapping(data: bytes) -> None:
         attributes=attributes,
         status="ERROR" if fdp.ConsumeBool() else "OK",
     )
-    for mapped in (_mapping.map_start(view), _mapping.map_end(view, include_start=True)):
+    for mapped in (
+        _mapping.map_start(view, SANITIZER),
+        _mapping.map_end(view, SANITIZER, include_start=True),
+    ):
         for record in mapped.records:
             assert CANARY not in record.to_json()
 
