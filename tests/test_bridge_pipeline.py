@@ -34,13 +34,13 @@ from bridge_support import (
 from hackagent_otel import HackAgentSpanExporter, _mapping, _tracer, semconv
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._records import Call, Record
-from hackagent_otel._sanitize import Sanitizer
+from hackagent_otel._sanitize import REDACTED, Sanitizer
 from hackagent_otel._spanview import SpanView
 from hackagent_otel.bridge import BridgePipeline, BridgeSettings
 from hackagent_otel.bridge._decode import decode
 from hackagent_otel.bridge._pipeline import Backlogged, order_records
 from hackagent_otel.testing import FakeHackAgentAPI
-from otel_fixtures import ListSink
+from otel_fixtures import ConfigureOTel, ListSink
 
 PROTOBUF = "application/x-protobuf"
 
@@ -322,6 +322,37 @@ def test_the_bridges_api_key_quoted_in_a_spans_error_reaches_no_record(
     assert len(stored) == 3
     assert key not in repr([r.parsed_body() for r in stored])
     assert stored[-1].parsed_body()["content"]["error_message"] == "401 with ***REDACTED***"
+
+
+def test_a_bridge_and_the_tracker_in_one_process_keep_their_own_words_and_secrets(
+    tmp_path: Path, configure_otel: ConfigureOTel
+) -> None:
+    """Two configurations in one process: neither's words nor secrets reach the other."""
+    tracker_key, bridge_key, bridge_token = (
+        "hk-tracker-CANARY-1f2e",
+        "hk-bridge-CANARY-3c4d",
+        "tok-bridge-CANARY-5a6b",
+    )
+    otel = configure_otel(hackagent_api_key=tracker_key, redact_keys=["ssn"], records="off")
+    settings = BridgeSettings(
+        outbox_path=tmp_path / "bridge.sqlite3",
+        hackagent_api_key=bridge_key,
+        token=bridge_token,
+        redact_keys=("prompt",),
+    )
+    pipeline = BridgePipeline.from_settings(settings)
+    try:
+        ours, bridges = otel.telemetry.sanitizer, pipeline.sanitizer
+        value = {"customer_ssn": CANARY, "prompt": "say it"}
+        all_keys = f"{tracker_key} {bridge_key} {bridge_token}"
+
+        assert ours is _tracer.source.sanitizer
+        assert ours.sanitize(value) == {"customer_ssn": REDACTED, "prompt": "say it"}
+        assert bridges.sanitize(value) == {"customer_ssn": CANARY, "prompt": REDACTED}
+        assert ours.sanitize_text(all_keys) == f"{REDACTED} {bridge_key} {bridge_token}"
+        assert bridges.sanitize_text(all_keys) == f"{tracker_key} {REDACTED} {REDACTED}"
+    finally:
+        pipeline.close(1.0)
 
 
 # -- durability and back-pressure -------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import datetime
 import json
@@ -30,8 +31,10 @@ from hackagent_otel._sanitize import (
     Limits,
     Sanitizer,
     SecretScrubbingFilter,
+    _budget,
 )
-from hackagent_otel._sanitize._fast import flat_text
+from hackagent_otel._sanitize._fast import flat_text, scalar_text
+from hackagent_otel._sanitize._walk import Walker
 
 CANARY = "CANARY-7f3a9c"
 #: A property test's examples share the test's sanitizer, as a tracker's steps share
@@ -1073,3 +1076,186 @@ def test_a_long_top_level_string_is_cut_to_the_total_budget_as_the_walk_cuts_it(
 
     assert json.loads(sanitizer.dumps("x" * 300, limits)) == sanitizer.sanitize("x" * 300, limits)
     assert json.loads(sanitizer.dumps("x" * 300, limits)).endswith("...[100 more chars]")
+
+
+# -- the named costs: one definition, charged by the walk, checked by the fast paths -----
+
+#: A scalar of each kind the walk charges a named cost for, and that cost.
+SCALAR_COSTS = [
+    pytest.param(True, _budget.BOOL_OR_NONE_COST, id="bool"),
+    pytest.param(None, _budget.BOOL_OR_NONE_COST, id="none"),
+    pytest.param(7, _budget.INT_COST, id="int"),
+    pytest.param(1.5, _budget.FLOAT_COST, id="float"),
+    pytest.param("abc", 3 + _budget.STRING_COST, id="str"),
+]
+
+
+def _walk_charge(sanitizer: Sanitizer, value: Any, limits: Limits) -> tuple[Any, int]:
+    """What the walk makes of ``value``, and how much of the budget it charged."""
+    walker = Walker(limits, sanitizer.keys, sanitizer.memory)
+    out = walker.walk(value, 0)
+    return out, limits.max_total - walker.budget
+
+
+@pytest.mark.parametrize(("scalar", "cost"), SCALAR_COSTS)
+def test_the_walk_charges_each_kind_its_named_cost(
+    sanitizer: Sanitizer, scalar: Any, cost: int
+) -> None:
+    assert _walk_charge(sanitizer, [scalar, scalar], DEFAULT_LIMITS)[1] == 2 * cost
+    entry = len("name") + _budget.KEY_COST + cost
+    assert _walk_charge(sanitizer, {"name": scalar}, DEFAULT_LIMITS)[1] == entry
+    assert _walk_charge(sanitizer, {"password": scalar}, DEFAULT_LIMITS)[1] == len("password") + (
+        _budget.KEY_COST
+    )  # a redacted value costs nothing more
+
+
+@pytest.mark.parametrize(("scalar", "cost"), SCALAR_COSTS)
+@pytest.mark.parametrize("container", [list, dict])
+def test_the_walk_and_the_fast_paths_cut_at_every_budget_boundary_alike(
+    sanitizer: Sanitizer, scalar: Any, cost: int, container: type
+) -> None:
+    """Budgets one below, at and one above each multiple of an item's cost: the walk
+    keeps an item while any budget is left (as the named costs say), and the fast paths
+    give exactly what the walk gives."""
+    count = 10
+    if container is list:
+        value: Any = [scalar] * count
+        each = cost
+    else:
+        value = {f"k{i}": scalar for i in range(count)}
+        each = len("k0") + _budget.KEY_COST + cost
+    for kept in range(1, count + 1):
+        for total in (kept * each - 1, kept * each, kept * each + 1):
+            limits = Limits(max_string=100, max_total=total)
+            walked = sanitizer.sanitize(value, limits)
+            shown = -(-total // each)  # ceil: one more item while anything is left
+            assert len(walked) == min(count, shown) + (shown < count), (total, walked)
+            assert sanitizer.resanitize(value, limits) == walked, total
+            assert sanitizer.dumps(value, limits) == json.dumps(
+                walked, separators=(",", ":"), ensure_ascii=False
+            ), total
+
+
+def test_a_string_is_cut_where_the_fast_paths_stop_taking_it() -> None:
+    """Lengths and budgets around the cut (the budget left, never below MIN_STRING_CUT):
+    the scalar fast path and the resanitizing check take a string exactly when the
+    walk keeps it whole."""
+    sanitizer = Sanitizer()
+    floor = _budget.MIN_STRING_CUT
+    for length in range(floor - 3, floor + 12):
+        text = "x" * length
+        for total in range(floor - 5, floor + 12):
+            limits = Limits(max_string=floor + 8, max_total=total)
+            walked = sanitizer.sanitize(text, limits)
+            whole = walked == text
+            assert (scalar_text(text, limits) is not None) == whole, (length, total)
+            assert (sanitizer.resanitize(text, limits) is text) == whole, (length, total)
+            assert sanitizer.dumps(text, limits) == json.dumps(walked, ensure_ascii=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(max_size=12),
+        _scalars | st.lists(_scalars, max_size=8) | st.text(min_size=20, max_size=70),
+        max_size=12,
+    )
+)
+def test_the_flat_fast_path_bound_holds_for_what_the_walk_charges(value: dict[str, Any]) -> None:
+    """The flat fast path skips the walk when MAX_COST_PER_CHARACTER times its text
+    fits the budget: the walk never charges more than that for a flat value."""
+    sanitizer = Sanitizer()
+    text = flat_text(value, DEFAULT_LIMITS, sanitizer.keys, sanitizer.memory)
+    if text is None:
+        return
+    _, charged = _walk_charge(sanitizer, value, DEFAULT_LIMITS)
+    assert charged <= _budget.MAX_COST_PER_CHARACTER * len(text)
+
+
+@pytest.mark.parametrize("part", ["_walk.py", "_fast.py"])
+def test_the_walk_and_the_fast_paths_charge_only_named_costs(part: str) -> None:
+    """No number is subtracted from a budget where it is spent: the costs live in
+    _budget.py alone."""
+    source = Path(_sanitize.__file__).with_name(part).read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Sub):
+            spent = node.value
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Sub):
+            spent = node.right
+        else:
+            continue
+        literals = [
+            n.value
+            for n in ast.walk(spent)
+            if isinstance(n, ast.Constant) and isinstance(n.value, int) and n.value > 1
+        ]
+        assert literals == [], f"{part}:{node.lineno} spends {literals}"
+
+
+# -- two configurations in one process --------------------------------------------------
+
+
+def test_two_sanitizers_with_different_words_give_different_answers() -> None:
+    plain, extra = Sanitizer(), Sanitizer(extra_secret_words=["ssn"])
+    value = {"customer_ssn": CANARY, "model": "m"}
+
+    assert plain.sanitize(value) == value
+    assert extra.sanitize(value) == {"customer_ssn": REDACTED, "model": "m"}
+    assert json.loads(plain.dumps(value)) == value
+    assert json.loads(extra.dumps(value)) == {"customer_ssn": REDACTED, "model": "m"}
+    assert plain.resanitize(value) == value
+    assert plain.scrub_structured_text(f"customer_ssn: {CANARY}") == f"customer_ssn: {CANARY}"
+    assert extra.scrub_structured_text(f"customer_ssn: {CANARY}") == f"customer_ssn: {REDACTED}"
+    # Each asked again, after the other learned its keys: still its own answers.
+    assert json.loads(plain.dumps(value)) == value
+    assert (plain.is_secret_key("customer_ssn"), extra.is_secret_key("customer_ssn")) == (
+        False,
+        True,
+    )
+
+
+def test_a_secret_one_sanitizer_knows_is_no_secret_to_another() -> None:
+    first, second = Sanitizer(), Sanitizer()
+    pinned, learned = "hk-pinned-CANARY-6d1e", "pw-learned-CANARY-0c4f"
+
+    first.pin_secret(pinned, configured=True)
+    first.sanitize({"password": learned})
+
+    assert first.sanitize_text(f"{pinned} {learned}") == f"{REDACTED} {REDACTED}"
+    assert second.sanitize_text(f"{pinned} {learned}") == f"{pinned} {learned}"
+    assert second.known_secrets_stats()["pinned"] == second.known_secrets_stats()["learned"] == 0
+    first.forget_known_secrets()
+    second.pin_secret(learned)
+    assert first.sanitize_text(learned) == learned
+
+
+def test_a_log_filter_scrubs_its_own_sanitizers_secrets_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mine, theirs = Sanitizer(), Sanitizer()
+    mine.pin_secret("mine-CANARY-2a7b", configured=True)
+    theirs.pin_secret("theirs-CANARY-9e3d", configured=True)
+    logger = logging.getLogger("hackagent_otel.test_scrubbing_two")
+    log_filter = SecretScrubbingFilter(mine)
+    log_filter.attach(logger.name)
+    try:
+        with caplog.at_level(logging.INFO, logger=logger.name):
+            logger.info("%s and %s", "mine-CANARY-2a7b", "theirs-CANARY-9e3d")
+    finally:
+        logger.removeFilter(log_filter)
+
+    assert [r.getMessage() for r in caplog.records] == [f"{REDACTED} and theirs-CANARY-9e3d"]
+
+
+def test_taking_over_known_secrets_copies_them_and_shares_nothing_after() -> None:
+    old, new = Sanitizer(), Sanitizer(extra_secret_words=["ssn"])
+    old.pin_secret("hk-old-CANARY-55aa", configured=True)
+    old.sanitize({"password": "pw-old-CANARY-77bb"})
+
+    new.take_over_known_secrets(old)
+    old.pin_secret("hk-later-CANARY-99cc", configured=True)
+
+    assert new.sanitize_text("hk-old-CANARY-55aa pw-old-CANARY-77bb") == f"{REDACTED} {REDACTED}"
+    assert new.sanitize_text("hk-later-CANARY-99cc") == "hk-later-CANARY-99cc"
+    assert new.known_secrets_stats()["pinned"] == 1  # pinned stays pinned
+    assert not old.is_secret_key("customer_ssn")  # the words stay each one's own

@@ -171,6 +171,32 @@ def test_shutdown_forgets_the_extra_secret_words(provider: TracerProvider) -> No
     assert not tracer_source.sanitizer.is_secret_key("customer_ssn")
 
 
+def test_each_configure_owns_its_sanitizer_and_hands_the_known_secrets_on(
+    provider: TracerProvider,
+) -> None:
+    """The words end with their configuration; a secret seen stays a secret."""
+    drop_in = tracer_source.sanitizer
+    drop_in.sanitize({"password": "pw-drop-in-CANARY-4e1a"})  # tracked before any set-up
+    first = hackagent_otel.configure(
+        tracer_provider=provider,
+        redact_keys=["ssn"],
+        hackagent_api_key="hk-first-CANARY-8e9f",
+        records="off",
+        handle_sigterm=False,
+    )
+    second = hackagent_otel.configure(tracer_provider=provider, records="off", handle_sigterm=False)
+
+    assert first.sanitizer is not second.sanitizer is tracer_source.sanitizer
+    assert first.sanitizer.is_secret_key("customer_ssn")
+    assert not second.sanitizer.is_secret_key("customer_ssn")
+    text = "pw-drop-in-CANARY-4e1a hk-first-CANARY-8e9f"
+    assert second.sanitizer.sanitize_text(text) == f"{_sanitize.REDACTED} {_sanitize.REDACTED}"
+    assert second.stats()["secrets"]["pinned"] == 1
+    hackagent_otel.shutdown()
+    assert tracer_source.sanitizer is drop_in
+    assert drop_in.sanitize_text(text) == f"{_sanitize.REDACTED} {_sanitize.REDACTED}"
+
+
 # -- flushing and shutting down --------------------------------------------------------
 
 
