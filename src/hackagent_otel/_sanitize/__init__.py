@@ -26,8 +26,8 @@ set-up builds the one this process's tracker uses and hands it to the tracer sou
 the bridge builds its own. Nothing here is module state: two sanitizers share no
 words and no secrets. The parts, each with one job:
 
-* :mod:`._keys`: which keys name a secret (:class:`KeyPolicy`), the redaction marker;
-* :mod:`._memory`: the known secrets, pinned and learned (:class:`SecretMemory`);
+* :mod:`._keys`: which keys name a secret (``KeyPolicy``), the redaction marker;
+* :mod:`._memory`: the known secrets, pinned and learned (``SecretMemory``);
 * :mod:`._budget`: the limits of one value and what each part of it costs;
 * :mod:`._walk`: the object-to-JSON walk;
 * :mod:`._fast`: the fast paths that mirror the walk, at the same costs;
@@ -37,54 +37,32 @@ words and no secrets. The parts, each with one job:
 * :mod:`._sanitizer`: :class:`Sanitizer`, which composes them.
 
 This package does no I/O and knows no OpenTelemetry; it imports only
-:mod:`hackagent_otel._json` and :mod:`hackagent_otel._forksafe` of ours.
+:mod:`hackagent_otel._json` and :mod:`hackagent_otel._forksafe` of ours. This module
+re-exports what callers use and touches nothing; callers import nothing else of it.
 """
 
 from hackagent_otel._sanitize._budget import DEFAULT_LIMITS, Limits
-from hackagent_otel._sanitize._keys import (
-    CLIENT_KEYS,
-    KEY_QUALIFIERS,
-    MODEL_TOKEN_KINDS,
-    PLAIN_KEY_KINDS,
-    REDACTED,
-    SECRET_WORDS,
-    SESSION_QUALIFIERS,
-    TOKEN_QUALIFIERS,
-    KeyPolicy,
-    key_words,
-)
+from hackagent_otel._sanitize._keys import REDACTED, key_words
 from hackagent_otel._sanitize._logs import SecretScrubbingFilter
 from hackagent_otel._sanitize._memory import (
     LEARNED_CHARS_MAX,
     LEARNED_MAX,
-    MAX_SECRET_LENGTH,
     MIN_SCRUB_LENGTH,
     PINNED_MAX,
     REMEMBER_PER_VALUE,
-    SecretMemory,
 )
 from hackagent_otel._sanitize._sanitizer import Sanitizer
 
 __all__ = [
-    "CLIENT_KEYS",
     "DEFAULT_LIMITS",
-    "KEY_QUALIFIERS",
     "LEARNED_CHARS_MAX",
     "LEARNED_MAX",
-    "MAX_SECRET_LENGTH",
     "MIN_SCRUB_LENGTH",
-    "MODEL_TOKEN_KINDS",
     "PINNED_MAX",
-    "PLAIN_KEY_KINDS",
     "REDACTED",
     "REMEMBER_PER_VALUE",
-    "SECRET_WORDS",
-    "SESSION_QUALIFIERS",
-    "TOKEN_QUALIFIERS",
-    "KeyPolicy",
     "Limits",
     "Sanitizer",
-    "SecretMemory",
     "SecretScrubbingFilter",
     "key_words",
 ]

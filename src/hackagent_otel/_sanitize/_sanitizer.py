@@ -39,7 +39,7 @@ class Sanitizer:
         limits: the bounds a value is sanitized to when a call names none.
     """
 
-    __slots__ = ("__weakref__", "keys", "limits", "memory")
+    __slots__ = ("keys", "limits", "memory")
 
     def __init__(
         self, *, extra_secret_words: Iterable[str] = (), limits: Limits = DEFAULT_LIMITS
