@@ -17,8 +17,6 @@ are remembered before they are redacted); never the caller's value.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from itertools import repeat
 from typing import Any, Final
 
 from hackagent_otel._json import compact_encoder
@@ -50,8 +48,6 @@ encode: Final = compact_encoder(ensure_ascii=False)
 _SCALAR_TYPES: Final = frozenset({str, int, float, bool, type(None)})
 _FLAT_VALUE_TYPES: Final = _SCALAR_TYPES | {list, tuple}
 _NEEDS_A_LOOK: Final = frozenset({int, list, tuple})
-#: What a list's items stand beside where a dict's have their key.
-_NO_KEY: Final = object()
 #: Dicts under limits less deep than this take the walk (the dict, its lists, their
 #: scalars: three levels).
 _FLAT_DEPTH: Final = 3
@@ -173,27 +169,28 @@ def budget_if_unchanged(
         return None
     if depth >= limits.max_depth or len(value) > limits.max_items:
         return None
-    entries: Iterable[tuple[Any, Any]]
     if kind is list:
         if secret_pairs(value, policy, limits.max_items):
             return None
-        entries = zip(repeat(_NO_KEY), value)
-    else:
-        entries = value.items()
-    for key, item in entries:
-        if budget <= 0:
+        for item in value:  # while any budget is left, as the walk takes items
+            left = (
+                budget_if_unchanged(item, depth + 1, budget, limits, policy) if budget > 0 else None
+            )
+            if left is None:
+                return None
+            budget = left
+        return budget
+    for key, item in value.items():
+        if budget <= 0 or type(key) is not str or len(key) > limits.max_string:
             return None
-        if key is not _NO_KEY:  # a dict's entry: its key is checked and charged first
-            if type(key) is not str or len(key) > limits.max_string:
+        budget -= len(key) + KEY_COST
+        if policy.is_secret(key):
+            if secrets is None:
                 return None
-            budget -= len(key) + KEY_COST
-            if policy.is_secret(key):
-                if secrets is None:
-                    return None
-                secrets.append(key)  # its value costs no budget: it becomes REDACTED
-                continue
-            if key in CLIENT_KEYS and not is_plain(item):
-                return None
+            secrets.append(key)  # its value costs no budget: it becomes REDACTED
+            continue
+        if key in CLIENT_KEYS and not is_plain(item):
+            return None
         left = budget_if_unchanged(item, depth + 1, budget, limits, policy)
         if left is None:
             return None
