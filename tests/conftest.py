@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,21 @@ import pytest
 from hackagent_otel.testing import FakeHackAgentAPI
 
 pytest_plugins = ["otel_fixtures"]
+
+# -- the test process itself ------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored() -> Iterator[None]:
+    """Code under test may install handlers (``configure()`` turns SIGTERM into an exit,
+    the bridge's server ignores it while it stops): each test gets the process's own
+    back, so no later test (one that forks, above all) runs under another's."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        if signal.getsignal(sig) is not handler:
+            signal.signal(sig, handler)
+
 
 # -- delivery (hackagent_otel._delivery, hackagent_otel.testing) ------------------------
 

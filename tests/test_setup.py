@@ -325,3 +325,38 @@ def test_sigterm_exits_and_ends_open_runs(tmp_path: Path) -> None:
 
     assert result[semconv.KIND] == semconv.KIND_RUN
     assert result[semconv.RUN_ENDED_BY] == "exit"
+
+
+def test_sigterm_ends_a_forked_child_as_if_no_handler_were_installed(tmp_path: Path) -> None:
+    """A forked child inherits the handler, but may be anywhere when SIGTERM comes: in a
+    fork hook, or in code that catches ``BaseException`` (Python swallows what an
+    ``os.register_at_fork`` hook raises). There, an exit by ``SystemExit`` is lost and
+    ``Pool.terminate()`` waits for ever; the child's records are in the outbox already
+    (children are durable first), so it dies of the signal, as without us."""
+    result = run_python(
+        """
+        import json, os, signal, time
+        import hackagent_otel
+
+        hackagent_otel.configure(records="off")
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            try:
+                os.write(ready_w, b"x")
+                time.sleep(30)
+            except BaseException:
+                pass
+            os._exit(0)
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        ended = [os.WIFSIGNALED(status), os.WTERMSIG(status) if os.WIFSIGNALED(status) else None]
+        print(json.dumps({"child": ended}))
+        """,
+        tmp_path,
+    )
+
+    assert result == {"child": [True, signal.SIGTERM]}

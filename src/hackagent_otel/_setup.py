@@ -219,12 +219,26 @@ def _shutdown_at_exit() -> None:
 
 
 def _install_sigterm_handler() -> None:
+    """SIGTERM becomes ``SystemExit`` in this process, so the exit hook flushes.
+
+    Only in this process: a forked child inherits the handler but may be anywhere when
+    the signal comes (in a fork hook, whose exceptions Python swallows, or in code that
+    catches ``BaseException``), so an exit by exception could be lost and
+    ``Pool.terminate()`` would wait for ever. There the handler puts the default back
+    and lets the signal end the child, as it would without us: a child's records are
+    committed to the outbox as they are made, so nothing is waiting to be flushed.
+    """
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
+    installed_by = os.getpid()
 
     def _exit_on_sigterm(signum: int, frame: FrameType | None) -> Any:
+        if os.getpid() != installed_by:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
