@@ -17,7 +17,7 @@ pytest_plugins = ["otel_fixtures"]
 
 @pytest.fixture(autouse=True)
 def signal_handlers_restored() -> Iterator[None]:
-    """Code under test may install handlers (``configure()`` turns SIGTERM into an exit,
+    """Code under test may install handlers (``configure()`` flushes on SIGTERM,
     the bridge's server ignores it while it stops): each test gets the process's own
     back, so no later test (one that forks, above all) runs under another's."""
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
