@@ -155,7 +155,6 @@ class OutboxError(Exception):
         self.transient = transient
 
 
-
 def _create_for_owner_only(path: Path) -> None:
     """Make the outbox's missing folders (mode 0700) and its file (0600): its rows hold
     red-team prompts and answers. SQLite gives the ``-wal`` and ``-shm`` files the
