@@ -7,6 +7,7 @@ import contextvars
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
@@ -324,6 +325,46 @@ def test_keyboard_interrupt_ends_the_step_as_failed_and_propagates(
     assert attrs(span)[semconv.STEP_STATUS] == semconv.STEP_STATUS_FAILED
     assert span.status.status_code is StatusCode.ERROR
     assert events(span, "exception")[0]["exception.type"] == "KeyboardInterrupt"
+
+
+def test_closing_a_generator_that_holds_a_step_ends_the_step_completed(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    """Breaking out of a generator raises GeneratorExit inside it: the consumer stopped
+    early, nothing failed (the original, catching ``Exception`` only, never called it a
+    failure either)."""
+
+    def samples() -> Iterator[int]:
+        with tracker.track_step("Sample prompts", "STEP"):
+            yield 1
+            yield 2
+
+    for _ in samples():
+        break
+
+    span = otel.step("Sample prompts")
+    assert attrs(span)[semconv.STEP_STATUS] == semconv.STEP_STATUS_COMPLETED
+    assert span.status.status_code is StatusCode.UNSET
+    assert events(span, "exception") == []
+
+
+class UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ itself fails")
+
+
+def test_an_exception_whose_str_raises_still_ends_its_step_as_failed(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    with pytest.raises(UnprintableError), tracker.track_step("Hostile error", "STEP"):
+        raise UnprintableError
+
+    span = otel.step("Hostile error")
+    assert attrs(span)[semconv.STEP_STATUS] == semconv.STEP_STATUS_FAILED
+    assert attrs(span)[semconv.STEP_ERROR_MESSAGE] == "<UnprintableError>"
+    assert span.status.status_code is StatusCode.ERROR
+    (exception,) = events(span, "exception")
+    assert exception["exception.type"] == f"{__name__}.UnprintableError"
 
 
 def test_cancelled_task_ends_its_step_as_failed(otel: OTel, tracker: StepTracker) -> None:

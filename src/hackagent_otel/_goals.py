@@ -520,7 +520,7 @@ class Tracker:
                 self._finalize(
                     ctx,
                     False,
-                    f"Attack failed with exception: {str(exc)[:200]}",
+                    f"Attack failed with exception: {_sanitize.sanitize_text(exc)[:200]}",
                     None,
                     exc,
                 )

@@ -242,7 +242,7 @@ def record_exception(span: trace.Span, exc: BaseException) -> str:
     not kept beside the span; and it adds ``exception.escaped``, which the original
     tracker's spans never had.
     """
-    message = _sanitize.sanitize_text(str(exc))
+    message = _sanitize.sanitize_text(exc)  # never raises, also where str(exc) does
     exc_type = type(exc)
     qualified = (
         exc_type.__qualname__

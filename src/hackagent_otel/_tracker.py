@@ -179,6 +179,8 @@ class _StepScope:
         if step is None:
             return
         self._step = None
+        if isinstance(exc, GeneratorExit):
+            exc = None  # a generator holding the step was closed early: nothing failed
         try:
             self._tracker._end(step, exc)
         finally:
