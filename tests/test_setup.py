@@ -383,3 +383,20 @@ def test_sigterm_ends_a_forked_child_as_if_no_handler_were_installed(tmp_path: P
     )
 
     assert result == {"child": [True, signal.SIGTERM]}
+
+
+def test_configure_with_no_home_folder_keeps_records_in_a_folder_of_the_users_own(
+    no_home: Path, provider: TracerProvider
+) -> None:
+    """A container running as an arbitrary UID (no HOME, no passwd entry): configure()
+    raised and implicit set-up turned tracking off; now the outbox goes to tmp."""
+    from hackagent_otel._delivery.outbox import Outbox
+
+    hackagent_otel.configure(tracer_provider=provider, handle_sigterm=False)
+    context = TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=str(uuid.uuid4()))
+    with StepTracker(context).track_step("s", "STEP"):
+        pass
+    hackagent_otel.shutdown()
+
+    with Outbox(no_home / "outbox.sqlite3") as outbox:
+        assert outbox.pending_count() == 2
