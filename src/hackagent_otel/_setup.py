@@ -62,6 +62,7 @@ class Telemetry:
         out: dict[str, Any] = {
             "tracking": tracking_stats.snapshot(),
             "secrets": _sanitize.known_secrets_stats(),
+            "runs": {"open": len(runs.open_runs()), "evicted": runs.evicted},
         }
         if self.records is not None:
             out["mapping"] = self.records.stats()
