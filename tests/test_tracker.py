@@ -149,6 +149,23 @@ def test_metadata_value_is_captured_when_recorded(otel: OTel, tracker: StepTrack
     assert metadata_of(otel.step("Mutate")) == {"snapshot": {"count": 1}}
 
 
+def test_a_huge_metadata_key_is_cut_with_a_marker_so_the_body_stays_bounded(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    """Twenty 1 MB keys made a 20 MB API body; each key now costs at most 256 characters
+    and a marker, and keys that differ only past the cut stay apart (their lengths do)."""
+    with tracker.track_step("Wide keys", "STEP"):
+        for i in range(20):
+            tracker.add_step_metadata("k" * (1_000_000 + i), i)
+
+    found = metadata_of(otel.step("Wide keys"))
+    assert len(found) == 20
+    cut = _tracker.MAX_METADATA_KEY_CHARS
+    assert all(key.startswith("k" * cut + "...[") for key in found)
+    assert max(len(key) for key in found) < cut + 32
+    assert sorted(found.values()) == list(range(20))
+
+
 def test_metadata_keys_are_bounded_and_the_overflow_is_counted(
     otel: OTel, tracker: StepTracker
 ) -> None:

@@ -71,6 +71,10 @@ class TrackingStats:
             return dict(self.counts)
 
 
+#: A metadata key longer than this is cut (with a marker saying by how much): twenty
+#: 1 MB keys made a 20 MB API body.
+MAX_METADATA_KEY_CHARS = 256
+
 stats = TrackingStats()
 
 
@@ -318,7 +322,11 @@ class StepTracker:
         if not self.context.is_enabled:
             return
         try:
-            text_key = key if isinstance(key, str) else _sanitize.sanitize_text(key, 256)
+            text_key = (
+                key
+                if isinstance(key, str) and len(key) <= MAX_METADATA_KEY_CHARS
+                else _sanitize.sanitize_text(key, MAX_METADATA_KEY_CHARS)
+            )
             entry = (time.time_ns(), _sanitize.dumps_keyed(text_key, value))
             step = self._current_step()
             if step is None:
