@@ -22,7 +22,7 @@ from apps.attack_scenario import (
 )
 from hackagent_otel import Context, Tracker, TrackingCoordinator, semconv
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
-from otel_fixtures import ConfigureAPI, OTel, api_calls, attrs
+from otel_fixtures import ConfigureAPI, OTel, UnprintableError, api_calls, attrs
 
 
 @pytest.fixture(params=["configured API", "httpx.Client"])
@@ -108,11 +108,6 @@ def test_track_goal_finalizes_a_crash_as_failed_and_reraises(
     assert goal.status.status_code.name == "ERROR"
     assert [e.name for e in goal.events] == ["exception"]
     assert attrs(goal)[semconv.GOAL_SUCCESS] is False
-
-
-class UnprintableError(Exception):
-    def __str__(self) -> str:
-        raise RuntimeError("__str__ itself fails")
 
 
 def test_track_goal_finalizes_a_crash_whose_str_raises(

@@ -35,6 +35,7 @@ from hackagent_otel import (
 from otel_fixtures import (
     ConfigureOTel,
     OTel,
+    UnprintableError,
     assert_no_orphans,
     attrs,
     dump_spans,
@@ -332,18 +333,6 @@ def test_failing_step_records_the_error_and_reraises_the_same_exception(
     assert metadata_of(span) == {"attempts": 3}
 
 
-def test_keyboard_interrupt_ends_the_step_as_failed_and_propagates(
-    otel: OTel, tracker: StepTracker
-) -> None:
-    with pytest.raises(KeyboardInterrupt), tracker.track_step("Interrupted", "STEP"):
-        raise KeyboardInterrupt
-
-    span = otel.step("Interrupted")
-    assert attrs(span)[semconv.STEP_STATUS] == semconv.STEP_STATUS_FAILED
-    assert span.status.status_code is StatusCode.ERROR
-    assert events(span, "exception")[0]["exception.type"] == "KeyboardInterrupt"
-
-
 def test_closing_a_generator_that_holds_a_step_ends_the_step_completed(
     otel: OTel, tracker: StepTracker
 ) -> None:
@@ -365,23 +354,26 @@ def test_closing_a_generator_that_holds_a_step_ends_the_step_completed(
     assert events(span, "exception") == []
 
 
-class UnprintableError(Exception):
-    def __str__(self) -> str:
-        raise RuntimeError("__str__ itself fails")
-
-
-def test_an_exception_whose_str_raises_still_ends_its_step_as_failed(
-    otel: OTel, tracker: StepTracker
+@pytest.mark.parametrize(
+    ("error", "exception_type", "message"),
+    [
+        (KeyboardInterrupt(), "KeyboardInterrupt", ""),
+        (UnprintableError(), "otel_fixtures.UnprintableError", "<UnprintableError>"),
+    ],
+    ids=["KeyboardInterrupt", "a __str__ that raises"],
+)
+def test_a_step_ended_by_an_unusual_exception_is_failed_and_the_exception_propagates(
+    otel: OTel, tracker: StepTracker, error: BaseException, exception_type: str, message: str
 ) -> None:
-    with pytest.raises(UnprintableError), tracker.track_step("Hostile error", "STEP"):
-        raise UnprintableError
+    with pytest.raises(type(error)), tracker.track_step("Unusual", "STEP"):
+        raise error
 
-    span = otel.step("Hostile error")
+    span = otel.step("Unusual")
     assert attrs(span)[semconv.STEP_STATUS] == semconv.STEP_STATUS_FAILED
-    assert attrs(span)[semconv.STEP_ERROR_MESSAGE] == "<UnprintableError>"
+    assert attrs(span)[semconv.STEP_ERROR_MESSAGE] == message
     assert span.status.status_code is StatusCode.ERROR
     (exception,) = events(span, "exception")
-    assert exception["exception.type"] == f"{__name__}.UnprintableError"
+    assert exception["exception.type"] == exception_type
 
 
 def test_cancelled_task_ends_its_step_as_failed(otel: OTel, tracker: StepTracker) -> None:
