@@ -390,3 +390,10 @@ def _without_otel(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(content, dict):
         return {**body, "content": {k: v for k, v in content.items() if k != "otel"}}
     return body
+
+
+class UnprintableError(Exception):
+    """An exception whose text cannot be had: ``str()`` of it raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ itself fails")

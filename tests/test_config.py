@@ -210,3 +210,46 @@ def test_an_invalid_duration_in_the_env_is_warned_about_and_defaulted(
         assert "using the default" in caplog.text
     with pytest.raises(ValueError, match="result_id_timeout"):
         Settings.resolve(result_id_timeout=-1.0, env={})
+
+
+def test_without_a_home_folder_the_outbox_goes_to_a_folder_of_the_users_own_in_tmp(
+    no_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert Settings.resolve().outbox_path == no_home / "outbox.sqlite3"
+    assert "no home folder" in caplog.text
+    assert str(no_home) in caplog.text
+
+
+def test_without_a_home_folder_a_tmp_folder_someone_else_made_is_not_used(
+    no_home: Path,
+) -> None:
+    no_home.mkdir()
+    os.chown(no_home, os.getuid() + 4242, -1)  # made by another user (the tests run as root)
+
+    chosen = Settings.resolve().outbox_path.parent
+
+    assert chosen != no_home
+    assert chosen.name.startswith(f"hackagent-otel-{os.getuid()}-")
+    assert chosen.stat().st_uid == os.getuid()
+
+
+def test_a_tilde_path_with_no_home_folder_is_an_error_naming_the_variable(
+    no_home: Path,
+) -> None:
+    with pytest.raises(ValueError, match="HACKAGENT_OUTBOX_PATH"):
+        Settings.resolve(env={"HACKAGENT_OUTBOX_PATH": "~/outbox.sqlite3"})
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"]
+)
+def test_otlp_over_json_a_standard_value_falls_back_to_protobuf_with_a_warning(
+    variable: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Python SDK has no OTLP/JSON exporter; the same endpoint takes protobuf."""
+    settings = Settings.resolve(env={variable: "http/json"})
+
+    assert settings.otlp_protocol == "http/protobuf"
+    assert f"OTLP protocol 'http/json' (from {variable}) is not supported here" in caplog.text
+    with pytest.raises(ValueError, match="udp"):
+        Settings.resolve(env={variable: "udp"})  # unknown: still an error

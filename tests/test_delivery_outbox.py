@@ -506,3 +506,24 @@ def test_an_outbox_keeps_its_first_target_and_logs_another(
 def test_an_outbox_made_with_no_api_has_no_target(tmp_path: Path) -> None:
     with Outbox(tmp_path / "o.sqlite3") as outbox:
         assert outbox.target is None
+
+
+def test_a_new_outbox_and_the_folders_it_makes_are_for_the_owner_only(tmp_path: Path) -> None:
+    """Its rows hold red-team prompts and answers: mode 0600 for the file and SQLite's
+    files beside it, 0700 for each folder it had to make; what existed stays as it was."""
+    import stat
+
+    before = stat.S_IMODE(tmp_path.stat().st_mode)
+    path = tmp_path / "made" / "deeper" / "outbox.sqlite3"
+    with Outbox(path) as outbox:
+        outbox.put_many([rec("a", 0)])  # the WAL and shared-memory files exist while open
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+
+    assert files == {
+        "outbox.sqlite3": 0o600,
+        "outbox.sqlite3-wal": 0o600,
+        "outbox.sqlite3-shm": 0o600,
+    }
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == before

@@ -8,6 +8,7 @@ trickles, redirects (and where credentials may go), proxies, close and fork.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -66,7 +67,8 @@ class ScriptedServer:
     def __post_init__(self) -> None:
         self._listener = socket.create_server((self.host, 0))
         self.port: int = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     @property
     def origin(self) -> str:
@@ -116,8 +118,13 @@ class ScriptedServer:
                     return
 
     def close(self) -> None:
+        """Stop accepting: ``shutdown`` wakes the thread blocked in ``accept`` (closing
+        the socket alone would leave it there, with its descriptor, until exit)."""
         self.stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
+        self._acceptor.join(5)
 
 
 @pytest.fixture

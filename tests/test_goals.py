@@ -22,7 +22,7 @@ from apps.attack_scenario import (
 )
 from hackagent_otel import Context, Tracker, TrackingCoordinator, semconv
 from hackagent_otel.testing import FakeHackAgentAPI, Fault
-from otel_fixtures import ConfigureAPI, OTel, api_calls, attrs
+from otel_fixtures import ConfigureAPI, OTel, UnprintableError, api_calls, attrs
 
 
 @pytest.fixture(params=["configured API", "httpx.Client"])
@@ -108,6 +108,20 @@ def test_track_goal_finalizes_a_crash_as_failed_and_reraises(
     assert goal.status.status_code.name == "ERROR"
     assert [e.name for e in goal.events] == ["exception"]
     assert attrs(goal)[semconv.GOAL_SUCCESS] is False
+
+
+def test_track_goal_finalizes_a_crash_whose_str_raises(
+    api_otel: OTel, fake_api: FakeHackAgentAPI
+) -> None:
+    tracker = Tracker(None, str(uuid.uuid4()), attack_type="pair")
+    with pytest.raises(UnprintableError), tracker.track_goal("g", 0) as ctx:
+        raise UnprintableError
+    assert ctx.is_finalized
+    assert hackagent_otel.force_flush(10_000)
+    (patch,) = [c for c in api_calls(fake_api, f"/result/{ctx.result_id}") if c[0] == "PATCH"]
+    assert patch[2]["evaluation_notes"] == "Attack failed with exception: <UnprintableError>"
+    (goal,) = api_otel.of_kind(semconv.KIND_GOAL)
+    assert goal.status.status_code.name == "ERROR"
 
 
 def test_finalize_on_error_fails_every_open_goal_then_the_run(

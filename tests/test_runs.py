@@ -139,3 +139,44 @@ def test_spellings_of_one_run_id_share_one_root(otel: OTel) -> None:
     assert anchors.open_runs() == []
     (root,) = otel.runs()
     assert attrs(root)[semconv.RUN_ID] == run_id
+
+
+def test_past_the_bound_the_oldest_open_run_ends_and_is_counted(
+    otel: OTel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Runs that never get a terminal status must not hold memory for ever (40,000 held
+    205 MB): the oldest one's span ends, and a later step of it starts a new one."""
+    anchors = RunAnchors(max_open=3)
+    run_ids = [str(uuid.uuid4()) for _ in range(5)]
+    for run_id in run_ids:
+        anchors.parent_for(run_id)
+
+    assert anchors.open_runs() == run_ids[2:]
+    assert anchors.evicted == 2
+    ended = {attrs(span)[semconv.RUN_ID]: attrs(span)[semconv.RUN_ENDED_BY] for span in otel.runs()}
+    assert ended == {run_ids[0]: "evicted", run_ids[1]: "evicted"}
+    assert "more than 3 runs open at once" in caplog.text
+
+    again = anchors.parent_for(run_ids[0].upper())  # another spelling of an evicted run
+    assert trace.get_current_span(again).get_span_context().trace_id == uuid.UUID(run_ids[0]).int
+    assert anchors.open_runs() == [*run_ids[3:], run_ids[0]]
+    anchors.end_all("shutdown")
+    assert anchors.open_runs() == []
+
+
+def test_every_spelling_of_a_run_finds_one_anchor_and_ending_it_forgets_them_all(
+    otel: OTel,
+) -> None:
+    anchors = RunAnchors()
+    run_id = uuid.uuid4()
+    spellings = [str(run_id), str(run_id).upper(), run_id.hex]
+
+    parents = {id(anchors.parent_for(spelling)) for spelling in spellings}
+    assert len(parents) == 1
+    assert anchors.open_runs() == [str(run_id)]
+    anchors.end_run(spellings[1], "status")
+    assert anchors.open_runs() == []
+    assert anchors.parent_for(spellings[2]) is not None  # a new anchor, a new root span
+    assert len(anchors.open_runs()) == 1
+    anchors.end_all("shutdown")
+    assert len(otel.runs()) == 2

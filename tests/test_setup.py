@@ -319,35 +319,110 @@ def test_providers_are_attached_created_and_made_global_as_documented(tmp_path: 
     }
 
 
-def test_sigterm_exits_and_ends_open_runs(tmp_path: Path) -> None:
+#: A run printed as it ends, then a step that waits for SIGTERM as ``{wait}`` says.
+SIGTERM_SCRIPT = """
+import json, os, signal, threading, time, uuid
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter
+import hackagent_otel
+from hackagent_otel import StatusEnum, StepTracker, TrackingContext
+
+class Printer(SpanExporter):
+    def export(self, spans):
+        for span in spans:
+            if span.name == "hackagent.run":
+                print(json.dumps(dict(span.attributes)), flush=True)
+        return SpanExportResult.SUCCESS
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(Printer()))
+hackagent_otel.configure(tracer_provider=provider)
+tracker = StepTracker(TrackingContext(run_id=str(uuid.uuid4())))
+tracker.update_run_status(StatusEnum.RUNNING)
+with tracker.track_step("long step", "STEP"):
+    os.kill(os.getpid(), signal.SIGTERM)
+    {wait}
+"""
+
+WAITS = {
+    "sleeping": "time.sleep(600)",
+    "joining a non-daemon thread": (
+        "worker = threading.Thread(target=time.sleep, args=(600,)); worker.start(); worker.join()"
+    ),
+    "in a loop with a bare except": (
+        "end = time.monotonic() + 600\n"
+        "    while time.monotonic() < end:\n"
+        "        try:\n"
+        "            time.sleep(0.01)\n"
+        "        except:  # noqa: E722\n"
+        "            pass"
+    ),
+}
+
+
+@pytest.mark.parametrize("wait", list(WAITS))
+def test_sigterm_ends_open_runs_then_the_process_dies_of_it_as_without_us(
+    tmp_path: Path, wait: str
+) -> None:
+    """Supervisors read how a process ended: after the flush it is killed by the signal
+    (not an exit status), whatever the main thread was doing (each wait is 600 s, far
+    past the interpreter's 60 s timeout), and open runs are ended."""
     result = run_python(
-        """
-        import json, os, signal, time, uuid
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
-        from opentelemetry.sdk.trace.export import SpanExporter
-        import hackagent_otel
-        from hackagent_otel import StatusEnum, StepTracker, TrackingContext
-
-        class Printer(SpanExporter):
-            def export(self, spans):
-                for span in spans:
-                    if span.name == "hackagent.run":
-                        print(json.dumps(dict(span.attributes)), flush=True)
-                return SpanExportResult.SUCCESS
-
-        provider = TracerProvider()
-        provider.add_span_processor(SimpleSpanProcessor(Printer()))
-        hackagent_otel.configure(tracer_provider=provider)
-        tracker = StepTracker(TrackingContext(run_id=str(uuid.uuid4())))
-        tracker.update_run_status(StatusEnum.RUNNING)
-        with tracker.track_step("long step", "STEP"):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(30)
-        """,
-        tmp_path,
-        expect_code=128 + signal.SIGTERM,
+        SIGTERM_SCRIPT.replace("{wait}", WAITS[wait]), tmp_path, expect_code=-signal.SIGTERM
     )
 
     assert result[semconv.KIND] == semconv.KIND_RUN
-    assert result[semconv.RUN_ENDED_BY] == "exit"
+    assert result[semconv.RUN_ENDED_BY] == "signal"
+
+
+def test_sigterm_ends_a_forked_child_as_if_no_handler_were_installed(tmp_path: Path) -> None:
+    """A forked child inherits the handler, but may be anywhere when SIGTERM comes: in a
+    fork hook, or in code that catches ``BaseException`` (Python swallows what an
+    ``os.register_at_fork`` hook raises). There, an exit by ``SystemExit`` is lost and
+    ``Pool.terminate()`` waits for ever; the child's records are in the outbox already
+    (children are durable first), so it dies of the signal, as without us."""
+    result = run_python(
+        """
+        import json, os, signal, time
+        import hackagent_otel
+
+        hackagent_otel.configure(records="off")
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_r)
+            try:
+                os.write(ready_w, b"x")
+                time.sleep(30)
+            except BaseException:
+                pass
+            os._exit(0)
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        ended = [os.WIFSIGNALED(status), os.WTERMSIG(status) if os.WIFSIGNALED(status) else None]
+        print(json.dumps({"child": ended}))
+        """,
+        tmp_path,
+    )
+
+    assert result == {"child": [True, signal.SIGTERM]}
+
+
+def test_configure_with_no_home_folder_keeps_records_in_a_folder_of_the_users_own(
+    no_home: Path, provider: TracerProvider
+) -> None:
+    """A container running as an arbitrary UID (no HOME, no passwd entry): configure()
+    raised and implicit set-up turned tracking off; now the outbox goes to tmp."""
+    from hackagent_otel._delivery.outbox import Outbox
+
+    hackagent_otel.configure(tracer_provider=provider, handle_sigterm=False)
+    context = TrackingContext(run_id=str(uuid.uuid4()), parent_result_id=str(uuid.uuid4()))
+    with StepTracker(context).track_step("s", "STEP"):
+        pass
+    hackagent_otel.shutdown()
+
+    with Outbox(no_home / "outbox.sqlite3") as outbox:
+        assert outbox.pending_count() == 2

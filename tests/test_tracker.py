@@ -7,6 +7,7 @@ import contextvars
 import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from enum import Enum
 from typing import Any
 
@@ -34,6 +35,7 @@ from hackagent_otel import (
 from otel_fixtures import (
     ConfigureOTel,
     OTel,
+    UnprintableError,
     assert_no_orphans,
     attrs,
     dump_spans,
@@ -146,6 +148,23 @@ def test_metadata_value_is_captured_when_recorded(otel: OTel, tracker: StepTrack
         value["count"] = 2
 
     assert metadata_of(otel.step("Mutate")) == {"snapshot": {"count": 1}}
+
+
+def test_a_huge_metadata_key_is_cut_with_a_marker_so_the_body_stays_bounded(
+    otel: OTel, tracker: StepTracker
+) -> None:
+    """Twenty 1 MB keys made a 20 MB API body; each key now costs at most 256 characters
+    and a marker, and keys that differ only past the cut stay apart (their lengths do)."""
+    with tracker.track_step("Wide keys", "STEP"):
+        for i in range(20):
+            tracker.add_step_metadata("k" * (1_000_000 + i), i)
+
+    found = metadata_of(otel.step("Wide keys"))
+    assert len(found) == 20
+    cut = _tracker.MAX_METADATA_KEY_CHARS
+    assert all(key.startswith("k" * cut + "...[") for key in found)
+    assert max(len(key) for key in found) < cut + 32
+    assert sorted(found.values()) == list(range(20))
 
 
 def test_metadata_keys_are_bounded_and_the_overflow_is_counted(
@@ -314,16 +333,47 @@ def test_failing_step_records_the_error_and_reraises_the_same_exception(
     assert metadata_of(span) == {"attempts": 3}
 
 
-def test_keyboard_interrupt_ends_the_step_as_failed_and_propagates(
+def test_closing_a_generator_that_holds_a_step_ends_the_step_completed(
     otel: OTel, tracker: StepTracker
 ) -> None:
-    with pytest.raises(KeyboardInterrupt), tracker.track_step("Interrupted", "STEP"):
-        raise KeyboardInterrupt
+    """Breaking out of a generator raises GeneratorExit inside it: the consumer stopped
+    early, nothing failed (the original, catching ``Exception`` only, never called it a
+    failure either)."""
 
-    span = otel.step("Interrupted")
+    def samples() -> Iterator[int]:
+        with tracker.track_step("Sample prompts", "STEP"):
+            yield 1
+            yield 2
+
+    for _ in samples():
+        break
+
+    span = otel.step("Sample prompts")
+    assert attrs(span)[semconv.STEP_STATUS] == semconv.STEP_STATUS_COMPLETED
+    assert span.status.status_code is StatusCode.UNSET
+    assert events(span, "exception") == []
+
+
+@pytest.mark.parametrize(
+    ("error", "exception_type", "message"),
+    [
+        (KeyboardInterrupt(), "KeyboardInterrupt", ""),
+        (UnprintableError(), "otel_fixtures.UnprintableError", "<UnprintableError>"),
+    ],
+    ids=["KeyboardInterrupt", "a __str__ that raises"],
+)
+def test_a_step_ended_by_an_unusual_exception_is_failed_and_the_exception_propagates(
+    otel: OTel, tracker: StepTracker, error: BaseException, exception_type: str, message: str
+) -> None:
+    with pytest.raises(type(error)), tracker.track_step("Unusual", "STEP"):
+        raise error
+
+    span = otel.step("Unusual")
     assert attrs(span)[semconv.STEP_STATUS] == semconv.STEP_STATUS_FAILED
+    assert attrs(span)[semconv.STEP_ERROR_MESSAGE] == message
     assert span.status.status_code is StatusCode.ERROR
-    assert events(span, "exception")[0]["exception.type"] == "KeyboardInterrupt"
+    (exception,) = events(span, "exception")
+    assert exception["exception.type"] == exception_type
 
 
 def test_cancelled_task_ends_its_step_as_failed(otel: OTel, tracker: StepTracker) -> None:

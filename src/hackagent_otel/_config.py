@@ -118,7 +118,8 @@ class Settings:
     otlp_enabled: bool = False
     otlp_protocol: str = setting(
         Setting(
-            Choice(*OTLP_PROTOCOLS, lower=False),
+            # The Python SDK has no OTLP/JSON exporter; the same endpoint takes protobuf.
+            Choice(*OTLP_PROTOCOLS, lower=False, substitutes={"http/json": "http/protobuf"}),
             "http/protobuf",
             "OTLP protocol",
             env=("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),

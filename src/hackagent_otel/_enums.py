@@ -67,6 +67,8 @@ def enum_value(enum_type: type[E], value: object) -> str:
     strings are matched case-insensitively. Anything else raises ``ValueError``
     naming the allowed values.
     """
+    if type(value) is enum_type:
+        return value.value  # type: ignore[no-any-return]  # our own member
     raw = value.value if isinstance(value, Enum) else value
     if isinstance(raw, str):
         candidate = raw.strip().upper()

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link
 from opentelemetry.util.types import AttributeValue
@@ -45,7 +46,7 @@ from opentelemetry.util.types import AttributeValue
 from hackagent_otel import _tracer, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StepTypeEnum, enum_value
 from hackagent_otel._forksafe import register, renew_after_fork
-from hackagent_otel._json import compact_encoder
+from hackagent_otel._json import compact_encoder, string_encoder
 from hackagent_otel._routing import routes
 from hackagent_otel._runs import runs
 from hackagent_otel._tracker import stats
@@ -138,6 +139,10 @@ class Context:
         self._ref: str | None = None
         self._run_id: str | None = None
         self._span: trace.Span | None = None
+        #: Set with the span: the context it is current in (its traces' parent) and the
+        #: attributes every trace of this goal carries, made once per goal.
+        self._under: otel_context.Context | None = None
+        self._trace_identity: dict[str, AttributeValue] = {}
 
     @property
     def result_id(self) -> str | None:
@@ -275,11 +280,18 @@ class Tracker:
             set_status_on_exception=False,
         )
         ctx._ref, ctx._run_id, ctx._span = ref, run_id, span
+        ctx._under = trace.set_span_in_context(span)
+        ctx._trace_identity = {
+            semconv.KIND: semconv.KIND_GOAL_TRACE,
+            semconv.RUN_ID: run_id,
+            semconv.GOAL_REF: ref,
+            semconv.GOAL_INDEX: index,
+        }
         _opened(ctx)
         setup_sequence = ctx._next_sequence()
         _tracer.start_span(
             semconv.SPAN_GOAL_CREATE,
-            trace.set_span_in_context(span),
+            ctx._under,
             {
                 semconv.KIND: semconv.KIND_GOAL_CREATE,
                 **identity,
@@ -389,17 +401,14 @@ class Tracker:
                 }
             )
             span = ctx._span
-            if span is None or ctx._ref is None or ctx._run_id is None:
+            if span is None or ctx._under is None:
                 return  # not tracked (no run id), as the original kept such traces locally
             current = trace.get_current_span().get_span_context()
             links = (
                 [Link(current)] if current.is_valid and current != span.get_span_context() else []
             )
             attributes: dict[str, AttributeValue] = {
-                semconv.KIND: semconv.KIND_GOAL_TRACE,
-                semconv.RUN_ID: ctx._run_id,
-                semconv.GOAL_REF: ctx._ref,
-                semconv.GOAL_INDEX: ctx.goal_index if isinstance(ctx.goal_index, int) else 0,
+                **ctx._trace_identity,
                 semconv.TRACE_SEQUENCE: sequence,
                 semconv.TRACE_STEP_NAME: name,
                 semconv.TRACE_STEP_TYPE: type_value,
@@ -408,7 +417,7 @@ class Tracker:
             }
             if genai is not None:
                 attributes.update(genai(sanitized))
-            _tracer.start_span(name, trace.set_span_in_context(span), attributes, links=links).end()
+            _tracer.start_span(name, ctx._under, attributes, links=links).end()
         except Exception:
             self._internal_error("recording a trace of goal %s", ctx.goal_index)
 
@@ -511,13 +520,8 @@ class Tracker:
             yield ctx
         except Exception as exc:
             if not ctx.is_finalized:
-                self._finalize(
-                    ctx,
-                    False,
-                    f"Attack failed with exception: {str(exc)[:200]}",
-                    None,
-                    exc,
-                )
+                text = _tracer.source.sanitizer.sanitize_text(exc)
+                self._finalize(ctx, False, f"Attack failed with exception: {text[:200]}", None, exc)
             raise
         finally:
             if not ctx.is_finalized:
@@ -603,20 +607,18 @@ def _genai_attributes(content: Any, response: Any) -> dict[str, AttributeValue]:
         if isinstance(messages, list):
             found[semconv.GEN_AI_INPUT_MESSAGES] = _encode([_genai_message(m) for m in messages])
         elif isinstance(request.get("prompt"), str):
-            found[semconv.GEN_AI_INPUT_MESSAGES] = _encode(
-                [_genai_message({"role": "user", "content": request["prompt"]})]
-            )
-    model = getattr(response, "model", None)
-    if model is None and isinstance(response, dict):
-        model = response.get("model")
+            found[semconv.GEN_AI_INPUT_MESSAGES] = _one_text_message("user", request["prompt"])
+    model = _answer_field(response, "model")
     if isinstance(model, str):
         found[semconv.GEN_AI_RESPONSE_MODEL] = _tracer.source.sanitizer.sanitize_text(model, 256)
-    usage = getattr(response, "usage", None)
-    if usage is None and isinstance(response, dict):
-        usage = response.get("usage")
+    usage = _answer_field(response, "usage")
     for names, attribute in (
-        (("prompt_tokens", "input_tokens"), semconv.GEN_AI_USAGE_INPUT_TOKENS),
-        (("completion_tokens", "output_tokens"), semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+        ()
+        if usage is None
+        else (
+            (("prompt_tokens", "input_tokens"), semconv.GEN_AI_USAGE_INPUT_TOKENS),
+            (("completion_tokens", "output_tokens"), semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+        )
     ):
         for name in names:
             count = usage.get(name) if isinstance(usage, dict) else getattr(usage, name, None)
@@ -625,10 +627,28 @@ def _genai_attributes(content: Any, response: Any) -> dict[str, AttributeValue]:
                 break
     text = content.get("response") if isinstance(content, dict) else None
     if isinstance(text, str):
-        found[semconv.GEN_AI_OUTPUT_MESSAGES] = _encode(
-            [_genai_message({"role": "assistant", "content": text})]
-        )
+        found[semconv.GEN_AI_OUTPUT_MESSAGES] = _one_text_message("assistant", text)
     return found
+
+
+def _answer_field(response: Any, name: str) -> Any:
+    """``response.<name>``, else ``response[name]`` for a mapping (a plain dict has no
+    such attribute: it is not looked up, which would raise and catch inside getattr)."""
+    found = None if type(response) is dict else getattr(response, name, None)
+    if found is None and isinstance(response, dict):
+        found = response.get(name)
+    return found
+
+
+_quote = string_encoder(ensure_ascii=False)
+
+
+def _one_text_message(role: str, text: str) -> str:
+    """``_encode([_genai_message({"role": role, "content": text})])``, written around
+    the one string that varies (an attempt has two; encoding the lists costs more)."""
+    return (
+        '[{"role":' + _quote(role) + ',"parts":[{"type":"text","content":' + _quote(text) + "}]}]"
+    )
 
 
 def _genai_message(message: Any) -> dict[str, Any]:

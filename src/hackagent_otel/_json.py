@@ -17,7 +17,7 @@ from collections.abc import Callable
 from json import encoder as _stdlib_encoder
 from typing import Any
 
-__all__ = ["Encode", "compact_encoder"]
+__all__ = ["Encode", "compact_encoder", "string_encoder"]
 
 Encode = Callable[[Any], str]
 
@@ -39,11 +39,7 @@ def compact_encoder(*, ensure_ascii: bool) -> Encode:
     make_c_encoder = getattr(_stdlib_encoder, "c_make_encoder", None)
     if make_c_encoder is None:
         return reference.encode
-    strings = (
-        _stdlib_encoder.encode_basestring_ascii
-        if ensure_ascii
-        else _stdlib_encoder.encode_basestring
-    )
+    strings = string_encoder(ensure_ascii=ensure_ascii)
     try:
         c_encode = make_c_encoder(
             None, reference.default, strings, None, ":", ",", False, False, False
@@ -60,3 +56,11 @@ def compact_encoder(*, ensure_ascii: bool) -> Encode:
     except Exception:
         agrees = False
     return encode if agrees else reference.encode
+
+
+def string_encoder(*, ensure_ascii: bool) -> Callable[[str], str]:
+    """How :func:`compact_encoder` writes one string, quotes included: for JSON text
+    built around a few strings that vary, byte for byte what encoding it whole gives."""
+    if ensure_ascii:
+        return _stdlib_encoder.encode_basestring_ascii
+    return _stdlib_encoder.encode_basestring

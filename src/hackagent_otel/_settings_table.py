@@ -18,7 +18,9 @@ exits 2 naming it); a row with ``on_invalid="warn"`` (a tuning number of an app)
 warned about and defaulted instead, as the SDK does with its own numeric settings, so a
 typo never stops a pipeline.
 
-Reads the environment it is given; touches nothing else. Imports nothing of ours.
+Reads the environment it is given; touches nothing else, except that a state file's
+default, when there is no home folder, is a folder of the user's own under the temporary
+folder (:func:`state_file`). Imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import dataclasses
 import logging
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +102,11 @@ class Kind(Generic[T]):
         """Why ``value`` is not valid for ``row``, or ``None``."""
         return None
 
+    def settled(self, row: Setting[T], value: T, named_by: str) -> T:
+        """``value``, or what stands in for a value that is known but not supported here
+        (with a warning naming ``named_by``, where it came from)."""
+        return value
+
     def show(self, value: T) -> str:
         """A value as the README and ``--help`` show it."""
         return f"`{value}`"
@@ -125,7 +133,10 @@ class _Path(Kind[Path]):
     metavar = "FILE"
 
     def parse(self, text: str) -> Path:
-        return Path(text).expanduser()
+        try:
+            return Path(text).expanduser()
+        except RuntimeError:  # "~" with no home folder to expand it to
+            raise _NotParsed(text) from None
 
     def argument(self, value: Any) -> Path | None:
         return Path(value).expanduser() if value else None
@@ -148,15 +159,29 @@ class _Words(Kind[tuple[str, ...]]):
 
 
 class Choice(Kind[str]):
-    """One of ``choices``; compared lower-cased when ``lower``."""
+    """One of ``choices``; compared lower-cased when ``lower``. A value of
+    ``substitutes`` is a standard one this package cannot act on: it is replaced by the
+    choice it maps to, with a warning, instead of being an error."""
 
-    def __init__(self, *choices: str, lower: bool = True) -> None:
+    def __init__(
+        self, *choices: str, lower: bool = True, substitutes: Mapping[str, str] | None = None
+    ) -> None:
         self.choices = choices
         self.lower = lower
+        self.substitutes = dict(substitutes or {})
         self.metavar = "{" + ",".join(choices) + "}"
 
     def parse(self, text: str) -> str:
         return text.lower() if self.lower else text
+
+    def settled(self, row: Setting[str], value: str, named_by: str) -> str:
+        stand_in = self.substitutes.get(value)
+        if stand_in is None:
+            return value
+        _log.warning(
+            "%s %r (from %s) is not supported here; using %r", row.help, value, named_by, stand_in
+        )
+        return stand_in
 
     def problem(self, row: Setting[str], value: str) -> str | None:
         if value in self.choices:
@@ -370,6 +395,7 @@ def argument(row: Setting[T], given: Any) -> T | None:
     except _NotParsed:
         raise ValueError(f"{row.name}={given!r} is not {row.kind.noun}") from None
     if value is not None:
+        value = row.kind.settled(row, value, f"the argument {row.name}")
         problem = row.kind.problem(row, value)
         if problem is not None:
             raise ValueError(problem)
@@ -391,6 +417,7 @@ def _resolve(row: Setting[T], given: Any, env: Env) -> tuple[T | None, str]:
         except _NotParsed:
             problem: str | None = f"{name}={text!r} is not {row.kind.noun}"
         else:
+            parsed = row.kind.settled(row, parsed, name)
             problem = row.kind.problem(row, parsed)
             if problem is None:
                 return parsed, name
@@ -428,10 +455,34 @@ def state_file(name: str) -> Callable[[Env], Path]:
     """A default: ``name`` under ``${XDG_STATE_HOME:-~/.local/state}/hackagent-otel``."""
 
     def default(env: Env) -> Path:
-        state = env.get("XDG_STATE_HOME", "").strip() or str(Path.home() / ".local" / "state")
+        state = env.get("XDG_STATE_HOME", "").strip()
+        if not state:
+            try:
+                state = str(Path.home() / ".local" / "state")
+            except (RuntimeError, KeyError, OSError):  # no HOME and no passwd entry
+                return _homeless_folder() / name
         return Path(state).expanduser() / "hackagent-otel" / name
 
     return default
+
+
+def _homeless_folder() -> Path:
+    """Where state goes with no home folder (a container running as an arbitrary UID):
+    a folder of this user's own under the temporary folder, said in a warning."""
+    folder = Path(tempfile.gettempdir()) / f"hackagent-otel-{os.getuid()}"
+    try:
+        owner = folder.stat().st_uid
+    except FileNotFoundError:
+        owner = os.getuid()
+    if owner != os.getuid():  # someone else's: never write records into it
+        folder = Path(tempfile.mkdtemp(prefix=f"hackagent-otel-{os.getuid()}-"))
+    _log.warning(
+        "no home folder (HOME unset and no passwd entry for uid %d): state goes under %s "
+        "(set XDG_STATE_HOME or HACKAGENT_OUTBOX_PATH to keep it elsewhere)",
+        os.getuid(),
+        folder,
+    )
+    return folder
 
 
 def markdown_table(table: Iterable[Setting[Any]], option: Literal["argument", "flag"]) -> str:

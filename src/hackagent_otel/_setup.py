@@ -76,6 +76,7 @@ class Telemetry:
         out: dict[str, Any] = {
             "tracking": tracking_stats.snapshot(),
             "secrets": self.sanitizer.known_secrets_stats(),
+            "runs": {"open": len(runs.open_runs()), "evicted": runs.evicted},
         }
         if self.records is not None:
             out["mapping"] = self.records.stats()
@@ -137,8 +138,9 @@ def configure(
         otlp_endpoint: OTLP base endpoint (``http://host:4318`` or ``host:4317`` for
             grpc); with an existing provider, OTLP is only added when this is given.
         redact_keys: extra words that mark a key as secret, on top of the built-in ones.
-        handle_sigterm: turn SIGTERM into a normal exit (so queued data is flushed)
-            when no other handler is installed.
+        handle_sigterm: on SIGTERM, end open runs and flush (bounded), then let the
+            signal end the process as it would without us; only when no other handler
+            is installed.
     """
     settings = Settings.resolve(
         service_name=service_name,
@@ -235,16 +237,63 @@ def _shutdown_at_exit() -> None:
         telemetry.shutdown("exit")
 
 
+#: How long the flush SIGTERM starts may take before the signal ends the process anyway
+#: (supervisors commonly allow 30 s before SIGKILL; delivery persists what it cannot send).
+SIGTERM_FLUSH_SECONDS = 10.0
+
+
 def _install_sigterm_handler() -> None:
+    """On SIGTERM, flush, then let the signal end the process exactly as without us.
+
+    The handler raises nothing into the app (an exception there could be caught by a bare
+    ``except:``, or leave the main thread's exit waiting on a non-daemon thread, and
+    would change the exit status supervisors read): it puts the default back, so a
+    second SIGTERM ends the process at once, ends open runs and flushes on a thread of
+    its own, bounded by :data:`SIGTERM_FLUSH_SECONDS`, and sends the signal again. The
+    process then dies of SIGTERM, as it would have. A forked child that inherited the
+    handler does not flush (its records are committed to the outbox as they are made):
+    the signal ends it at once.
+    """
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
         return
+    installed_by = os.getpid()
 
-    def _exit_on_sigterm(signum: int, frame: FrameType | None) -> Any:
-        raise SystemExit(128 + signum)
+    def _flush_then_die(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        if os.getpid() != installed_by:
+            os.kill(os.getpid(), signum)
+            return
+        threading.Thread(
+            target=_flush_and_resignal, args=(signum,), name="hackagent-otel-sigterm", daemon=True
+        ).start()
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _flush_then_die)
+
+
+def _flush_and_resignal(signum: int) -> None:
+    """End open runs and flush (bounded), then send ``signum`` to this process again."""
+    try:
+        flusher = threading.Thread(
+            target=_shutdown_on_signal, name="hackagent-otel-sigterm-flush", daemon=True
+        )
+        flusher.start()
+        flusher.join(SIGTERM_FLUSH_SECONDS)
+        if flusher.is_alive():
+            _logger.warning(
+                "hackagent_otel: the flush SIGTERM started took over %.0f s; exiting anyway "
+                "(what was not delivered waits in the outbox)",
+                SIGTERM_FLUSH_SECONDS,
+            )
+    finally:
+        os.kill(os.getpid(), signum)
+
+
+def _shutdown_on_signal() -> None:
+    telemetry = _current
+    if telemetry is not None:
+        telemetry.shutdown("signal")
 
 
 def current() -> Telemetry | None:

@@ -272,7 +272,7 @@ def record_exception(span: trace.Span, exc: BaseException) -> str:
     tracker's spans never had.
     """
     sanitizer = source.sanitizer
-    message = sanitizer.sanitize_text(str(exc))
+    message = sanitizer.sanitize_text(exc)  # never raises, also where str(exc) does
     exc_type = type(exc)
     qualified = (
         exc_type.__qualname__

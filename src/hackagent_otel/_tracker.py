@@ -72,6 +72,10 @@ class TrackingStats:
             return dict(self.counts)
 
 
+#: A metadata key longer than this is cut (with a marker saying by how much): twenty
+#: 1 MB keys made a 20 MB API body.
+MAX_METADATA_KEY_CHARS = 256
+
 stats = TrackingStats()
 
 
@@ -180,6 +184,8 @@ class _StepScope:
         if step is None:
             return
         self._step = None
+        if isinstance(exc, GeneratorExit):
+            exc = None  # a generator holding the step was closed early: nothing failed
         try:
             self._tracker._end(step, exc)
         finally:
@@ -319,7 +325,11 @@ class StepTracker:
             return
         try:
             sanitizer = _tracer.source.sanitizer
-            text_key = key if isinstance(key, str) else sanitizer.sanitize_text(key, 256)
+            text_key = (
+                key
+                if isinstance(key, str) and len(key) <= MAX_METADATA_KEY_CHARS
+                else sanitizer.sanitize_text(key, MAX_METADATA_KEY_CHARS)
+            )
             entry = (time.time_ns(), sanitizer.dumps_keyed(text_key, value))
             step = self._current_step()
             if step is None:

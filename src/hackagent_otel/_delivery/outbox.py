@@ -155,6 +155,22 @@ class OutboxError(Exception):
         self.transient = transient
 
 
+def _create_for_owner_only(path: Path) -> None:
+    """Make the outbox's missing folders (mode 0700) and its file (0600): its rows hold
+    red-team prompts and answers. SQLite gives the ``-wal`` and ``-shm`` files the
+    database file's mode. Folders and files that exist are left as they are."""
+    missing = []
+    folder = path.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            made.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
 def _error(context: str, exc: BaseException) -> OutboxError:
     """An :class:`OutboxError` for ``exc``, classified as transient or not."""
     name = getattr(exc, "sqlite_errorname", "") or ""
@@ -574,7 +590,7 @@ class Outbox:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_for_owner_only(self.path)
             conn = sqlite3.connect(
                 self.path,
                 timeout=self._busy_timeout,
