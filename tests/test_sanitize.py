@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -1259,3 +1260,47 @@ def test_taking_over_known_secrets_copies_them_and_shares_nothing_after() -> Non
     assert new.sanitize_text("hk-later-CANARY-99cc") == "hk-later-CANARY-99cc"
     assert new.known_secrets_stats()["pinned"] == 1  # pinned stays pinned
     assert not old.is_secret_key("customer_ssn")  # the words stay each one's own
+
+
+# -- arrays ------------------------------------------------------------------------------
+
+
+class WholeConversionForbidden(np.ndarray):
+    """A real NumPy array that fails the test if anything converts it whole."""
+
+    def tolist(self) -> Any:
+        if self.size > DEFAULT_LIMITS.max_items:
+            raise AssertionError(f"an array of {self.size} elements was converted whole")
+        return super().tolist()
+
+
+def test_a_large_array_is_capped_by_structure_never_converted_whole(
+    sanitizer: Sanitizer,
+) -> None:
+    """A 240 MB array took 1.7 s and 1.1 GB converted whole before being capped; now its
+    rows are read as the caps reach them, and the marker still says how many were left."""
+    rows = np.zeros(10_000_000).view(WholeConversionForbidden)
+
+    found = sanitizer.sanitize({"embedding": rows})["embedding"]
+
+    kept = DEFAULT_LIMITS.max_items
+    assert found[:kept] == [0.0] * kept
+    assert found[kept:] == [f"...{10_000_000 - kept} more items"]
+
+
+def test_a_large_matrix_keeps_whole_rows_within_the_budget(sanitizer: Sanitizer) -> None:
+    matrix = np.arange(1_000_000, dtype=np.int64).reshape(1000, 1000).view(WholeConversionForbidden)
+
+    found = sanitizer.sanitize(matrix)
+
+    assert found[0][:3] == [0, 1, 2]
+    assert isinstance(found[0][0], int)
+    assert found[0][-1].endswith("more items")  # each row capped at max_items
+    assert found[-1].endswith("more items")  # the budget stops the rows
+    assert len(json.dumps(found)) < 2 * DEFAULT_LIMITS.max_total
+
+
+def test_small_arrays_and_numpy_scalars_become_plain_json(sanitizer: Sanitizer) -> None:
+    value = {"logits": np.array([[0.5, 1.5], [2.5, 3.5]]), "n": np.int64(3), "p": np.float32(0.25)}
+
+    assert sanitizer.sanitize(value) == {"logits": [[0.5, 1.5], [2.5, 3.5]], "n": 3, "p": 0.25}
