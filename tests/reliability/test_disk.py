@@ -96,7 +96,7 @@ def test_an_unusable_outbox_is_one_clear_error_and_delivery_goes_on_from_memory(
     if where == "read-only-dir":
         path = request.getfixturevalue("read_only_dir") / "outbox.sqlite3"
         # The file is made (mode 0600) before SQLite opens it: the OS's own words.
-        causes = ("Operation not permitted", "Permission denied")
+        causes: tuple[str, ...] = ("Operation not permitted", "Permission denied")
     else:
         path = request.getfixturevalue("corrupt_file")
         causes = ("file is not a database",)
