@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hackagent_otel._json import compact_encoder
+from hackagent_otel._json import ascii_bytes_encoder, compact_encoder
 
 Method = Literal["POST", "PATCH"]
 
@@ -30,6 +30,8 @@ RecordKind = Literal["trace", "run_update", "result_update", "result_create"]
 
 #: Bodies come from the mapping or from the outbox's JSON, always fresh trees.
 _encode = compact_encoder(ensure_ascii=True)
+#: The same bytes, by orjson where it is installed (see :mod:`._json`).
+_encode_bytes = ascii_bytes_encoder()
 
 #: The placeholder in a dependent record's path that its provider's answer fills in.
 REF = "{ref}"
@@ -86,7 +88,7 @@ class Call:
             record.kind,
             record.method,
             record.path,
-            record.body_json().encode("ascii"),
+            _encode_bytes(record.body),
             record.ordering_key,
             record.created_at,
             record.provides,
@@ -161,7 +163,7 @@ class Record:
         """
         if self.needs is not None:
             raise ValueError(f"the record waits for {self.needs!r}; its path is not known yet")
-        return Request(self.method, self.path, self.body_json().encode("ascii"))
+        return Request(self.method, self.path, _encode_bytes(self.body))
 
     def to_json(self) -> str:
         """Serialize for the outbox; the body is already JSON-safe."""
