@@ -1,6 +1,7 @@
 """compact_encoder(): the stdlib's compact JSON, with the encoder built once;
 ascii_bytes_encoder(): the same as ASCII bytes, by orjson where it is installed, and the
-same bytes with it as without it."""
+same bytes with it as without it; json_decoder(): json's reading, by orjson where it is
+installed, with the same values and errors."""
 
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hackagent_otel import _json
-from hackagent_otel._json import ascii_bytes_encoder, compact_encoder, native_available
+from hackagent_otel._json import (
+    ascii_bytes_encoder,
+    compact_encoder,
+    json_decoder,
+    native_available,
+)
 
 _json_trees = st.recursive(
     st.none()
@@ -173,3 +179,94 @@ def test_orjson_writes_two_non_json_kinds_the_stdlib_refuses() -> None:
     assert ascii_bytes_encoder()(value) == written  # orjson is the default where installed
     with pytest.raises(TypeError):
         ascii_bytes_encoder(native=False)(value)
+
+
+# -- json_decoder --------------------------------------------------------------------
+
+
+def _read(decode: Any, text: str) -> Any:
+    """What reading ``text`` gives, exactly: the value's JSON and repr (which tell int
+    from float and -0.0 from 0.0), or the kind of error."""
+    try:
+        value = decode(text)
+    except RecursionError:
+        return RecursionError
+    except ValueError:
+        return ValueError
+    return type(value), json.dumps(value), repr(value)
+
+
+_whitespace = st.text(alphabet=" \t\n\r\x0b\xa0", max_size=2)
+
+
+@pytest.mark.parametrize("native", ENCODERS)
+@settings(max_examples=500, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**80), max_value=2**80)
+        | st.floats()
+        | st.text(),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(st.text(max_size=6), children, max_size=4)
+        ),
+        max_leaves=20,
+    ),
+    st.booleans(),
+    _whitespace,
+    st.text(max_size=3),
+)
+def test_it_reads_what_json_reads(
+    native: bool, value: Any, ascii: bool, ws: str, tail: str
+) -> None:
+    text = ws + json.dumps(value, ensure_ascii=ascii) + ws
+    decode = json_decoder(native=native)
+    reference = json.JSONDecoder().decode
+
+    assert _read(decode, text) == _read(reference, text)
+    assert _read(decode, text + tail) == _read(reference, text + tail)
+
+
+@pytest.mark.parametrize("native", ENCODERS)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "18446744073709551616",  # 2**64: orjson reads it as a float
+        "-9223372036854775809",
+        "18446744073709551615",
+        "0.1234567890123456789",
+        "NaN",
+        "[Infinity, -Infinity]",
+        "1e400",
+        '"\\ud800"',
+        "\ud800",
+        '{"a": 1, "a": 2, "b": 3}',
+        "-0",
+        "-0.0",
+        "\ufeff1",
+        "[" * 300 + "]" * 300,
+        "[" * 150 + "]" * 150,
+        '{"model":"m","api_key":"***REDACTED***"}',
+    ],
+    ids=lambda text: repr(text[:30]),
+)
+def test_what_orjson_reads_otherwise_is_read_by_the_stdlib(native: bool, text: str) -> None:
+    assert _read(json_decoder(native=native), text) == _read(json.JSONDecoder().decode, text)
+
+
+@pytest.mark.parametrize("native", ENCODERS)
+def test_nesting_too_deep_for_the_interpreter_raises_recursion_error(native: bool) -> None:
+    text = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(RecursionError):
+        json_decoder(native=native)(text)
+
+
+def test_the_decoder_falls_back_to_the_stdlib_without_orjson(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_json, "_orjson", None)
+    assert json_decoder()("[1, 2.5]") == [1, 2.5]
+    with pytest.raises(RuntimeError, match="orjson is not installed"):
+        json_decoder(native=True)

@@ -75,6 +75,7 @@ def test_the_tracker_side_uses_the_opentelemetry_api_only(name: str) -> None:
         "_sanitize.py",
         "_enums.py",
         "_json.py",
+        "_flat_json.py",
     ],
 )
 def test_the_data_layer_does_no_io_and_knows_no_sdk(name: str) -> None:

@@ -30,10 +30,19 @@ try:  # optional: the ``bridge`` extra brings it; the stdlib writes the same byt
 except ImportError:  # pragma: no cover - the tests force native=False instead
     _orjson = None
 
-__all__ = ["Encode", "EncodeBytes", "ascii_bytes_encoder", "compact_encoder", "native_available"]
+__all__ = [
+    "Decode",
+    "Encode",
+    "EncodeBytes",
+    "ascii_bytes_encoder",
+    "compact_encoder",
+    "json_decoder",
+    "native_available",
+]
 
 Encode = Callable[[Any], str]
 EncodeBytes = Callable[[Any], bytes]
+Decode = Callable[[str], Any]
 
 #: A value that exercises every branch the C encoder takes, to check the fast encoder
 #: agrees with ``json.dumps`` on this interpreter before it is used.
@@ -151,3 +160,50 @@ def ascii_bytes_encoder(*, native: bool | None = None) -> EncodeBytes:
         return encode_stdlib(value)
 
     return encode
+
+
+#: A run of digits long enough to be an int orjson reads as a float (from 2**64 up, or
+#: below -2**63): the stdlib reads such text, as it keeps every int exact.
+_LONG_DIGITS: Final = re.compile(r"[0-9]{19}")
+#: Texts longer than this have their brackets counted before orjson reads them.
+_SHORT_TEXT: Final = 400
+#: orjson reads nesting up to 1,024 deep, where the stdlib raises RecursionError from
+#: about the interpreter's recursion limit down; texts opening more brackets than this
+#: go to the stdlib, so both raise alike.
+_MAX_BRACKETS: Final = 200
+
+
+def json_decoder(*, native: bool | None = None) -> Decode:
+    """``json.JSONDecoder().decode``: JSON text to values, raising as it does
+    (``ValueError`` for text that is not JSON, ``RecursionError`` for nesting too deep
+    for the interpreter). ``native``: read with orjson (``None``: where it is installed),
+    about four times faster on the short texts of span attributes, where its values
+    are the stdlib's: texts with a run of 19 digits or more (orjson reads ints past 64
+    bits as floats), more than :data:`_MAX_BRACKETS` brackets, or that orjson refuses
+    (``NaN`` and ``Infinity``, numbers past the float range, lone surrogates, which the
+    stdlib reads) are read by the stdlib.
+    """
+    stdlib = json.JSONDecoder().decode
+    if native is None:
+        native = _orjson is not None
+    if not native:
+        return stdlib
+    if _orjson is None:
+        raise RuntimeError("orjson is not installed")
+    loads = _orjson.loads
+    refused = _orjson.JSONDecodeError
+    long_digits = _LONG_DIGITS.search
+    count = str.count
+
+    def decode(text: str) -> Any:
+        size = len(text)
+        if (size < 19 or long_digits(text) is None) and (
+            size <= _SHORT_TEXT or count(text, "[") + count(text, "{") <= _MAX_BRACKETS
+        ):
+            try:
+                return loads(text)
+            except refused:
+                pass
+        return stdlib(text)
+
+    return decode

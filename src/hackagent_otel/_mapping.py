@@ -32,7 +32,6 @@ is still kept out of its records.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -43,6 +42,8 @@ from typing import Any
 
 from hackagent_otel import _records, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
+from hackagent_otel._flat_json import unchanged
+from hackagent_otel._json import json_decoder
 from hackagent_otel._records import Record
 from hackagent_otel._sanitize import resanitize, sanitize_structured_text, sanitize_text
 from hackagent_otel._spanview import SpanView
@@ -451,10 +452,14 @@ def _json_value(view: SpanView, value: Any) -> Any:
     (a Python repr, YAML) has the values of secret-named keys written in it redacted.
     """
     if isinstance(value, str):
-        try:  # noqa: SIM105 (contextlib.suppress costs more than the parse of a short value)
-            value = _parse_json(value)
+        try:
+            parsed = _parse_json(value)
         except ValueError:
             pass
+        else:
+            if view.sanitized or (type(parsed) is not str and unchanged(parsed, len(value))):
+                return parsed  # a flat value sanitize() keeps as it is (see _flat_json)
+            value = parsed
     if view.sanitized:
         return value
     if isinstance(value, str):  # what sanitize() makes of a string, scrubbed by key too
@@ -462,7 +467,8 @@ def _json_value(view: SpanView, value: Any) -> Any:
     return resanitize(value)
 
 
-_parse_json = json.JSONDecoder().decode
+#: ``json.JSONDecoder().decode``, by orjson where it is installed (see :mod:`._json`).
+_parse_json = json_decoder()
 
 
 def _iso(ns: int) -> str:
