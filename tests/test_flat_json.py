@@ -1,4 +1,4 @@
-"""_flat_json.unchanged(): a flat value it vouches for is one resanitize() keeps as it is."""
+"""_flat_json.unchanged(): a small value it vouches for is one resanitize() keeps as it is."""
 
 from __future__ import annotations
 
@@ -35,12 +35,31 @@ _flat = (
     | st.lists(_scalars, max_size=5)
     | st.dictionaries(_keys, _scalars | st.lists(_scalars, max_size=4), max_size=6)
 )
-#: And shapes it never vouches for: nested objects, header pairs, long lists.
-_values = st.recursive(
-    _flat,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(_keys, children, max_size=3),
-    max_leaves=12,
-) | st.lists(st.integers(0, 9), min_size=195, max_size=210)
+_plain_keys = st.sampled_from(["model", "items", "tags", "client_name"]) | st.text(
+    "abxyz", max_size=5
+)
+_plain_nested = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(_plain_keys, children, max_size=3)
+    ),
+    max_leaves=8,
+)
+#: Shallow nestings (what it looks into), and deeper ones, header pairs and long lists.
+_values = (
+    _flat
+    | _plain_nested
+    | st.dictionaries(_keys, _flat, max_size=4)
+    | st.lists(st.dictionaries(_keys, _flat, max_size=3), max_size=3)
+    | st.recursive(
+        _flat,
+        lambda children: (
+            st.lists(children, max_size=3) | st.dictionaries(_keys, children, max_size=3)
+        ),
+        max_leaves=12,
+    )
+    | st.lists(st.integers(0, 9), min_size=195, max_size=210)
+)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
@@ -62,6 +81,7 @@ def test_the_common_flat_values_are_vouched_for() -> None:
         {"model": "m", "api_key": REDACTED},  # a config its tracker already redacted
         {"goals": ["g1", "g2"], "batch": 1, "ratio": 0.5, "on": True, "none": None},
         {"items": 50, "errors": 0},
+        {"step_metadata": {"warmup": True, "tags": ["a"]}, "rows": [{"id": 1}]},
         [1, "two", 3.0],
         150,
         True,
@@ -75,7 +95,9 @@ def test_the_common_flat_values_are_vouched_for() -> None:
     [
         {"api_key": "sk-live"},  # a secret to redact (and learn)
         {"client": ["a"]},  # a client key holding more than a scalar
-        {"nested": {"a": 1}},  # deeper than flat
+        {"a": {"b": {"c": {"d": 1}}}},  # deeper than it looks
+        {"nested": {"api_key": REDACTED}},  # a marker below the top: the walk redacts it
+        {"a": [[1, 2]]},  # arrays in arrays (header pairs, maybe)
         [["authorization", "Bearer x"]],  # header pairs
         {"n": 2**63},  # an int too wide for JSON readers
         {"f": float("nan")},

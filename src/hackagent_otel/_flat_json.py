@@ -1,4 +1,4 @@
-"""Flat JSON values from another process that sanitizing again would leave as they are.
+"""Small JSON values from another process that sanitizing again would leave as they are.
 
 The mapping re-sanitizes the JSON-valued attributes of spans from elsewhere (the
 bridge's): ``resanitize`` checks every value against every rule of the sanitizer before
@@ -10,12 +10,12 @@ were parsed from, as ``_sanitize._flat_text`` tells it for this process's own va
 * a text of at most :data:`MAX_TEXT` characters holds no string longer than the
   sanitizer's cut, no more items than its budget pays for, and no more than it allows
   in one container once the count is checked (see :func:`_text_bounds_hold`);
-* a flat shape (a scalar, a list of scalars, an object of scalars and lists of
-  scalars) is no deeper than two, holds no (name, value) header pairs, and keeps an
-  ``_client`` key's value only when that is a scalar;
+* a shallow shape (objects and arrays nested at most three deep, no array in an
+  array) is within the sanitizer's depth, holds no (name, value) header pairs, and
+  keeps an ``_client`` key's value only when that is a scalar;
 * what is left is per value: ints within 63 bits, finite floats, and no key that names
-  a secret unless its value already is the redaction marker (what ``resanitize`` keeps
-  at the top).
+  a secret, but at the top one whose value already is the redaction marker (what
+  ``resanitize`` keeps there).
 
 :func:`unchanged` answers True only then, and then ``resanitize(value)`` is ``value``
 (property-tested against it in tests/test_flat_json.py); anything else answers False
@@ -38,6 +38,9 @@ _INT_BOUND: Final = 2**63
 #: its length and 4, for its text and colon; a string: its text).
 _MOST_OVER_TEXT: Final = 11
 _PLAIN_SCALARS: Final = frozenset({str, bool, type(None)})
+#: Containers nested at most this deep are looked at (a config's ``{"model": {...}}``,
+#: a context's ``{"step_metadata": {...}}``); deeper ones are re-sanitized.
+_MAX_DEPTH: Final = 3
 
 
 def _text_bounds_hold(limits: Limits, text: int) -> bool:
@@ -49,7 +52,7 @@ def _text_bounds_hold(limits: Limits, text: int) -> bool:
     return (
         text <= limits.max_string
         and charged <= limits.max_total - limits.max_string
-        and limits.max_depth >= 2
+        and limits.max_depth > _MAX_DEPTH
     )
 
 
@@ -62,39 +65,56 @@ _MAX_ITEMS: Final = DEFAULT_LIMITS.max_items
 
 
 def unchanged(value: Any, text_length: int) -> bool:
-    """Whether ``resanitize(value)`` is ``value`` for a flat ``value`` that
+    """Whether ``resanitize(value)`` is ``value`` for a small ``value`` that
     ``json.loads`` made of ``text_length`` characters (False: not known, re-sanitize)."""
     if text_length > MAX_TEXT:
         return False
     kind = type(value)
     if kind is dict:
-        if len(value) > _MAX_ITEMS:
-            return False
-        for key, item in value.items():
-            item_kind = type(item)
-            if is_secret_key(key):
-                if item_kind is not str or item != REDACTED:
-                    return False
-            elif item_kind in _PLAIN_SCALARS:
-                continue
-            elif item_kind is list:
-                if key in CLIENT_KEYS or not _scalars(item):
-                    return False
-            elif not _number(item):
-                return False
-        return True
+        return _object(value, 0)
     if kind is list:
-        return _scalars(value)
+        return _array(value, 0)
     return kind in _PLAIN_SCALARS or _number(value)
 
 
-def _scalars(items: list[Any]) -> bool:
+def _object(value: dict[str, Any], depth: int) -> bool:
+    """An object of scalars, arrays and (shallow) objects: no key names a secret, but
+    at the top one whose value already is the marker (``resanitize`` keeps those); an
+    ``_client`` key holds a scalar."""
+    if len(value) > _MAX_ITEMS:
+        return False
+    for key, item in value.items():
+        kind = type(item)
+        if kind in _PLAIN_SCALARS:
+            if is_secret_key(key) and (depth or item != REDACTED):
+                return False
+        elif is_secret_key(key):
+            return False
+        elif kind is dict or kind is list:
+            if key in CLIENT_KEYS or depth + 1 >= _MAX_DEPTH:
+                return False
+            if not (_object(item, depth + 1) if kind is dict else _array(item, depth + 1)):
+                return False
+        elif not _number(item):
+            return False
+    return True
+
+
+def _array(items: list[Any], depth: int) -> bool:
+    """An array of scalars and (shallow) objects: no arrays in it, so no (name, value)
+    header pairs either."""
     if len(items) > _MAX_ITEMS:
         return False
     kinds = set(map(type, items))
     if kinds <= _PLAIN_SCALARS:
         return True
-    return all(type(item) in _PLAIN_SCALARS or _number(item) for item in items)
+    if list in kinds or (depth + 1 >= _MAX_DEPTH and dict in kinds):
+        return False
+    return all(
+        type(item) in _PLAIN_SCALARS
+        or (_object(item, depth + 1) if type(item) is dict else _number(item))
+        for item in items
+    )
 
 
 def _number(value: Any) -> bool:
