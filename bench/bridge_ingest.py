@@ -14,6 +14,12 @@ A span counts only when its request was answered 200 without OTLP partial succes
 hold exactly the records the accepted exports map to. Prints the best and the median
 round per connection count, and each as a share of the 40,000 spans/s target.
 
+Before the bridge starts, the same bodies go through the bridge's steps in this
+process (:func:`components`), so each step's share of an export is shown: decoding,
+mapping and ordering, encoding the 680 record bodies (the stdlib's encoder and orjson's,
+interleaved export by export, and the JSON attribute reads likewise), and the outbox
+commit, in CPU milliseconds per export (median).
+
 ``BENCH_BRIDGE_REQUESTS`` sets the exports per round (default 60), ``BENCH_BRIDGE_ROUNDS``
 the rounds per connection count (default 3).
 """
@@ -39,7 +45,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from bench._table import print_table  # noqa: E402
 from bridge_support import otlp_protobuf, scenario_spans  # noqa: E402
+from hackagent_otel import _mapping  # noqa: E402
+from hackagent_otel._delivery.outbox import Outbox  # noqa: E402
+from hackagent_otel._json import ascii_bytes_encoder, json_decoder, native_available  # noqa: E402
+from hackagent_otel._records import Call  # noqa: E402
 from hackagent_otel._sanitize import Sanitizer  # noqa: E402
 from hackagent_otel.bridge._decode import decode_protobuf  # noqa: E402
 from hackagent_otel.bridge._pipeline import order_records  # noqa: E402
@@ -106,6 +117,66 @@ def _feed(url: str, bodies: list[bytes], concurrency: int) -> float:
     return took
 
 
+def components(bodies: list[bytes], rounds: int = 3) -> dict[str, float]:
+    """CPU ms per export of each step of the bridge's ingest, in this process (median
+    over ``rounds`` passes of ``bodies``). With orjson installed, the steps it serves are
+    measured both ways, interleaved export by export: reading the JSON attributes
+    (mapping) and encoding the record bodies."""
+    native = native_available()
+    encoders = {"stdlib": ascii_bytes_encoder(native=False)}
+    readers = {"stdlib": json_decoder(native=False)}
+    if native:
+        encoders["orjson"] = ascii_bytes_encoder(native=True)
+        readers["orjson"] = json_decoder(native=True)
+    times: dict[str, list[float]] = {}
+
+    def timed(label: str, started: float) -> float:
+        now = time.process_time()
+        times.setdefault(label, []).append((now - started) * 1000)
+        return now
+
+    default_reader = _mapping._parse_json
+    sanitizer = Sanitizer()
+    with tempfile.TemporaryDirectory() as tmp, Outbox(Path(tmp) / "components.sqlite3") as box:
+        try:
+            for _ in range(rounds):
+                for body in bodies:
+                    started = time.process_time()
+                    views = decode_protobuf(gzip.decompress(body)).spans
+                    started = timed("decode (gunzip, protobuf, span views)", started)
+                    for name, reader in readers.items():
+                        _mapping._parse_json = reader
+                        started = time.process_time()
+                        records = order_records(views, sanitizer)[0]
+                        started = timed(f"map and order, JSON attributes read by {name}", started)
+                    for name, encode in encoders.items():
+                        started = time.process_time()
+                        bodies_out = [encode(record.body) for record in records]
+                        timed(f"encode 680 bodies, {name}", started)
+                    calls = [Call.from_record(record) for record in records]
+                    started = time.process_time()
+                    box.put_many(calls)
+                    timed("outbox commit (put_many)", started)
+                    del views, records, bodies_out, calls
+        finally:
+            _mapping._parse_json = default_reader
+    return {label: statistics.median(samples) for label, samples in times.items()}
+
+
+def _print_components(figures: dict[str, float]) -> None:
+    rows = [[label, f"{ms:.2f}"] for label, ms in figures.items()]
+    for step in ("map and order, JSON attributes read by", "encode 680 bodies,"):
+        stdlib = next((v for k, v in figures.items() if k.startswith(step) and "stdlib" in k), 0)
+        fast = next((v for k, v in figures.items() if k.startswith(step) and "orjson" in k), 0)
+        if stdlib and fast:
+            rows.append([f"{step.rstrip(',')}: stdlib / orjson", f"{stdlib / fast:.2f}x"])
+    print_table(
+        "Ingest steps in one process, CPU ms per 510-span export (median)",
+        ["step", "ms"],
+        rows,
+    )
+
+
 def _outbox_pending(base: str) -> int:
     metrics = httpx.get(f"{base}/metrics").text
     line = next(
@@ -119,6 +190,8 @@ def main() -> dict[str, float]:
     rounds = int(os.environ.get("BENCH_BRIDGE_ROUNDS", "3"))
     print(f"building {requests} exports of {RUNS_PER_REQUEST} runs each ...", flush=True)
     bodies, spans_per_body, records_per_body = _bodies(requests)
+    steps = components(bodies[:10])
+    _print_components(steps)
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HACKAGENT_"))}
@@ -182,6 +255,7 @@ def main() -> dict[str, float]:
                 )
             print(f"outbox after the run: {pending} records, all of the accepted exports")
             results["target_ratio"] = results["spans_per_s_1"] / TARGET
+            results.update({f"ms: {label}": ms for label, ms in steps.items()})
             return results
         finally:
             bridge.terminate()

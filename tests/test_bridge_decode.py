@@ -432,6 +432,8 @@ def test_attribute_values_flatten_to_what_sdk_spans_hold() -> None:
         "i": av(int_value=-5),
         "big": av(int_value=2**62),
         "zero": av(int_value=0),
+        "one_byte": av(int_value=127),  # read by hand: tag and one varint byte
+        "two_bytes": av(int_value=128),  # by the generated class
         "d": av(double_value=0.5),
         "nan": av(double_value=math.nan),
         "strings": av(array_value={"values": [av(string_value="a"), av(string_value="b")]}),
@@ -464,6 +466,9 @@ def test_attribute_values_flatten_to_what_sdk_spans_hold() -> None:
             2**62,
             0,
         )
+        assert (attrs["one_byte"], attrs["two_bytes"]) == (127, 128)
+        assert type(attrs["one_byte"]) is int
+        assert type(attrs["b"]) is bool
         assert attrs["d"] == 0.5
         assert math.isnan(attrs["nan"])
         assert attrs["strings"] == ("a", "b")
@@ -1009,3 +1014,15 @@ def test_json_of_the_right_keys_and_wrong_shapes_only_ever_raises_decode_error(
         elif isinstance(target, list) and target:
             target[data.draw(st.integers(0, len(target) - 1))] = data.draw(json_values)
     decodes_or_refuses(decode_json, json.dumps(request).encode())
+
+
+def test_a_bool_of_any_nonzero_varint_byte_is_true_as_protobuf_reads_it() -> None:
+    """The hand-read one-byte bool agrees with the generated class on varints past 1."""
+    request = request_of(span_pb({"flag": av(bool_value=True), "off": av(bool_value=False)}))
+    body = request.SerializeToString()
+    flag = KeyValue(key="flag", value=av(bool_value=True)).SerializeToString()
+    assert body.count(flag) == 1
+    body = body.replace(flag, flag[:-1] + b"\x07")  # the same field, varint 7
+    (view,) = decode_protobuf(body).spans
+    assert AnyValue.FromString(b"\x10\x07").bool_value is True
+    assert (view.attributes["flag"], view.attributes["off"]) == (True, False)

@@ -67,6 +67,37 @@ def test_a_large_batch_is_stored_whole_and_in_order(outbox: Outbox) -> None:
     assert [row.call for row in claimed] == [Call.from_record(r) for r in records]
 
 
+def test_rows_keep_their_bytes_and_their_missing_names(outbox: Outbox) -> None:
+    """Bodies are bound as bytearrays and a missing provides/needs as 0 (NULLIF): the
+    row reads back as the call was, a text "0" included, and its columns have the types
+    a plain INSERT by hand gives them."""
+    calls = [
+        Call("trace", "POST", "/result/a/trace", b'{"b":"\\u0000\\u00e9"}', "a"),
+        Call("result_create", "POST", "/run/r/result", b"{}", "goal:x", 5.0, provides="0"),
+        Call("trace", "POST", "/result/{ref}/trace", b"", "goal:x", 6.0, needs="goal:x"),
+    ]
+    other = Outbox(outbox.path)
+    try:
+        ids = outbox.put_many(calls)
+        ids += outbox.put_many(calls[:1])
+        claimed = other.claim_pending(10)
+    finally:
+        other.close()
+
+    assert [row.id for row in claimed] == ids == list(range(ids[0], ids[0] + 4))
+    assert [row.call for row in claimed] == [*calls, calls[0]]
+    with sqlite3.connect(outbox.path) as conn:
+        types = conn.execute(
+            "SELECT typeof(body), typeof(provides), typeof(needs) FROM calls ORDER BY id"
+        ).fetchall()
+    assert types == [
+        ("blob", "null", "null"),
+        ("blob", "text", "null"),
+        ("blob", "null", "text"),
+        ("blob", "null", "null"),
+    ]
+
+
 def test_claim_order_follows_session_and_seq_not_write_order(outbox: Outbox) -> None:
     outbox.put_many([rec("a", 5), rec("a", 6)], session=10, seqs=[5, 6])
     outbox.put_many([rec("a", 3), rec("a", 4)], session=10, seqs=[3, 4])

@@ -34,7 +34,6 @@ touches no other state.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -45,6 +44,7 @@ from typing import Any
 
 from hackagent_otel import _records, semconv
 from hackagent_otel._enums import EvaluationStatusEnum, StatusEnum, StepTypeEnum
+from hackagent_otel._json import json_decoder
 from hackagent_otel._records import Record
 from hackagent_otel._sanitize import Sanitizer
 from hackagent_otel._spanview import SpanView
@@ -178,12 +178,23 @@ _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 def _uuid_text(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
+    if value in _canonical_seen:  # a run's and a result's ids come with each of its spans
+        return value
     if len(value) == 36 and _CANONICAL_UUID.fullmatch(value):
+        if len(_canonical_seen) >= _CANONICAL_SEEN_MAX:
+            _canonical_seen.clear()
+        _canonical_seen[value] = None
         return value
     try:
         return str(uuid.UUID(value))
     except ValueError:
         return None
+
+
+#: Canonical UUID texts matched lately (a dict lookup instead of the pattern's 0.3 us);
+#: emptied when full.
+_canonical_seen: dict[str, None] = {}
+_CANONICAL_SEEN_MAX = 4096
 
 
 def _start_trace(view: SpanView, target: _Target, sanitizer: Sanitizer) -> Record:
@@ -463,10 +474,16 @@ def _json_value(view: SpanView, value: Any, sanitizer: Sanitizer) -> Any:
     (a Python repr, YAML) has the values of secret-named keys written in it redacted.
     """
     if isinstance(value, str):
-        try:  # noqa: SIM105 (contextlib.suppress costs more than the parse of a short value)
-            value = _parse_json(value)
+        try:
+            parsed = _parse_json(value)
         except ValueError:
             pass
+        else:
+            if view.sanitized:
+                return parsed
+            if type(parsed) is not str:
+                return sanitizer.resanitize_parsed(parsed, len(value))
+            value = parsed
     if view.sanitized:
         return value
     if isinstance(value, str):  # what sanitize() makes of a string, scrubbed by key too
@@ -474,7 +491,8 @@ def _json_value(view: SpanView, value: Any, sanitizer: Sanitizer) -> Any:
     return sanitizer.resanitize(value)
 
 
-_parse_json = json.JSONDecoder().decode
+#: ``json.JSONDecoder().decode``, by orjson where it is installed (see :mod:`._json`).
+_parse_json = json_decoder()
 
 
 def _iso(ns: int) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Final
 from hackagent_otel._sanitize._budget import DEFAULT_LIMITS, Limits
 from hackagent_otel._sanitize._clients import client_secrets
 from hackagent_otel._sanitize._fast import budget_if_unchanged, encode, flat_text
+from hackagent_otel._sanitize._flat_json import unchanged
 from hackagent_otel._sanitize._keys import REDACTED, KeyPolicy
 from hackagent_otel._sanitize._memory import SecretMemory
 from hackagent_otel._sanitize._shapes import is_secret_like, revealed, safe_str
@@ -75,6 +76,14 @@ class Sanitizer:
             self.memory.remember_within(value)
             return _REDACTED_JSON
         return self.dumps(value, limits)
+
+    def resanitize_parsed(self, value: Any, text_length: int) -> Any:
+        """:meth:`resanitize` of a value ``json.loads`` made of ``text_length``
+        characters: a small flat one it would keep is kept without even the check,
+        told from its shape and its text's length (:mod:`._flat_json`)."""
+        if self.limits == DEFAULT_LIMITS and unchanged(value, text_length, self.keys):
+            return value
+        return self.resanitize(value)
 
     def resanitize(self, value: Any, limits: Limits | None = None) -> Any:
         """``sanitize(value, limits)``, without walking what it would return unchanged.

@@ -10,8 +10,10 @@ as exactly a repeated message of (key = 1, value = 2), which is what ``KeyValue`
 Looking for ``hackagent.kind`` is then one dict lookup in C, and a value is its raw
 ``AnyValue`` bytes: a string under 128 bytes (the usual attribute: a tag byte, a length
 byte, the text) is read as it stands, anything else is parsed by the generated
-``AnyValue`` (:func:`_pb_value`); the first is worth 40% of spans per second here,
-reading ints, bools, doubles or longer strings by hand nothing. The view is declared as
+``AnyValue`` (:func:`_pb_value`); the first is worth 40% of spans per second here.
+An int or a bool of one varint byte (tag and byte) is read as it stands too: 80 ns
+against 600 through the generated class; longer ints, doubles and longer strings by
+hand gained nothing measurable. The view is declared as
 a table (:data:`_VIEW_SCHEMA`) and built once, at import, in a descriptor pool of its
 own, as generated ``_pb2`` modules build theirs; it never touches the default pool.
 ``string_value_strindex`` (an index into a profile's string table, meaningless here)
@@ -119,6 +121,9 @@ _ViewRequest: Final = _view_request_class()
 _ZERO_TRACE_ID: Final = bytes(16)
 _ZERO_SPAN_ID: Final = bytes(8)
 _NOT_UTF8: Final = "a string attribute is not valid UTF-8"
+#: ``AnyValue`` tags of ``int_value`` (field 3) and ``bool_value`` (field 2), varints.
+_INT_TAG: Final = 0x18
+_ONE_BYTE_VARINTS: Final = frozenset({_INT_TAG, 0x10})
 
 
 def decode_protobuf(body: bytes, *, max_spans: int | None = None) -> DecodedTraces:
@@ -202,6 +207,10 @@ def _pb_attributes(raw: Mapping[str, bytes]) -> dict[str, Any]:
         # rejected.
         if size > 1 and value[0] == 0x0A and value[1] == size - 2:
             attributes[key] = value[2:].decode()
+        elif size == 2 and value[0] in _ONE_BYTE_VARINTS and value[1] < 0x80:
+            # An int or a bool of one varint byte (a step's sequence numbers): read as
+            # it stands, a tenth of what the generated class takes.
+            attributes[key] = value[1] if value[0] == _INT_TAG else value[1] != 0
         else:
             converted = _pb_value(key, value)
             if converted is not None:

@@ -151,6 +151,11 @@ def _in_call_order(group: list[tuple[int, int, Record]]) -> list[Record]:
         return [group[0][2]]
     by_time = sorted(group)  # positions are unique: records themselves are never compared
     slots = [i for i, t in enumerate(by_time) if t[2].kind == _records.TRACE]
+    sequences = [_sequence(by_time[i][2]) for i in slots]
+    if sequences == sorted(sequences):
+        # Already in ascending sequence, ties in time order: the refill would change
+        # nothing (the usual case: one tracker's steps, one clock).
+        return [t[2] for t in by_time]
     by_sequence = sorted((by_time[i] for i in slots), key=_sequence_time_and_position)
     for slot, timed in zip(slots, by_sequence, strict=True):
         by_time[slot] = timed
