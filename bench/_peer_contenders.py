@@ -110,14 +110,26 @@ def _stuck(what: object) -> None:
 def ours_and_bare(folder: Path) -> list[Contender]:
     """The bare span and our two set-ups. Ours switch our tracer's provider before each
     round (one ``configure()`` set-up, records off, and a second provider carrying our
-    span processor), so both run in one process without reconfiguring between rounds."""
+    span processor), so both run in one process without reconfiguring between rounds;
+    the processor counts as alive (what makes our spans keep a whole copy of what they
+    are given, for the records) only in the rounds with records, as in a process set up
+    with records on, and not in those without, as in one set up with records off."""
     bare_provider, bare_exporter = _exported_provider()
     spans_provider, spans_exporter = _exported_provider()
     records_provider, _ = _exported_provider()
     ho.configure(tracer_provider=spans_provider, records="off", handle_sigterm=False)
     sender = InstantSender()
     delivery = DeliveryService(sender, outbox_path=folder / "outbox.sqlite3")
-    records_provider.add_span_processor(ho.HackAgentSpanProcessor(lambda _run_id: delivery))
+    processor = ho.HackAgentSpanProcessor(lambda _run_id: delivery)
+    records_provider.add_span_processor(processor)
+
+    def spans_only() -> None:
+        _tracer.source.use_provider(spans_provider)
+        _tracer.drop_taker(processor)
+
+    def with_records() -> None:
+        _tracer.source.use_provider(records_provider)
+        _tracer.add_taker(processor)
 
     def tracker() -> ho.StepTracker:
         return ho.StepTracker(
@@ -141,14 +153,14 @@ def ours_and_bare(folder: Path) -> list[Contender]:
             our_step(tracker()),
             _flush(spans_provider),
             lambda: spans_exporter.spans,
-            lambda: _tracer.source.use_provider(spans_provider),
+            spans_only,
         ),
         Contender(
             "ours, records",
             our_step(tracker()),
             drain_records,
             lambda: sender.calls,
-            lambda: _tracer.source.use_provider(records_provider),
+            with_records,
         ),
     ]
 

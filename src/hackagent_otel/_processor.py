@@ -164,6 +164,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         # nothing kept in memory until exit would survive them.
         self._durable = multiprocessing.parent_process() is not None
         LIVE_PROCESSORS.add(self)
+        _tracer.add_taker(self)  # our spans keep what they are given whole, for us
         register(self._after_fork_in_child)
 
     # -- SpanProcessor -------------------------------------------------------------------
@@ -171,6 +172,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         """Ignore every span from now on: a newer processor took over (``configure()``
         called again on a provider we do not own, which cannot drop a processor)."""
         self._detached = True
+        _tracer.drop_taker(self)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if self._detached:
@@ -216,6 +218,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._stopping = True
         self._wake.set()
         LIVE_PROCESSORS.discard(self)
+        _tracer.drop_taker(self)
         for sink in self._sinks():
             sink.shutdown(max(deadline - time.monotonic(), 0.0))
 

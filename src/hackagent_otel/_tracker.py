@@ -80,6 +80,7 @@ class _Step:
     __slots__ = (
         "context",
         "ended",
+        "kept",
         "metadata",
         "metadata_dropped",
         "parent",
@@ -93,12 +94,14 @@ class _Step:
         context: TrackingContext,
         parent: _Step | None,
         span: trace.Span,
+        kept: _tracer.KeptData | None,
         metadata: dict[str, tuple[int, str]],
         progress: list[tuple[int, str, str]],
     ) -> None:
         self.context = context
         self.parent = parent
         self.span = span
+        self.kept = kept  # what is kept beside the span for the records, if anything
         self.metadata = metadata
         self.progress: deque[tuple[int, str, str]] = deque(progress, maxlen=MAX_PROGRESS_ENTRIES)
         self.metadata_dropped = 0
@@ -250,14 +253,14 @@ class StepTracker:
             context_metadata = _context_metadata(ctx, pending_metadata, pending_progress)
             if context_metadata is not None:
                 attributes[semconv.STEP_CONTEXT_METADATA] = context_metadata
-            span = _tracer.start_span(
+            span, kept = _tracer.start_kept_span(
                 name,
                 runs.parent_for(run_id),
                 attributes,
                 record_exception=False,
                 set_status_on_exception=False,
             )
-            step = _Step(ctx, _CURRENT_STEP.get(), span, pending_metadata, pending_progress)
+            step = _Step(ctx, _CURRENT_STEP.get(), span, kept, pending_metadata, pending_progress)
             step.metadata_dropped = metadata_dropped
             step.progress_dropped = progress_dropped
             return step
@@ -283,16 +286,19 @@ class StepTracker:
                 attributes[semconv.STEP_METADATA_DROPPED] = metadata_dropped
             if progress_dropped:
                 attributes[semconv.STEP_PROGRESS_DROPPED] = progress_dropped
+            kept = step.kept
             for key, (timestamp, value) in metadata:
-                _tracer.add_event(
+                _tracer.add_kept_event(
                     span,
+                    kept,
                     semconv.EVENT_METADATA,
                     {semconv.METADATA_KEY: key, semconv.METADATA_VALUE: value},
                     timestamp,
                 )
             for timestamp, message, metrics in progress:
-                _tracer.add_event(
+                _tracer.add_kept_event(
                     span,
+                    kept,
                     semconv.EVENT_PROGRESS,
                     {semconv.PROGRESS_MESSAGE: message, semconv.PROGRESS_METRICS: metrics},
                     timestamp,
@@ -301,7 +307,7 @@ class StepTracker:
                 message = _tracer.record_exception(span, exc)
                 attributes[semconv.STEP_ERROR_MESSAGE] = message
                 self.logger.error("Step '%s' failed: %s", _step_name(span), message)
-            _tracer.set_attributes(span, attributes)
+            _tracer.set_kept_attributes(span, kept, attributes)
             span.end()
         except Exception:
             self._internal_error("ending a step")
