@@ -112,7 +112,10 @@ def _count_cuts(span: ReadableSpan, kept: _tracer.KeptData, counters: MappingCou
         cut = (
             bool(dropped)
             or len(span.events) < len(kept.events)
-            or any(attributes.get(key) != value for key, value in kept.attributes.items())
+            or (
+                _values_may_be_cut(span)
+                and any(attributes.get(key) != value for key, value in kept.attributes.items())
+            )
         )
     if not cut:
         return
@@ -126,6 +129,13 @@ def _count_cuts(span: ReadableSpan, kept: _tracer.KeptData, counters: MappingCou
             "cut_by_span_limits)",
             span.name,
         )
+
+
+def _values_may_be_cut(span: ReadableSpan) -> bool:
+    """Whether the SDK may have shortened the span's attribute values: only under a
+    length limit, which its attributes hold (where they do not say, it may have). Without
+    one, comparing every value with the tracker's copy at each span's end finds nothing."""
+    return getattr(getattr(span, "_attributes", None), "max_value_len", 0) is not None
 
 
 class HackAgentSpanProcessor(SpanProcessor):
@@ -189,10 +199,12 @@ class HackAgentSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._detached:
             return
-        kept = _tracer.kept_for(span)
-        attributes = kept.attributes if kept is not None else span.attributes
+        attributes = span.attributes
         if attributes is None or semconv.KIND not in attributes:
-            return
+            # Ours too when span limits cut the kind: what the tracker kept says.
+            kept = _tracer.kept_for(span)
+            if kept is None or semconv.KIND not in kept.attributes:
+                return
         self._enqueue(_END, span)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
@@ -103,7 +102,9 @@ class _Step:
         self.span = span
         self.kept = kept  # what is kept beside the span for the records, if anything
         self.metadata = metadata
-        self.progress: deque[tuple[int, str, str]] = deque(progress, maxlen=MAX_PROGRESS_ENTRIES)
+        #: At most MAX_PROGRESS_ENTRIES, the oldest dropped first (a list: a step rarely
+        #: has many, and a bounded deque costs more to make than every step saves).
+        self.progress = progress
         self.metadata_dropped = 0
         self.progress_dropped = 0
         self.ended = False
@@ -113,7 +114,7 @@ class _RecordingOrder:
     """Orders recording in a step (from any thread running in its context) against the
     step's end, so an entry is either emitted or counted as late, never lost.
 
-    One lock for all steps: it is held for a few dict or deque operations only, and a
+    One lock for all steps: it is held for a few dict or list operations only, and a
     lock per step cost more to make (and to renew after a fork) than it ever waited.
     """
 
@@ -250,9 +251,10 @@ class StepTracker:
             pending_metadata, pending_progress, metadata_dropped, progress_dropped = (
                 ctx.pending.take()
             )
-            context_metadata = _context_metadata(ctx, pending_metadata, pending_progress)
-            if context_metadata is not None:
-                attributes[semconv.STEP_CONTEXT_METADATA] = context_metadata
+            if ctx.metadata or pending_metadata or pending_progress:
+                attributes[semconv.STEP_CONTEXT_METADATA] = _context_metadata(
+                    ctx, pending_metadata, pending_progress
+                )
             span, kept = _tracer.start_kept_span(
                 name,
                 runs.parent_for(run_id),
@@ -277,17 +279,15 @@ class StepTracker:
                 else semconv.STEP_STATUS_COMPLETED,
                 semconv.STEP_SEQUENCE_END: step.context.increment_sequence(),
             }
-            with _recording.lock:
+            with _recording.lock:  # from here on nothing is added to the step: read as is
                 step.ended = True
-                metadata = list(step.metadata.items())
-                progress = list(step.progress)
                 metadata_dropped, progress_dropped = step.metadata_dropped, step.progress_dropped
             if metadata_dropped:
                 attributes[semconv.STEP_METADATA_DROPPED] = metadata_dropped
             if progress_dropped:
                 attributes[semconv.STEP_PROGRESS_DROPPED] = progress_dropped
             kept = step.kept
-            for key, (timestamp, value) in metadata:
+            for key, (timestamp, value) in step.metadata.items():
                 _tracer.add_kept_event(
                     span,
                     kept,
@@ -295,7 +295,7 @@ class StepTracker:
                     {semconv.METADATA_KEY: key, semconv.METADATA_VALUE: value},
                     timestamp,
                 )
-            for timestamp, message, metrics in progress:
+            for timestamp, message, metrics in step.progress:
                 _tracer.add_kept_event(
                     span,
                     kept,
@@ -358,10 +358,12 @@ class StepTracker:
             with _recording.lock:
                 late = step.ended
                 if not late:
-                    if len(step.progress) == MAX_PROGRESS_ENTRIES:
+                    progress = step.progress
+                    if len(progress) >= MAX_PROGRESS_ENTRIES:
+                        del progress[0]
                         step.progress_dropped += 1
                         stats.add("progress_dropped")
-                    step.progress.append(entry)
+                    progress.append(entry)
             if late:
                 self._drop_late("progress", entry[1])
         except Exception:
@@ -514,10 +516,9 @@ def _context_metadata(
     ctx: TrackingContext,
     metadata: dict[str, tuple[int, str]],
     progress: list[tuple[int, str, str]],
-) -> str | None:
-    """The ``context_metadata`` of a step's start record, as the original sent it."""
-    if not ctx.metadata and not metadata and not progress:
-        return None
+) -> str:
+    """The ``context_metadata`` of a step's start record, as the original sent it (for a
+    context with metadata, or entries recorded before the step)."""
     combined: dict[str, Any] = dict(ctx.metadata)
     if metadata:
         combined["step_metadata"] = {k: json.loads(v) for k, (_, v) in metadata.items()}
