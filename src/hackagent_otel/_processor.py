@@ -271,7 +271,9 @@ class HackAgentSpanProcessor(SpanProcessor):
             while len(self._queue) > self._max_backlog and self._map_next():
                 with self.counters.lock:
                     self.counters.inline += 1
-        elif self._idle:
+        elif self._idle and not self._wake.is_set():
+            # Set once until the mapping thread takes it up (it clears the event just
+            # before each round): setting it again costs a lock and a notify each span.
             self._wake.set()
 
     def _start_worker(self) -> None:

@@ -140,12 +140,15 @@ def start_span(
 
 
 def start_kept_span(
-    name: str, parent: Context | None, attributes: Mapping[str, AttributeValue], **kwargs: Any
+    name: str, parent: Context | None, attributes: dict[str, AttributeValue], **kwargs: Any
 ) -> tuple[trace.Span, KeptData | None]:
     """:func:`start_span`, and what is kept beside the span (``None``: nothing is), for a
     caller that sets more on it with :func:`add_kept_event` and
-    :func:`set_kept_attributes` instead of looking it up by the span's ids each time."""
-    return _started(name, parent, attributes, **kwargs)
+    :func:`set_kept_attributes` instead of looking it up by the span's ids each time.
+
+    ``attributes`` is handed over: kept as it is, not copied, so the caller must not
+    change it afterwards (the tracker builds a fresh dict for each step)."""
+    return _started(name, parent, attributes, handed_over=True, **kwargs)
 
 
 class KeptData:
@@ -153,9 +156,9 @@ class KeptData:
 
     __slots__ = ("attributes", "events")
 
-    def __init__(self, attributes: Mapping[str, AttributeValue]) -> None:
-        self.attributes: dict[str, AttributeValue] = dict(attributes)
-        self.events: list[tuple[str, dict[str, AttributeValue], int]] = []
+    def __init__(self, attributes: dict[str, AttributeValue]) -> None:
+        self.attributes = attributes
+        self.events: list[tuple[str, Mapping[str, AttributeValue], int]] = []
 
 
 #: (trace id, span id) -> what was set on the span. The SDK hands span processors a
@@ -191,12 +194,17 @@ _STARTING: ContextVar[KeptData | None] = ContextVar("hackagent_starting_span", d
 
 
 def _started(
-    name: str, parent: Context | None, attributes: Mapping[str, AttributeValue], **kwargs: Any
+    name: str,
+    parent: Context | None,
+    attributes: Mapping[str, AttributeValue],
+    *,
+    handed_over: bool = False,
+    **kwargs: Any,
 ) -> tuple[trace.Span, KeptData | None]:
     if not _takers:
         span = source.tracer().start_span(name, context=parent, attributes=attributes, **kwargs)
         return span, None
-    kept = KeptData(attributes)
+    kept = KeptData(attributes if handed_over and type(attributes) is dict else dict(attributes))
     token = _STARTING.set(kept)
     try:
         span = source.tracer().start_span(name, context=parent, attributes=attributes, **kwargs)
@@ -269,12 +277,16 @@ def add_kept_event(
     name: str,
     attributes: Mapping[str, AttributeValue],
     timestamp: int | None = None,
+    *,
+    handed_over: bool = False,
 ) -> None:
-    """:func:`add_event` on a span whose kept data (if any) the caller holds."""
+    """:func:`add_event` on a span whose kept data (if any) the caller holds; with
+    ``handed_over``, ``attributes`` is kept as it is, so the caller must not change it
+    afterwards (the tracker builds a fresh dict for each event)."""
     when = time.time_ns() if timestamp is None else timestamp
     span.add_event(name, attributes, when)
     if kept is not None:
-        kept.events.append((name, dict(attributes), when))
+        kept.events.append((name, attributes if handed_over else dict(attributes), when))
 
 
 def record_exception(span: trace.Span, exc: BaseException) -> str:

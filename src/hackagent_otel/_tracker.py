@@ -294,6 +294,7 @@ class StepTracker:
                     semconv.EVENT_METADATA,
                     {semconv.METADATA_KEY: key, semconv.METADATA_VALUE: value},
                     timestamp,
+                    handed_over=True,
                 )
             for timestamp, message, metrics in step.progress:
                 _tracer.add_kept_event(
@@ -302,6 +303,7 @@ class StepTracker:
                     semconv.EVENT_PROGRESS,
                     {semconv.PROGRESS_MESSAGE: message, semconv.PROGRESS_METRICS: metrics},
                     timestamp,
+                    handed_over=True,
                 )
             if exc is not None:
                 message = _tracer.record_exception(span, exc)
