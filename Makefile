@@ -10,14 +10,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint typecheck unit integration otel-bins stack bench clean soak fuzz-deps
+.PHONY: help install demo test lint typecheck unit integration otel-bins stack bench bench-peers clean soak fuzz-deps
 
 help:
 	@echo "make demo       set up and run the example pipeline and attack (terminal timelines)"
 	@echo "make test       set up, build the Collector and Jaeger, run every test tier"
 	@echo "make stack      run the built Collector + Jaeger + the demo on this machine"
 	@echo "                (BRIDGES=N: N bridges behind the Collector's load_balancing exporter)"
-	@echo "make bench      print the benchmark table"
+	@echo "make bench      print the benchmark table (the peers, Logfire and Langfuse, included)"
+	@echo "make bench-peers  only ours beside Logfire and Langfuse (about a minute)"
 	@echo "make soak       the long reliability runs only (outage soak, atheris); see RELIABILITY.md"
 
 $(STAMP): pyproject.toml
@@ -66,8 +67,13 @@ soak: fuzz-deps
 stack: install otel-bins
 	$(BIN)/python scripts/stack.py --bridges $(BRIDGES)
 
+# Every benchmark; the peers' (bench/peers.py) and hackagent 0.5.0's run in virtualenvs
+# of their own, built once in the user's cache folder (PyPI needed the first time).
 bench: install
 	$(BIN)/python -m bench
+
+bench-peers: install
+	$(BIN)/python -m bench.peers
 
 clean:
 	rm -rf $(VENV) .bin .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,9 @@
 Where valgrind is installed, the hot path is also weighed in instructions
 (:mod:`bench.instructions`), which this machine's drift in speed does not move.
 The scale-out comparison (:mod:`bench.bridge_scale`: the Collector in front of one
-bridge, then two) runs where ``make otel-bins`` built ``.bin/otelcol``.
+bridge, then two) runs where ``make otel-bins`` built ``.bin/otelcol``. The peers
+(:mod:`bench.peers`: Pydantic Logfire and Langfuse recording the same step) run in a
+virtualenv of their own, built once like hackagent 0.5.0's.
 """
 
 from __future__ import annotations
@@ -13,7 +15,16 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench import bridge_ingest, bridge_scale, delivery, goals, hot_path, instructions, memory
+from bench import (
+    bridge_ingest,
+    bridge_scale,
+    delivery,
+    goals,
+    hot_path,
+    instructions,
+    memory,
+    peers,
+)
 from bench._table import print_table
 
 
@@ -29,6 +40,7 @@ def main() -> None:
 def run_all() -> None:
     """Every benchmark, then the targets table."""
     hot = hot_path.main()
+    peer = peers.main()
     per_goal = goals.main()
     sent = delivery.main()
     ingest = bridge_ingest.main()
@@ -52,6 +64,7 @@ def run_all() -> None:
             f"{counted['ours, delivering']:.2f}x" if counted else "(no valgrind)",
             "<= 1.5x",
         ),
+        *peers_checks(peer["figures"]),
         ("faster than hackagent 0.5.0, 0 ms API", f"{hot['speedup_0ms']:.1f}x", ">= 20x"),
         (
             "  (the bare span itself, for scale)",
@@ -110,6 +123,29 @@ def run_all() -> None:
         ("RSS growth, API down", f"{mem['growth_mb']:.0f} MB", "< 100 MB"),
     ]
     print_table("Targets", ["figure", "measured", "target"], [list(c) for c in checks])
+
+
+def peers_checks(found: dict[str, dict[str, float]]) -> list[tuple[str, str, str]]:
+    """The peers' targets (:mod:`bench.peers`) as rows of the targets table."""
+    records, spans = found[peers.OURS_RECORDS], found[peers.OURS_SPANS]
+    return [
+        (
+            "peers bench: ours with records vs bare span (exported, by round)",
+            f"{records['vs_bare']:.2f}x",
+            f"<= {peers.TARGETS[peers.OURS_RECORDS]}x",
+        ),
+        (
+            "  the same, spans only",
+            f"{spans['vs_bare']:.2f}x",
+            f"<= {peers.TARGETS[peers.OURS_SPANS]}x",
+        ),
+        (
+            "  fastest peer (Logfire, Langfuse) / ours with records",
+            f"{records['peer_over']:.2f}x",
+            f">= {peers.PEER_TARGET}x",
+        ),
+        ("  (the bare span itself, for scale)", f"{found[peers.BARE]['peer_over']:.2f}x", ""),
+    ]
 
 
 if __name__ == "__main__":

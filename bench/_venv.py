@@ -11,6 +11,10 @@ marked complete only at the end, so a build that broke half-way is started afres
 A tier venv is keyed by the hackagent version and a hash of ``pyproject.toml`` (new
 dependencies, a new venv) and of the checkout's path: an editable install points at
 one checkout, and two checkouts on one machine must not run each other's code.
+
+The peers' venv (:func:`peers_python`, for :mod:`bench.peers`) is built the same way:
+Pydantic Logfire and Langfuse at the versions pinned in ``bench/peers-requirements.txt``
+and this checkout editable, keyed by that file too.
 """
 
 from __future__ import annotations
@@ -56,9 +60,12 @@ def bench_python() -> Path:
     )
 
 
-def tier_key(root: Path = ROOT) -> str:
-    """What the tier venv depends on: pyproject.toml's bytes and the checkout's path."""
+def tier_key(root: Path = ROOT, *extra: Path) -> str:
+    """What a venv with this checkout in it depends on: pyproject.toml's bytes, those of
+    any ``extra`` file (a requirements file), and the checkout's path."""
     digest = hashlib.sha256((root / "pyproject.toml").read_bytes())
+    for path in extra:
+        digest.update(path.read_bytes())
     digest.update(str(root).encode())
     return digest.hexdigest()[:12]
 
@@ -68,12 +75,41 @@ def tier_python(root: Path = ROOT) -> Path:
     (editable, with its dependencies from PyPI). Once a new one is complete, the tier
     venvs built for an earlier ``pyproject.toml`` of this checkout, or for a checkout
     that is gone (a CI clone, say), are removed: each takes about 450 MB."""
-    name = f"tier-hackagent-{HACKAGENT_VERSION}-{tier_key(root)}"
-    python = ensure_venv(name, [[f"hackagent=={HACKAGENT_VERSION}"], ["--editable", str(root)]])
+    return _checkout_venv(
+        f"tier-hackagent-{HACKAGENT_VERSION}",
+        "tier-hackagent-",
+        [[f"hackagent=={HACKAGENT_VERSION}"], ["--editable", str(root)]],
+        root,
+    )
+
+
+#: The pinned versions of every package of the peers' venv but this checkout's own,
+#: relative to the checkout.
+PEERS_REQUIREMENTS = Path("bench", "peers-requirements.txt")
+
+
+def peers_python(root: Path = ROOT) -> Path:
+    """The interpreter of the peers' venv: Logfire and Langfuse as pinned in
+    :data:`PEERS_REQUIREMENTS` and this checkout (editable), installed in one pip
+    command so the pins hold for our dependencies too. Replaced like the tier's."""
+    requirements = root / PEERS_REQUIREMENTS
+    installs = [["--requirement", str(requirements), "--editable", str(root)]]
+    return _checkout_venv("peers", "peers-", installs, root, requirements)
+
+
+def _checkout_venv(
+    prefix: str, family: str, installs: Sequence[Sequence[str]], root: Path, *extra: Path
+) -> Path:
+    """Venv ``prefix-<key>`` (see :func:`tier_key`) with this checkout installed editable.
+
+    Once a new one is complete, the venvs whose names start with ``family`` built for an
+    earlier state of this checkout, or for a checkout that is gone (a CI clone, say), are
+    removed."""
+    python = ensure_venv(f"{prefix}-{tier_key(root, *extra)}", installs)
     owner = python.parent.parent / ".checkout"
     if not owner.exists():
         owner.write_text(str(root))
-        for old in cache_dir().glob("tier-hackagent-*/.checkout"):
+        for old in cache_dir().glob(f"{family}*/.checkout"):
             checkout = old.read_text()
             if old != owner and (checkout == str(root) or not Path(checkout).is_dir()):
                 _say(f"removing {old.parent}, built for {checkout} as it was")

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry.sdk._configuration import _import_exporters
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export import SpanExportResult as Result
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -66,6 +66,31 @@ def test_finished_spans_in_a_batch_processor_become_the_originals_calls(
 
     assert sink.calls(f"/result/{result_id}") == expected_result_calls(result_id)
     assert sink.calls(f"/run/{run_id}") == expected_run_calls(run_id)
+
+
+def test_span_limits_cut_the_exported_spans_but_not_their_records(
+    exporting_provider: TracerProvider,
+) -> None:
+    """The exporter takes what the tracker kept whole, as the processor does: the
+    tracker keeps it while an exporter of ours is alive, with no processor anywhere."""
+    sink = ListSink()
+    limited = TracerProvider(span_limits=SpanLimits(max_attribute_length=64))
+    limited.add_span_processor(SimpleSpanProcessor(HackAgentSpanExporter(sink)))
+    spans = InMemorySpanExporter()
+    limited.add_span_processor(SimpleSpanProcessor(spans))
+    _tracer.source.use_provider(limited)
+    run_id, result_id = new_ids()
+    tracker = StepTracker(TrackingContext(run_id=run_id, parent_result_id=result_id))
+
+    with tracker.track_step("Long", "STEP", config={"prompt": "x" * 200}):
+        pass
+    limited.force_flush()
+
+    (start, _) = sink.records
+    assert start.body["content"]["config_snapshot"] == {"prompt": "x" * 200}
+    (span,) = spans.get_finished_spans()
+    assert len(str((span.attributes or {})[semconv.STEP_CONFIG])) == 64  # the span was cut
+    limited.shutdown()
 
 
 def test_export_never_raises_and_maps_the_rest_of_the_batch(

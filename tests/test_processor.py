@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,6 +24,7 @@ from hackagent_otel import (
     StepTracker,
     TrackingContext,
     _tracer,
+    semconv,
 )
 from hackagent_otel._delivery.outbox import Outbox
 from hackagent_otel._delivery.outcome import Transient
@@ -118,6 +120,28 @@ def test_records_of_one_result_are_submitted_in_sequence_order(
 
     sequences = [r.body["sequence"] for r in sink.records]
     assert sequences == sorted(sequences) == list(range(1, 43))
+
+
+def test_spans_keep_a_whole_copy_only_while_a_processor_or_exporter_of_ours_is_alive(
+    make_processor: MakeProcessor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With records off (made by a Collector and the bridge, or nowhere) a copy of each
+    span kept for the records would only cost the step and hold memory for no one."""
+    monkeypatch.setattr(_tracer, "_takers", weakref.WeakSet())  # none of other tests'
+    _tracer.source.use_provider(TracerProvider())
+    tracker = new_tracker()
+    with tracker.track_step("Alone", "STEP"):
+        assert _tracer.kept_for(trace.get_current_span()) is None
+
+    processor = make_processor(ListSink())
+    with tracker.track_step("Taken", "STEP", config={"k": 1}):
+        kept = _tracer.kept_for(trace.get_current_span())
+        assert kept is not None
+        assert kept.attributes[semconv.STEP_NAME] == "Taken"
+
+    processor.shutdown(1_000)
+    with tracker.track_step("Alone again", "STEP"):
+        assert _tracer.kept_for(trace.get_current_span()) is None
 
 
 def test_records_do_not_depend_on_the_users_sampler(make_processor: MakeProcessor) -> None:

@@ -1130,7 +1130,7 @@ def test_an_internal_error_logged_on_the_callers_logger_keeps_known_secrets_out(
         raise RuntimeError(f"the tracer refused {API_KEY}")
 
     monkeypatch.setattr(_tracker, "_raise_internal_errors", False)
-    monkeypatch.setattr(_tracer, "start_span", failing_start)
+    monkeypatch.setattr(_tracer, "start_kept_span", failing_start)
     logger = logging.getLogger("callers.own.pipeline")
     tracker = StepTracker(TrackingContext(run_id=run_id, logger=logger))
 

@@ -50,6 +50,7 @@ class HackAgentSpanExporter(SpanExporter):
         self.counters = MappingCounters()
         self._shut_down = False
         self._deferred_logged = False
+        _tracer.add_taker(self)  # our spans keep what they are given whole, for us
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         if self._shut_down:
@@ -86,4 +87,5 @@ class HackAgentSpanExporter(SpanExporter):
     def shutdown(self) -> None:
         if not self._shut_down:
             self._shut_down = True
+            _tracer.drop_taker(self)
             self._sink.shutdown(10.0)

@@ -112,7 +112,10 @@ def _count_cuts(span: ReadableSpan, kept: _tracer.KeptData, counters: MappingCou
         cut = (
             bool(dropped)
             or len(span.events) < len(kept.events)
-            or any(attributes.get(key) != value for key, value in kept.attributes.items())
+            or (
+                _values_may_be_cut(span)
+                and any(attributes.get(key) != value for key, value in kept.attributes.items())
+            )
         )
     if not cut:
         return
@@ -126,6 +129,13 @@ def _count_cuts(span: ReadableSpan, kept: _tracer.KeptData, counters: MappingCou
             "cut_by_span_limits)",
             span.name,
         )
+
+
+def _values_may_be_cut(span: ReadableSpan) -> bool:
+    """Whether the SDK may have shortened the span's attribute values: only under a
+    length limit, which its attributes hold (where they do not say, it may have). Without
+    one, comparing every value with the tracker's copy at each span's end finds nothing."""
+    return getattr(getattr(span, "_attributes", None), "max_value_len", 0) is not None
 
 
 class HackAgentSpanProcessor(SpanProcessor):
@@ -164,6 +174,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         # nothing kept in memory until exit would survive them.
         self._durable = multiprocessing.parent_process() is not None
         LIVE_PROCESSORS.add(self)
+        _tracer.add_taker(self)  # our spans keep what they are given whole, for us
         register(self._after_fork_in_child)
 
     # -- SpanProcessor -------------------------------------------------------------------
@@ -171,6 +182,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         """Ignore every span from now on: a newer processor took over (``configure()``
         called again on a provider we do not own, which cannot drop a processor)."""
         self._detached = True
+        _tracer.drop_taker(self)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         if self._detached:
@@ -187,10 +199,12 @@ class HackAgentSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if self._detached:
             return
-        kept = _tracer.kept_for(span)
-        attributes = kept.attributes if kept is not None else span.attributes
+        attributes = span.attributes
         if attributes is None or semconv.KIND not in attributes:
-            return
+            # Ours too when span limits cut the kind: what the tracker kept says.
+            kept = _tracer.kept_for(span)
+            if kept is None or semconv.KIND not in kept.attributes:
+                return
         self._enqueue(_END, span)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -216,6 +230,7 @@ class HackAgentSpanProcessor(SpanProcessor):
         self._stopping = True
         self._wake.set()
         LIVE_PROCESSORS.discard(self)
+        _tracer.drop_taker(self)
         for sink in self._sinks():
             sink.shutdown(max(deadline - time.monotonic(), 0.0))
 
@@ -256,7 +271,9 @@ class HackAgentSpanProcessor(SpanProcessor):
             while len(self._queue) > self._max_backlog and self._map_next():
                 with self.counters.lock:
                     self.counters.inline += 1
-        elif self._idle:
+        elif self._idle and not self._wake.is_set():
+            # Set once until the mapping thread takes it up (it clears the event just
+            # before each round): setting it again costs a lock and a notify each span.
             self._wake.set()
 
     def _start_worker(self) -> None:

@@ -19,6 +19,10 @@ It also keeps, beside each span of ours, what the tracker set on it, whole
 ``OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT``, ``OTEL_SPAN_EVENT_COUNT_LIMIT``...) are
 meant for span backends, and the HackAgent records made from our spans must not
 depend on them. The span itself is still cut as configured; the records are not.
+Only while something that makes records from our spans is alive (a
+``HackAgentSpanProcessor`` or ``HackAgentSpanExporter``: a *taker*) is anything kept: with
+records made elsewhere (a Collector and the bridge) or nowhere, keeping would cost every
+span a copy and hold the last :data:`MAX_KEPT` of them for no one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -153,14 +158,26 @@ def start_root_span(
 ) -> trace.Span:
     """Start a span with no parent whose trace id is ``trace_id`` where the SDK allows it."""
     with pinned_trace_id(trace_id):
-        return _started(name, Context(), attributes)
+        return _started(name, Context(), attributes)[0]
 
 
 def start_span(
     name: str, parent: Context | None, attributes: Mapping[str, AttributeValue], **kwargs: Any
 ) -> trace.Span:
     """Start a span of ours under ``parent`` (``None``: the current context)."""
-    return _started(name, parent, attributes, **kwargs)
+    return _started(name, parent, attributes, **kwargs)[0]
+
+
+def start_kept_span(
+    name: str, parent: Context | None, attributes: dict[str, AttributeValue], **kwargs: Any
+) -> tuple[trace.Span, KeptData | None]:
+    """:func:`start_span`, and what is kept beside the span (``None``: nothing is), for a
+    caller that sets more on it with :func:`add_kept_event` and
+    :func:`set_kept_attributes` instead of looking it up by the span's ids each time.
+
+    ``attributes`` is handed over: kept as it is, not copied, so the caller must not
+    change it afterwards (the tracker builds a fresh dict for each step)."""
+    return _started(name, parent, attributes, handed_over=True, **kwargs)
 
 
 class KeptData:
@@ -168,9 +185,9 @@ class KeptData:
 
     __slots__ = ("attributes", "events")
 
-    def __init__(self, attributes: Mapping[str, AttributeValue]) -> None:
-        self.attributes: dict[str, AttributeValue] = dict(attributes)
-        self.events: list[tuple[str, dict[str, AttributeValue], int]] = []
+    def __init__(self, attributes: dict[str, AttributeValue]) -> None:
+        self.attributes = attributes
+        self.events: list[tuple[str, Mapping[str, AttributeValue], int]] = []
 
 
 #: (trace id, span id) -> what was set on the span. The SDK hands span processors a
@@ -180,6 +197,19 @@ class KeptData:
 MAX_KEPT = 65_536
 _kept: OrderedDict[tuple[int, int], KeptData] = OrderedDict()
 _kept_lock = threading.Lock()
+
+#: The takers alive (held weakly, so one dropped without being shut down goes too).
+_takers: weakref.WeakSet[object] = weakref.WeakSet()
+
+
+def add_taker(taker: object) -> None:
+    """``taker`` makes records from our spans: from now on, what spans get is kept."""
+    _takers.add(taker)
+
+
+def drop_taker(taker: object) -> None:
+    """``taker`` is shut down; with no taker left, spans started from now on keep nothing."""
+    _takers.discard(taker)
 
 
 def _ids(span: Any) -> tuple[int, int]:
@@ -193,15 +223,23 @@ _STARTING: ContextVar[KeptData | None] = ContextVar("hackagent_starting_span", d
 
 
 def _started(
-    name: str, parent: Context | None, attributes: Mapping[str, AttributeValue], **kwargs: Any
-) -> trace.Span:
-    kept = KeptData(attributes)
+    name: str,
+    parent: Context | None,
+    attributes: Mapping[str, AttributeValue],
+    *,
+    handed_over: bool = False,
+    **kwargs: Any,
+) -> tuple[trace.Span, KeptData | None]:
+    if not _takers:
+        span = source.tracer().start_span(name, context=parent, attributes=attributes, **kwargs)
+        return span, None
+    kept = KeptData(attributes if handed_over and type(attributes) is dict else dict(attributes))
     token = _STARTING.set(kept)
     try:
         span = source.tracer().start_span(name, context=parent, attributes=attributes, **kwargs)
     finally:
         _STARTING.reset(token)
-    return _keep(span, kept)
+    return span, _keep(span, kept)
 
 
 def kept_at_start(span: Any) -> KeptData | None:
@@ -209,18 +247,19 @@ def kept_at_start(span: Any) -> KeptData | None:
     return _STARTING.get() or kept_for(span)
 
 
-def _keep(span: trace.Span, kept: KeptData) -> trace.Span:
-    if span.is_recording():
-        with _kept_lock:
-            _kept[_ids(span)] = kept
-            if len(_kept) > MAX_KEPT:
-                _kept.popitem(last=False)
-    return span
+def _keep(span: trace.Span, kept: KeptData) -> KeptData | None:
+    if not span.is_recording():
+        return None
+    with _kept_lock:
+        _kept[_ids(span)] = kept
+        if len(_kept) > MAX_KEPT:
+            _kept.popitem(last=False)
+    return kept
 
 
 def kept_for(span: Any) -> KeptData | None:
     """What the tracker set on ``span`` (live or ended), whole, if it is ours."""
-    return _kept.get(_ids(span))
+    return _kept.get(_ids(span)) if _kept else None
 
 
 def take_kept(span: Any) -> KeptData | None:
@@ -239,8 +278,14 @@ register(_renew_kept_lock)
 
 def set_attributes(span: trace.Span, attributes: Mapping[str, AttributeValue]) -> None:
     """``span.set_attributes``, kept whole for the records too."""
+    set_kept_attributes(span, kept_for(span), attributes)
+
+
+def set_kept_attributes(
+    span: trace.Span, kept: KeptData | None, attributes: Mapping[str, AttributeValue]
+) -> None:
+    """:func:`set_attributes` on a span whose kept data (if any) the caller holds."""
     span.set_attributes(attributes)
-    kept = kept_for(span)
     if kept is not None:
         kept.attributes.update(attributes)
 
@@ -252,11 +297,25 @@ def add_event(
     timestamp: int | None = None,
 ) -> None:
     """``span.add_event``, kept whole for the records too."""
+    add_kept_event(span, kept_for(span), name, attributes, timestamp)
+
+
+def add_kept_event(
+    span: trace.Span,
+    kept: KeptData | None,
+    name: str,
+    attributes: Mapping[str, AttributeValue],
+    timestamp: int | None = None,
+    *,
+    handed_over: bool = False,
+) -> None:
+    """:func:`add_event` on a span whose kept data (if any) the caller holds; with
+    ``handed_over``, ``attributes`` is kept as it is, so the caller must not change it
+    afterwards (the tracker builds a fresh dict for each event)."""
     when = time.time_ns() if timestamp is None else timestamp
     span.add_event(name, attributes, when)
-    kept = kept_for(span)
     if kept is not None:
-        kept.events.append((name, dict(attributes), when))
+        kept.events.append((name, attributes if handed_over else dict(attributes), when))
 
 
 def record_exception(span: trace.Span, exc: BaseException) -> str:

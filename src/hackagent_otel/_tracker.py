@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
@@ -85,6 +84,7 @@ class _Step:
     __slots__ = (
         "context",
         "ended",
+        "kept",
         "metadata",
         "metadata_dropped",
         "parent",
@@ -98,14 +98,18 @@ class _Step:
         context: TrackingContext,
         parent: _Step | None,
         span: trace.Span,
+        kept: _tracer.KeptData | None,
         metadata: dict[str, tuple[int, str]],
         progress: list[tuple[int, str, str]],
     ) -> None:
         self.context = context
         self.parent = parent
         self.span = span
+        self.kept = kept  # what is kept beside the span for the records, if anything
         self.metadata = metadata
-        self.progress: deque[tuple[int, str, str]] = deque(progress, maxlen=MAX_PROGRESS_ENTRIES)
+        #: At most MAX_PROGRESS_ENTRIES, the oldest dropped first (a list: a step rarely
+        #: has many, and a bounded deque costs more to make than every step saves).
+        self.progress = progress
         self.metadata_dropped = 0
         self.progress_dropped = 0
         self.ended = False
@@ -115,7 +119,7 @@ class _RecordingOrder:
     """Orders recording in a step (from any thread running in its context) against the
     step's end, so an entry is either emitted or counted as late, never lost.
 
-    One lock for all steps: it is held for a few dict or deque operations only, and a
+    One lock for all steps: it is held for a few dict or list operations only, and a
     lock per step cost more to make (and to renew after a fork) than it ever waited.
     """
 
@@ -255,17 +259,18 @@ class StepTracker:
             pending_metadata, pending_progress, metadata_dropped, progress_dropped = (
                 ctx.pending.take()
             )
-            context_metadata = _context_metadata(ctx, pending_metadata, pending_progress, sanitizer)
-            if context_metadata is not None:
-                attributes[semconv.STEP_CONTEXT_METADATA] = context_metadata
-            span = _tracer.start_span(
+            if ctx.metadata or pending_metadata or pending_progress:
+                attributes[semconv.STEP_CONTEXT_METADATA] = _context_metadata(
+                    ctx, pending_metadata, pending_progress, sanitizer
+                )
+            span, kept = _tracer.start_kept_span(
                 name,
                 runs.parent_for(run_id),
                 attributes,
                 record_exception=False,
                 set_status_on_exception=False,
             )
-            step = _Step(ctx, _CURRENT_STEP.get(), span, pending_metadata, pending_progress)
+            step = _Step(ctx, _CURRENT_STEP.get(), span, kept, pending_metadata, pending_progress)
             step.metadata_dropped = metadata_dropped
             step.progress_dropped = progress_dropped
             return step
@@ -282,34 +287,37 @@ class StepTracker:
                 else semconv.STEP_STATUS_COMPLETED,
                 semconv.STEP_SEQUENCE_END: step.context.increment_sequence(),
             }
-            with _recording.lock:
+            with _recording.lock:  # from here on nothing is added to the step: read as is
                 step.ended = True
-                metadata = list(step.metadata.items())
-                progress = list(step.progress)
                 metadata_dropped, progress_dropped = step.metadata_dropped, step.progress_dropped
             if metadata_dropped:
                 attributes[semconv.STEP_METADATA_DROPPED] = metadata_dropped
             if progress_dropped:
                 attributes[semconv.STEP_PROGRESS_DROPPED] = progress_dropped
-            for key, (timestamp, value) in metadata:
-                _tracer.add_event(
+            kept = step.kept
+            for key, (timestamp, value) in step.metadata.items():
+                _tracer.add_kept_event(
                     span,
+                    kept,
                     semconv.EVENT_METADATA,
                     {semconv.METADATA_KEY: key, semconv.METADATA_VALUE: value},
                     timestamp,
+                    handed_over=True,
                 )
-            for timestamp, message, metrics in progress:
-                _tracer.add_event(
+            for timestamp, message, metrics in step.progress:
+                _tracer.add_kept_event(
                     span,
+                    kept,
                     semconv.EVENT_PROGRESS,
                     {semconv.PROGRESS_MESSAGE: message, semconv.PROGRESS_METRICS: metrics},
                     timestamp,
+                    handed_over=True,
                 )
             if exc is not None:
                 message = _tracer.record_exception(span, exc)
                 attributes[semconv.STEP_ERROR_MESSAGE] = message
                 self.logger.error("Step '%s' failed: %s", _step_name(span), message)
-            _tracer.set_attributes(span, attributes)
+            _tracer.set_kept_attributes(span, kept, attributes)
             span.end()
         except Exception:
             self._internal_error("ending a step")
@@ -366,10 +374,12 @@ class StepTracker:
             with _recording.lock:
                 late = step.ended
                 if not late:
-                    if len(step.progress) == MAX_PROGRESS_ENTRIES:
+                    progress = step.progress
+                    if len(progress) >= MAX_PROGRESS_ENTRIES:
+                        del progress[0]
                         step.progress_dropped += 1
                         stats.add("progress_dropped")
-                    step.progress.append(entry)
+                    progress.append(entry)
             if late:
                 self._drop_late("progress", entry[1])
         except Exception:
@@ -525,10 +535,9 @@ def _context_metadata(
     metadata: dict[str, tuple[int, str]],
     progress: list[tuple[int, str, str]],
     sanitizer: Sanitizer,
-) -> str | None:
-    """The ``context_metadata`` of a step's start record, as the original sent it."""
-    if not ctx.metadata and not metadata and not progress:
-        return None
+) -> str:
+    """The ``context_metadata`` of a step's start record, as the original sent it (for a
+    context with metadata, or entries recorded before the step)."""
     combined: dict[str, Any] = dict(ctx.metadata)
     if metadata:
         combined["step_metadata"] = {k: json.loads(v) for k, (_, v) in metadata.items()}
