@@ -95,6 +95,16 @@ def native_available() -> bool:
     return _orjson is not None
 
 
+def _use_native(native: bool | None) -> bool:
+    """Whether to use orjson: as asked (``None``: where installed); asking for it where
+    it is not installed is an error."""
+    if native is None:
+        return _orjson is not None
+    if native and _orjson is None:
+        raise RuntimeError("orjson is not installed")
+    return native
+
+
 #: Where orjson's numbers differ from ``float.__repr__`` (which the stdlib writes):
 #: magnitudes from 1e-9 to below 1e-4, written ``0.0000...`` (1e-5 to 1e-4) or with a
 #: one-digit exponent (``1e-7``; Python writes ``1e-07``). Every other float, and every
@@ -133,12 +143,8 @@ def ascii_bytes_encoder(*, native: bool | None = None) -> EncodeBytes:
     def encode_stdlib(value: Any) -> bytes:
         return stdlib(value).encode("ascii")
 
-    if native is None:
-        native = _orjson is not None
-    if not native:
+    if not _use_native(native):
         return encode_stdlib
-    if _orjson is None:
-        raise RuntimeError("orjson is not installed")
     dumps = _orjson.dumps
     option = (
         _orjson.OPT_PASSTHROUGH_SUBCLASS
@@ -189,12 +195,8 @@ def json_decoder(*, native: bool | None = None) -> Decode:
     stdlib reads) are read by the stdlib.
     """
     stdlib = json.JSONDecoder().decode
-    if native is None:
-        native = _orjson is not None
-    if not native:
+    if not _use_native(native):
         return stdlib
-    if _orjson is None:
-        raise RuntimeError("orjson is not installed")
     loads = _orjson.loads
     refused = _orjson.JSONDecodeError
     long_digits = _LONG_DIGITS.search
